@@ -1,0 +1,19 @@
+"""The two ways auth says no: bad configuration (at start) and a refused token (per request)."""
+
+from __future__ import annotations
+
+
+class AuthConfigError(Exception):
+    """Auth cannot start with this configuration. The message is one line, fit for a CLI.
+
+    Deliberately not a ValueError: raised inside a pydantic validator it must propagate
+    as itself, not be folded into a multi-line ValidationError.
+    """
+
+
+class TokenRejected(Exception):
+    """A presented token is not acceptable. `reason` is short, safe to log, never the token."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,164 @@
+"""FastMCP wiring: a TokenVerifier over the Authenticator, RFC 9728 metadata, the 401 challenge.
+
+Usage (see docs/auth.md):
+
+    gateway_auth = GatewayAuth(AuthSettings(), token_store=store, provisioner=store)
+    mcp = FastMCP("gateway", auth=gateway_auth.provider)
+    gateway_auth.install_routes(mcp)          # adds /.well-known/oauth-protected-resource
+    app = mcp.http_app(path="/mcp")           # FastMCP adds /.well-known/oauth-protected-resource/mcp
+    api = gateway_auth.protect(api_app)       # /api/*: same verifier, same challenge
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastmcp.server.auth import AccessToken, RemoteAuthProvider, TokenVerifier
+from fastmcp.server.auth.middleware import RequireAuthMiddleware
+from fastmcp.server.dependencies import get_access_token
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend
+from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
+from pydantic import AnyHttpUrl, ValidationError
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from auth.authenticator import Authenticator, token_fingerprint
+from auth.errors import AuthConfigError, TokenRejected
+from auth.principal import Principal
+from auth.settings import AuthSettings
+from auth.store import TokenStore, UserProvisioner
+
+log = logging.getLogger("auth")
+
+PRINCIPAL_CLAIM = "mcp_gateway_principal"
+
+
+def access_token_for(token: str, principal: Principal) -> AccessToken:
+    """client_id/subject are the principal, so the SDK binds a stateful session to it (not to a token)."""
+    return AccessToken(
+        token=token,
+        client_id=principal.key,
+        scopes=list(principal.scopes),
+        expires_at=int(principal.expires_at.timestamp()) if principal.expires_at else None,
+        subject=principal.user_id,
+        claims={PRINCIPAL_CLAIM: principal.model_dump(mode="json")},
+    )
+
+
+def principal_from_access_token(access_token: Any) -> Principal | None:
+    claims = getattr(access_token, "claims", None) or {}
+    data = claims.get(PRINCIPAL_CLAIM)
+    if data is None:
+        return None
+    try:
+        return Principal.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def current_principal() -> Principal | None:
+    """The verified caller of the current MCP request (None without one, e.g. in-memory transport)."""
+    return principal_from_access_token(get_access_token())
+
+
+class GatewayTokenVerifier(TokenVerifier):
+    """FastMCP's view of the Authenticator. Never raises: a refusal is None (FastMCP answers 401)."""
+
+    def __init__(self, authenticator: Authenticator, *, base_url: str) -> None:
+        super().__init__(base_url=base_url)
+        self.authenticator = authenticator
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        token = token.strip(" \t")
+        try:
+            principal = await self.authenticator.authenticate(token)
+        except TokenRejected as exc:
+            shown = "(oversized)" if len(token) > self.authenticator.settings.max_token_bytes \
+                else token_fingerprint(token)
+            log.info("bearer token %s refused: %s", shown, exc.reason)
+            return None
+        except Exception as exc:  # pragma: no cover - Authenticator already folds these into refusals
+            log.error("bearer token verification failed: %s", type(exc).__name__)
+            return None
+        return access_token_for(token, principal)
+
+
+def _url(value: str, what: str) -> AnyHttpUrl:
+    try:
+        return AnyHttpUrl(value)
+    except ValidationError:
+        raise AuthConfigError(f"{what} is not a valid URL: {value!r}") from None
+
+
+class GatewayAuth:
+    """Everything the app wires in; one Authenticator, one verifier, one challenge for /mcp and /api."""
+
+    def __init__(self, settings: AuthSettings, *, token_store: TokenStore | None = None,
+                 provisioner: UserProvisioner | None = None, mcp_path: str = "/mcp",
+                 authenticator: Authenticator | None = None) -> None:
+        self.settings = settings
+        self.authenticator = authenticator or Authenticator(settings, token_store=token_store,
+                                                            provisioner=provisioner)
+        self.public_url = settings.public_url.rstrip("/")
+        self.mcp_path = "/" + mcp_path.strip("/")
+        servers = settings.authorization_servers or [
+            s for s in (settings.oidc_issuer, settings.jwt_issuer) if s and s.startswith(("http://", "https://"))
+        ] or [self.public_url]  # our own PATs: the gateway is their issuer
+        self.authorization_servers = [_url(s, "MCP_GATEWAY_AUTHORIZATION_SERVERS") for s in servers]
+        self.verifier = GatewayTokenVerifier(self.authenticator, base_url=self.public_url)
+        self.provider = RemoteAuthProvider(
+            token_verifier=self.verifier,
+            authorization_servers=self.authorization_servers,
+            base_url=_url(self.public_url, "MCP_GATEWAY_PUBLIC_URL"),
+            resource_name="mcp-gateway",
+        )
+        self.resource_url = _url(self.public_url + self.mcp_path, "MCP_GATEWAY_PUBLIC_URL")
+        self.resource_metadata_url = build_resource_metadata_url(self.resource_url)
+
+    # --- RFC 9728 -------------------------------------------------------------------------------
+    def metadata_routes(self) -> list[Route]:
+        """`/.well-known/oauth-protected-resource` for the whole gateway (resource = public URL).
+
+        FastMCP itself serves the path-specific `/.well-known/oauth-protected-resource/mcp`.
+        """
+        return create_protected_resource_routes(
+            resource_url=_url(self.public_url, "MCP_GATEWAY_PUBLIC_URL"),
+            authorization_servers=self.authorization_servers,
+            resource_name="mcp-gateway",
+        )
+
+    def install_routes(self, mcp: Any) -> None:
+        """Register `metadata_routes()` on a FastMCP server, so `mcp.http_app()` serves them."""
+        mcp._additional_http_routes.extend(self.metadata_routes())
+
+    # --- /api -------------------------------------------------------------------------------------
+    def protect(self, app: ASGIApp) -> ASGIApp:
+        """Require a valid bearer token for `app`: FastMCP's own middleware stack with our verifier.
+
+        Inside, `require_principal(request)` (auth.starlette) returns the caller.
+        """
+        guarded = RequireAuthMiddleware(app, [], self.resource_metadata_url, [])
+        return AuthenticationMiddleware(
+            AuthContextMiddleware(guarded),
+            backend=BearerAuthBackend(self.verifier),
+        )
+
+    async def principal_for_header(self, authorization: str | None) -> Principal | None:
+        """Verify an Authorization header value the way the MCP endpoint does."""
+        if not authorization or authorization[:7].lower() != "bearer ":
+            return None
+        access = await self.verifier.verify_token(authorization[7:])
+        return principal_from_access_token(access) if access else None
+
+    async def aclose(self) -> None:
+        await self.authenticator.aclose()
+
+
+def authenticated_principal(scope: dict[str, Any]) -> Principal | None:
+    user = scope.get("user")
+    if isinstance(user, AuthenticatedUser):
+        return principal_from_access_token(user.access_token)
+    return None

@@ -1,0 +1,64 @@
+"""The /api side: the same verifier and the same 401 challenge as the MCP endpoint.
+
+Either wrap the API app with `GatewayAuth.protect(app)` (then `require_principal` just reads
+the verified caller), or call `require_principal` alone in a handler: it then verifies the
+Authorization header itself and raises `Unauthorized` with FastMCP's exact WWW-Authenticate.
+"""
+
+from __future__ import annotations
+
+from fastmcp.server.auth.middleware import RequireAuthMiddleware
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
+from starlette.types import Message
+
+from auth.principal import Principal
+from auth.provider import GatewayAuth, authenticated_principal
+
+STATE_KEY = "mcp_gateway_auth"
+
+
+class Unauthorized(HTTPException):
+    """401 with the WWW-Authenticate header the MCP endpoint would send."""
+
+    def __init__(self, headers: dict[str, str], detail: str) -> None:
+        super().__init__(status_code=401, detail=detail, headers=headers)
+
+
+async def challenge_headers(gateway_auth: GatewayAuth, *, token_presented: bool) -> tuple[dict[str, str], str]:
+    """Run FastMCP's RequireAuthMiddleware responder and keep what it sends: one challenge builder."""
+    middleware = RequireAuthMiddleware(None, [], gateway_auth.resource_metadata_url, [])
+    sent: list[Message] = []
+
+    async def capture(message: Message) -> None:
+        sent.append(message)
+
+    if token_presented:
+        await middleware._send_auth_error(capture, 401, "invalid_token", "Authentication required")
+    else:
+        await middleware._send_missing_auth(capture)
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"] if k.lower() == b"www-authenticate"}
+    return headers, sent[1].get("body", b"").decode() or "Authentication required"
+
+
+def gateway_auth_of(conn: HTTPConnection) -> GatewayAuth:
+    """The GatewayAuth stored on the app (`app.state.mcp_gateway_auth = gateway_auth`)."""
+    found = getattr(conn.app.state, STATE_KEY, None) if conn.get("app") is not None else None
+    if not isinstance(found, GatewayAuth):
+        raise RuntimeError(f"app.state.{STATE_KEY} is not set to the GatewayAuth")
+    return found
+
+
+async def require_principal(conn: HTTPConnection, gateway_auth: GatewayAuth | None = None) -> Principal:
+    """The verified caller, or `Unauthorized` (401 + WWW-Authenticate identical to /mcp)."""
+    principal = authenticated_principal(conn.scope)
+    if principal is not None:
+        return principal
+    gateway_auth = gateway_auth or gateway_auth_of(conn)
+    header = conn.headers.get("authorization")
+    principal = await gateway_auth.principal_for_header(header)
+    if principal is not None:
+        return principal
+    presented = bool(header) and header[:7].lower() == "bearer "
+    headers, body = await challenge_headers(gateway_auth, token_presented=presented)
+    raise Unauthorized(headers, body)
