@@ -1,0 +1,72 @@
+"""The gateway's long-lived parts, built once per process and shared by the app's pieces."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from auth import AuthSettings, Principal
+from auth.provider import GatewayAuth, current_principal
+from gateway.config import GatewayConfig
+from gateway.db import Database, DatabaseUrls
+from gateway.settings import Settings
+from gateway.tokens import PostgresTokenStore
+from gateway.tracking import AnalyticsSessions, Tracker
+from gateway.writer import TrackingWriter
+
+log = logging.getLogger("mcp_gateway")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    config: GatewayConfig
+    urls: DatabaseUrls
+    db: Database
+    writer: TrackingWriter
+    sessions: AnalyticsSessions
+    tracker: Tracker
+    gateway_auth: GatewayAuth
+    instance_id: str
+    principal_of: Callable[[], Principal | None] = current_principal
+    extras: dict[str, Any] = field(default_factory=dict)  # room for upstreams, quotas, metrics
+
+    @classmethod
+    def build(cls, settings: Settings, config: GatewayConfig, urls: DatabaseUrls,
+              auth_settings: AuthSettings | None = None) -> Services:
+        instance_id = settings.instance_id or f"{socket.gethostname()}:{settings.port}"
+        db = Database(urls, min_size=2, max_size=10, application_name=f"mcp-gateway {instance_id}")
+        spill_dir = settings.spill_dir or (settings.data_dir / "spill")
+        writer = TrackingWriter(
+            db, instance_id=instance_id, pricing=config.pricing, flush_interval=settings.flush_interval,
+            flush_rows=settings.flush_rows, queue_max=settings.queue_max, spill_dir=spill_dir,
+            idle_timeout=settings.session_idle_timeout)
+        sessions = AnalyticsSessions(writer, settings.session_idle_timeout)
+        tracker = Tracker(writer, sessions)
+        if auth_settings is None:
+            auth_settings = AuthSettings(public_url=settings.resolved_public_url)  # type: ignore[call-arg]
+        store = PostgresTokenStore(db)
+        gateway_auth = GatewayAuth(auth_settings, token_store=store)
+        return cls(settings=settings, config=config, urls=urls, db=db, writer=writer, sessions=sessions,
+                   tracker=tracker, gateway_auth=gateway_auth, instance_id=instance_id)
+
+    async def start(self) -> None:
+        await self.db.open(wait=False)
+        try:
+            closed = await self.writer.recover_crashed()
+            if closed:
+                log.warning("closed %d sessions left open by a previous run of %s as server_crash",
+                            closed, self.instance_id)
+        except Exception as exc:  # database away at start: the writer keeps retrying
+            log.error("database unavailable at start (%s); tool calls are served and tracked when it returns",
+                      type(exc).__name__)
+        await self.writer.start()
+
+    async def stop(self) -> None:
+        await self.writer.stop()
+        await self.gateway_auth.aclose()
+        await self.db.close()
+
