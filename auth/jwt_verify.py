@@ -37,8 +37,8 @@ def _b64url_decode(segment: str) -> bytes:
 
 
 def looks_like_jwt(token: str) -> bool:
-    """Three segments whose first starts like a JSON object (``{"``): ours to judge as a JWT."""
-    return token.count(".") == 2 and token.startswith("eyJ")
+    """Segments whose first starts like a JSON object (``{"``): ours to judge (JWE and junk refused)."""
+    return token.startswith("eyJ") and "." in token
 
 
 def inspect_header(token: str, settings: AuthSettings) -> JwtHeader:

@@ -36,13 +36,18 @@ log = logging.getLogger("auth")
 PRINCIPAL_CLAIM = "mcp_gateway_principal"
 
 
-def access_token_for(token: str, principal: Principal) -> AccessToken:
-    """client_id/subject are the principal, so the SDK binds a stateful session to it (not to a token)."""
+def access_token_for(token: str, principal: Principal, leeway: float = 0.0) -> AccessToken:
+    """client_id/subject are the principal, so the SDK binds a stateful session to it (not to a token).
+
+    The SDK re-checks `expires_at` without leeway; IdP tokens get ours added so both agree.
+    """
+    if principal.token_kind == "pat":
+        leeway = 0.0
     return AccessToken(
         token=token,
         client_id=principal.key,
         scopes=list(principal.scopes),
-        expires_at=int(principal.expires_at.timestamp()) if principal.expires_at else None,
+        expires_at=int(principal.expires_at.timestamp() + leeway) if principal.expires_at else None,
         subject=principal.user_id,
         claims={PRINCIPAL_CLAIM: principal.model_dump(mode="json")},
     )
@@ -83,7 +88,7 @@ class GatewayTokenVerifier(TokenVerifier):
         except Exception as exc:  # pragma: no cover - Authenticator already folds these into refusals
             log.error("bearer token verification failed: %s", type(exc).__name__)
             return None
-        return access_token_for(token, principal)
+        return access_token_for(token, principal, self.authenticator.settings.leeway_seconds)
 
 
 def _url(value: str, what: str) -> AnyHttpUrl:
@@ -91,6 +96,16 @@ def _url(value: str, what: str) -> AnyHttpUrl:
         return AnyHttpUrl(value)
     except ValidationError:
         raise AuthConfigError(f"{what} is not a valid URL: {value!r}") from None
+
+
+def default_authorization_server(settings: AuthSettings, public_url: str) -> str:
+    """The IdP when there is one (OIDC issuer; JWT issuer of a JWKS-only setup), else the gateway
+    itself, which issues the personal access tokens (and HS tokens are minted by its operator)."""
+    if settings.oidc_issuer:
+        return settings.oidc_issuer
+    if settings.jwks_url and settings.jwt_issuer and settings.jwt_issuer.startswith(("http://", "https://")):
+        return settings.jwt_issuer
+    return public_url
 
 
 class GatewayAuth:
@@ -104,10 +119,12 @@ class GatewayAuth:
                                                             provisioner=provisioner)
         self.public_url = settings.public_url.rstrip("/")
         self.mcp_path = "/" + mcp_path.strip("/")
-        servers = settings.authorization_servers or [
-            s for s in (settings.oidc_issuer, settings.jwt_issuer) if s and s.startswith(("http://", "https://"))
-        ] or [self.public_url]  # our own PATs: the gateway is their issuer
-        self.authorization_servers = [_url(s, "MCP_GATEWAY_AUTHORIZATION_SERVERS") for s in servers]
+        # Strings, not AnyHttpUrl: the RFC 9728 model keeps "https://idp" without a trailing slash.
+        self.authorization_servers: list[Any] = list(settings.authorization_servers or [])
+        for server in self.authorization_servers:
+            _url(server, "MCP_GATEWAY_AUTHORIZATION_SERVERS")
+        if not self.authorization_servers:
+            self.authorization_servers = [default_authorization_server(settings, self.public_url)]
         self.verifier = GatewayTokenVerifier(self.authenticator, base_url=self.public_url)
         self.provider = RemoteAuthProvider(
             token_verifier=self.verifier,
@@ -125,7 +142,7 @@ class GatewayAuth:
         FastMCP itself serves the path-specific `/.well-known/oauth-protected-resource/mcp`.
         """
         return create_protected_resource_routes(
-            resource_url=_url(self.public_url, "MCP_GATEWAY_PUBLIC_URL"),
+            resource_url=self.public_url,  # type: ignore[arg-type]  # validated by the metadata model
             authorization_servers=self.authorization_servers,
             resource_name="mcp-gateway",
         )
