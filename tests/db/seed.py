@@ -1,0 +1,146 @@
+"""A small, deterministic data set for the row-level security tests.
+
+Two tenants with the SAME user ids (alice, bob, carol, audrey) so that a policy
+comparing only user_id (and forgetting the tenant fence) leaks across tenants.
+The module describes every row in Python (tenant, user, key) so tests can compute
+the exact set a principal must see, and `seed(conn)` writes it as the superuser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import psycopg
+
+TENANTS = ("acme", "globex")
+USERS = {"alice": "member", "bob": "member", "carol": "admin", "audrey": "auditor"}
+INSTANCES = ("inst-1", "inst-2")
+_NS = uuid.UUID("7d1b7f0e-6c65-4f3a-9a5f-2d0e3c1a5b00")
+
+
+def sid(tenant: str, user: str, name: str) -> uuid.UUID:
+    return uuid.uuid5(_NS, f"session/{tenant}/{user}/{name}")
+
+
+def rid(session: uuid.UUID, n: int) -> uuid.UUID:
+    return uuid.uuid5(_NS, f"request/{session}/{n}")
+
+
+def tid(tenant: str, user: str) -> uuid.UUID:
+    return uuid.uuid5(_NS, f"token/{tenant}/{user}")
+
+
+@dataclass(frozen=True)
+class Session:
+    id: uuid.UUID
+    tenant: str
+    user: str
+    status: str
+    connected_ago: timedelta
+    disconnected_ago: timedelta | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    id: uuid.UUID
+    session: uuid.UUID
+    tenant: str
+    user: str
+    tool: str | None
+    status: str
+    ago: timedelta
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    duration_ms: float
+    client_type: str | None
+
+
+@dataclass
+class Seed:
+    now: datetime
+    sessions: list[Session] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+
+    def usage_keys(self) -> set[tuple[str, str, object, str, str]]:
+        return {(r.tenant, r.user, (self.now - r.ago).astimezone(UTC).date(), r.tool or "", r.client_type or "")
+                for r in self.requests}
+
+
+def build(now: datetime | None = None) -> Seed:
+    now = now or datetime.now(UTC)
+    data = Seed(now=now)
+    h = timedelta(hours=1)
+    d = timedelta(days=1)
+    for tenant in TENANTS:
+        plan = [
+            ("alice", "s1", "active", 2 * h, None, None),
+            ("alice", "s2", "disconnected", 1 * d + 2 * h, 1 * d, "client_disconnect"),
+            ("alice", "s3", "disconnected", 20 * d + 1 * h, 20 * d, "timeout"),
+            ("bob", "s1", "idle", 5 * h, None, None),
+            ("bob", "s2", "disconnected", 3 * d + 1 * h, 3 * d, "error:ValueError"),
+            ("carol", "s1", "active", 1 * h, None, None),
+            ("audrey", "s1", "active", 30 * timedelta(minutes=1), None, None),
+        ]
+        for user, name, status, connected_ago, disconnected_ago, reason in plan:
+            data.sessions.append(Session(sid(tenant, user, name), tenant, user, status, connected_ago,
+                                         disconnected_ago, reason))
+    tools = ("search", "fetch", None)
+    statuses = ("success", "success", "error", "denied")
+    for s in data.sessions:
+        count = 1 + (s.id.int % 4)  # 1..4 requests per session, deterministic
+        for n in range(count):
+            data.requests.append(Request(
+                id=rid(s.id, n), session=s.id, tenant=s.tenant, user=s.user,
+                tool=tools[(n + s.id.int) % 3], status=statuses[(n + s.id.int // 7) % 4],
+                ago=s.connected_ago - timedelta(minutes=5 * (n + 1)),
+                prompt_tokens=10 * (n + 1), completion_tokens=3 * n, cost=Decimal("0.00125") * (n + 1),
+                duration_ms=12.5 * (n + 1), client_type=None if n == 2 else "claude-code"))
+    return data
+
+
+def _sha(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def seed(conn: psycopg.Connection, data: Seed) -> None:
+    """Write `data` as the (superuser) admin connection; the rollup trigger fills usage_daily."""
+    with conn.transaction():
+        for tenant in TENANTS:
+            conn.execute("INSERT INTO gateway.tenants (tenant_id, name) VALUES (%s, %s)", (tenant, tenant.title()))
+            for user, role in USERS.items():
+                conn.execute(
+                    "INSERT INTO gateway.users (tenant_id, user_id, email, name, role) VALUES (%s, %s, %s, %s, %s)",
+                    (tenant, user, f"{user}@{tenant}.example", user.title(), role))
+                conn.execute(
+                    "INSERT INTO gateway.api_tokens (token_id, tenant_id, user_id, name, prefix, token_hash, role)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (tid(tenant, user), tenant, user, f"{user} laptop", f"mgw_{user[:3]}",
+                     _sha(f"{tenant}/{user}"), role))
+        for s in data.sessions:
+            disconnected_at = data.now - s.disconnected_ago if s.disconnected_ago else None
+            conn.execute(
+                "INSERT INTO gateway.mcp_sessions (session_id, tenant_id, user_id, user_email, user_name,"
+                " client_type, client_version, protocol_version, transport, status, connected_at, last_activity,"
+                " disconnected_at, total_duration, disconnect_reason, session_key, instance_id)"
+                " VALUES (%s, %s, %s, %s, %s, 'claude-code', '1.2.3', '2025-11-25', 'http', %s, %s, %s, %s, %s,"
+                " %s, %s, 'inst-1')",
+                (s.id, s.tenant, s.user, f"{s.user}@{s.tenant}.example", s.user.title(), s.status,
+                 data.now - s.connected_ago, disconnected_at or data.now - timedelta(minutes=1),
+                 disconnected_at,
+                 (s.connected_ago - s.disconnected_ago).total_seconds() if s.disconnected_ago else None,
+                 s.reason, f"key/{s.id}"))
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO gateway.mcp_requests (id, session_id, tenant_id, user_id, tool_name, status,"
+                " duration_ms, prompt_tokens, completion_tokens, estimated_cost, client_type, \"timestamp\")"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [(r.id, r.session, r.tenant, r.user, r.tool, r.status, r.duration_ms, r.prompt_tokens,
+                  r.completion_tokens, r.cost, r.client_type, data.now - r.ago) for r in data.requests])
+        for instance in INSTANCES:
+            conn.execute("INSERT INTO gateway.instances (instance_id) VALUES (%s)", (instance,))
