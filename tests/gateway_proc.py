@@ -1,0 +1,119 @@
+"""A real gateway process for tests: `python -m gateway.cli serve` on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import jwt
+
+from tests.pg import TestDatabase
+
+JWT_SECRET = "test-secret-for-hs256-must-be-at-least-32-bytes!"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_jwt(user: str, tenant: str = "acme", role: str = "member", *, email: str | None = None,
+             name: str | None = None, ttl: int = 3600, secret: str = JWT_SECRET) -> str:
+    now = int(time.time())
+    claims = {"sub": user, "tenant": tenant, "roles": [role], "iat": now, "exp": now + ttl,
+              "email": email or f"{user}@{tenant}.example", "name": name or user.title()}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+@dataclass
+class GatewayProcess:
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def mcp_url(self) -> str:
+        return self.base_url + "/mcp"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            try:
+                if httpx.get(self.base_url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"gateway did not become healthy in {timeout}s:\n{self.log()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def gateway_env(database: TestDatabase, data_dir: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GATEWAY_")}
+    env.update(database.env())
+    env.update({
+        "MCP_GATEWAY_PORT": str(port),
+        "MCP_GATEWAY_HOST": "127.0.0.1",
+        "MCP_GATEWAY_DATA_DIR": str(data_dir),
+        "MCP_GATEWAY_JWT_SECRET": JWT_SECRET,
+        "MCP_GATEWAY_INSTANCE_ID": f"test-{port}",
+        "MCP_GATEWAY_FLUSH_INTERVAL": "0.2",
+        "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+    })
+    env.update(extra)
+    return env
+
+
+def start_gateway(database: TestDatabase, data_dir: Path, *, args: Sequence[str] = ("serve",),
+                  port: int | None = None, wait: bool = True, **extra_env: str) -> GatewayProcess:
+    port = port or free_port()
+    env = gateway_env(database, data_dir, port, **extra_env)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / f"gateway-{port}-{time.monotonic_ns()}.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], env=env, stdout=log_file,
+                                stderr=subprocess.STDOUT, cwd=str(REPO))
+    gateway = GatewayProcess(port=port, proc=proc, log_path=log_path, env=env, args=list(args))
+    if wait:
+        gateway.wait_ready()
+    return gateway
+
+
+@contextmanager
+def running_gateway(database: TestDatabase, data_dir: Path, **kwargs: object) -> Iterator[GatewayProcess]:
+    gateway = start_gateway(database, data_dir, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
