@@ -12,6 +12,7 @@ Usage (see docs/auth.md):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastmcp.server.auth import AccessToken, RemoteAuthProvider, TokenVerifier
@@ -75,6 +76,7 @@ class GatewayTokenVerifier(TokenVerifier):
     def __init__(self, authenticator: Authenticator, *, base_url: str) -> None:
         super().__init__(base_url=base_url)
         self.authenticator = authenticator
+        self.on_refused: list[Callable[[str], None]] = []  # called with the reason (metrics); must not raise
 
     async def verify_token(self, token: str) -> AccessToken | None:
         token = token.strip(" \t")
@@ -84,6 +86,11 @@ class GatewayTokenVerifier(TokenVerifier):
             shown = "(oversized)" if len(token) > self.authenticator.settings.max_token_bytes \
                 else token_fingerprint(token)
             log.info("bearer token %s refused: %s", shown, exc.reason)
+            for hook in self.on_refused:
+                try:
+                    hook(exc.reason)
+                except Exception:  # pragma: no cover - a hook never turns a 401 into a 500
+                    log.exception("on_refused hook failed")
             return None
         except Exception as exc:  # pragma: no cover - Authenticator already folds these into refusals
             log.error("bearer token verification failed: %s", type(exc).__name__)

@@ -29,7 +29,9 @@ from auth.provider import authenticated_principal
 from gateway import __version__
 from gateway.api import create_api_app
 from gateway.config import GatewayConfig
+from gateway.dashboard import dashboard_routes
 from gateway.db import DatabaseUrls
+from gateway.metrics import GatewayMetrics
 from gateway.server import add_builtin_tools, add_demo_tools, mount_servers
 from gateway.services import Services
 from gateway.settings import Settings
@@ -58,13 +60,17 @@ class GatewayApp:
         self.services = services
         self.mcp = mcp
         settings = services.settings
-        self.mcp_http = mcp.http_app(path="/mcp", session_idle_timeout=settings.session_idle_timeout)
+        self.mcp_http = mcp.http_app(path="/mcp", json_response=settings.json_response,
+                                     session_idle_timeout=settings.session_idle_timeout)
         self.mcp_sse = mcp.http_app(path="/sse", transport="sse")
         api = services.gateway_auth.protect(create_api_app(services))
+        self.metrics = GatewayMetrics(services)
         self.web = Starlette(
             routes=[
                 Route("/health", self.health),
                 Route("/ready", self.ready),
+                Route("/metrics", self.metrics.endpoint),
+                *dashboard_routes(),
                 Mount("/api", app=api),
             ],
             lifespan=self.lifespan,
@@ -85,6 +91,9 @@ class GatewayApp:
         if scope["type"] not in ("http", "websocket"):
             await self.web(scope, receive, send)  # lifespan
             return
+        await self.metrics.instrument(scope, receive, send, self._route)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if path == "/mcp" or path.startswith("/mcp/"):
             await self._mcp(scope, receive, send)

@@ -1,0 +1,148 @@
+"""/metrics: scraped from a running gateway after real tool calls, parsed with prometheus_client."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+from fastmcp import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.metrics import MAX_TOOL_LABELS, OTHER, GatewayMetrics, route_of, upstream_health
+from gateway.records import ToolCalled
+from gateway.writer import WriterStats
+from tests.gateway_proc import GatewayProcess, make_jwt
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(parsed: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return parsed.get((name, frozenset(labels.items())), 0.0)
+
+
+def scrape(gateway: GatewayProcess) -> tuple[httpx.Response, dict[tuple[str, frozenset[tuple[str, str]]], float]]:
+    response = httpx.get(gateway.base_url + "/metrics", timeout=5)
+    assert response.status_code == 200
+    return response, samples(response.text)
+
+
+async def test_metrics_after_tool_calls(gateway: GatewayProcess) -> None:
+    token = make_jwt("alice", "acme")
+    async with Client(gateway.mcp_url, auth=token, mode="legacy") as client:
+        for i in range(3):
+            await client.call_tool("echo", {"text": f"secret-argument-{i}"})
+        await client.call_tool("explode", {"reason": "x"}, raise_on_error=False)
+        _, during = scrape(gateway)
+        assert value(during, "mcp_gateway_active_sessions") >= 1
+    async with httpx.AsyncClient(timeout=5) as http:
+        assert (await http.post(gateway.mcp_url, json={})).status_code == 401
+        bad = make_jwt("mallory", "acme", secret="another-secret-that-is-long-enough-32b")
+        assert (await http.post(gateway.mcp_url, json={}, headers={"Authorization": f"Bearer {bad}"})).status_code == 401
+
+    deadline = time.monotonic() + 15
+    while True:
+        response, parsed = scrape(gateway)
+        if value(parsed, "mcp_gateway_writer_records_written_total") >= 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert value(parsed, "mcp_gateway_tool_calls_total", tool="echo", status="success") == 3
+    assert value(parsed, "mcp_gateway_tool_calls_total", tool="explode", status="error") == 1
+    assert value(parsed, "mcp_gateway_tool_call_duration_seconds_count", tool="echo") == 3
+    assert value(parsed, "mcp_gateway_tool_call_duration_seconds_bucket", tool="echo", le="+Inf") == 3
+    assert value(parsed, "mcp_gateway_auth_failures_total", reason="no token") >= 1
+    assert value(parsed, "mcp_gateway_auth_failures_total", reason="bad signature") >= 1
+    assert value(parsed, "mcp_gateway_http_requests_total", route="/mcp", method="POST", status="200") >= 4
+    assert value(parsed, "mcp_gateway_http_requests_total", route="/mcp", method="POST", status="401") >= 2
+    assert value(parsed, "mcp_gateway_http_request_duration_seconds_count", route="/mcp") >= 6
+    assert value(parsed, "mcp_gateway_writer_records_written_total") == 4
+    assert value(parsed, "mcp_gateway_writer_flush_batch_size_count") >= 1
+    assert value(parsed, "mcp_gateway_writer_flush_batch_size_sum") >= 4  # 4 calls + the session opening
+    assert ("mcp_gateway_writer_queue_depth", frozenset()) in parsed
+    assert value(parsed, "mcp_gateway_writer_database_up") == 1
+    assert value(parsed, "mcp_gateway_writer_records_dropped_total") == 0
+    assert any(name == "mcp_gateway_build_info" for name, _ in parsed)
+    # No per-user labels, and nothing a caller sent as an argument.
+    label_names = {k for _, labels in parsed for k, _ in labels}
+    assert not label_names & {"user", "user_id", "tenant", "tenant_id", "session", "session_id"}
+    assert "secret-argument" not in response.text and "alice" not in response.text
+
+
+def fake_services(**extras: Any) -> Any:
+    return SimpleNamespace(
+        tracker=SimpleNamespace(on_recorded=[]), gateway_auth=SimpleNamespace(verifier=SimpleNamespace(on_refused=[])),
+        writer=SimpleNamespace(stats=WriterStats(), backlog=7), sessions=[], extras=extras, instance_id="t")
+
+
+def call(tool: str, status: str = "success") -> ToolCalled:
+    import uuid
+    from datetime import UTC, datetime
+
+    return ToolCalled(id=uuid.uuid4(), session_id=uuid.uuid4(), session_key="k", tenant_id="t", user_id="u",
+                      tool_name=tool, status=status, error_message=None, duration_ms=12.0,  # type: ignore[arg-type]
+                      at=datetime.now(UTC), client_type=None)
+
+
+def test_each_app_has_its_own_registry_and_hooks() -> None:
+    first, second = fake_services(), fake_services()
+    m1, m2 = GatewayMetrics(first), GatewayMetrics(second)  # no "Duplicated timeseries" error
+    first.tracker.on_recorded[0](call("echo"))
+    first.gateway_auth.verifier.on_refused[0]("token expired")
+    p1, p2 = samples(m1.render().decode()), samples(m2.render().decode())
+    assert value(p1, "mcp_gateway_tool_calls_total", tool="echo", status="success") == 1
+    assert value(p2, "mcp_gateway_tool_calls_total", tool="echo", status="success") == 0
+    assert value(p1, "mcp_gateway_auth_failures_total", reason="token expired") == 1
+    assert value(p1, "mcp_gateway_writer_queue_depth") == 7
+
+
+def test_flush_sizes_are_observed_once() -> None:
+    services = fake_services()
+    metrics = GatewayMetrics(services)
+    stats = services.writer.stats
+    stats.flushes, stats.flush_sizes = 2, [3, 5]
+    parsed = samples(metrics.render().decode())
+    assert value(parsed, "mcp_gateway_writer_flush_batch_size_count") == 2
+    assert value(parsed, "mcp_gateway_writer_flush_batch_size_sum") == 8
+    stats.flushes, stats.flush_sizes = 3, [3, 5, 10]
+    parsed = samples(metrics.render().decode())
+    assert value(parsed, "mcp_gateway_writer_flush_batch_size_count") == 3
+    assert value(parsed, "mcp_gateway_writer_flush_batch_size_sum") == 18
+
+
+def test_tool_label_cardinality_is_bounded() -> None:
+    services = fake_services()
+    metrics = GatewayMetrics(services)
+    for i in range(MAX_TOOL_LABELS + 20):
+        metrics.tool_called(call(f"made_up_{i}", "error"))
+    parsed = samples(metrics.render().decode())
+    tools = {dict(labels)["tool"] for name, labels in parsed if name == "mcp_gateway_tool_calls_total"}
+    assert len(tools) == MAX_TOOL_LABELS + 1 and OTHER in tools
+    assert value(parsed, "mcp_gateway_tool_calls_total", tool=OTHER, status="error") == 20
+
+
+def test_upstream_health_shapes() -> None:
+    assert upstream_health(None) == {}
+    assert upstream_health({"a": True, "b": False}) == {"a": 1.0, "b": 0.0}
+    assert upstream_health(lambda: {"a": SimpleNamespace(healthy=False)}) == {"a": 0.0}
+    assert upstream_health({"a": {"healthy": True}}) == {"a": 1.0}
+    assert upstream_health(lambda: 1 / 0) == {}
+    metrics = GatewayMetrics(fake_services(upstream_health=lambda: {"weather": True, "files": False}))
+    parsed = samples(metrics.render().decode())
+    assert value(parsed, "mcp_gateway_upstream_up", upstream="weather") == 1
+    assert value(parsed, "mcp_gateway_upstream_up", upstream="files") == 0
+
+
+def test_routes_are_a_fixed_set() -> None:
+    assert route_of("/mcp") == "/mcp" and route_of("/mcp/") == "/mcp"
+    assert route_of("/messages/") == "/messages" and route_of("/api/mcp/sessions/x") == "/api"
+    assert route_of("/.well-known/oauth-protected-resource/mcp") == "/.well-known"
+    assert route_of("/wp-admin/x") == "other" and route_of("/mcpx") == "other"
