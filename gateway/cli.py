@@ -8,13 +8,15 @@ naming the problem, exit code 2, nothing written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import uvicorn
 
 from gateway.errors import UserError
 
@@ -219,10 +221,18 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="The token id show
 # -- serving ---------------------------------------------------------------------------------
 
 
+class GracefulServer(uvicorn.Server):
+    """A SIGTERM/SIGINT that ended in a clean shutdown exits 0 (uvicorn would re-raise the signal)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+
 def _serve(settings: Any, *, tools: list[str], config_path: Path | None, demo: bool, log_format: str,
            on_ready: Callable[[], None] | None = None) -> None:
-    import uvicorn
-
     from gateway.app import create_app
     from gateway.config import load_config
     from gateway.logs import configure_logging
@@ -234,7 +244,7 @@ def _serve(settings: Any, *, tools: list[str], config_path: Path | None, demo: b
     urls = _urls(settings)
     _migrate(urls)
     gateway_app = _build_app(create_app, settings, urls, config, servers, demo)
-    server = uvicorn.Server(uvicorn.Config(
+    server = GracefulServer(uvicorn.Config(
         gateway_app, host=settings.host, port=settings.port, log_config=None, lifespan="on",
         timeout_graceful_shutdown=5, access_log=False, server_header=False))
     if on_ready is not None:

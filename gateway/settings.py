@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="External base URL (RFC 9728). Default http://HOST:PORT.")
     session_idle_timeout: float = Field(1800, gt=0, description="Seconds before an idle session ends (timeout).")
     config: Path | None = Field(None, description="TOML: upstream servers, pricing, tool access, quotas.")
+    json_response: bool = Field(
+        True, description="Answer /mcp POSTs with JSON rather than an SSE stream (faster; in-flight calls finish "
+                          "during graceful shutdown). False: SSE responses (progress notifications mid-call).")
     instance_id: str | None = Field(
         None, description="Names this process in mcp_sessions.instance_id. Default HOSTNAME:PORT.")
     log_format: Literal["json", "text"] | None = Field(None, description="Log format (serve: json, dev: text).")
