@@ -45,3 +45,7 @@ def configure_logging(fmt: str = "json", level: int = logging.INFO) -> None:
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "mcp", "fastmcp", "sse_starlette", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # FastMCP installs its own (rich, non-JSON) handler at import: route its records through ours.
+    fastmcp_logger = logging.getLogger("fastmcp")
+    fastmcp_logger.handlers[:] = []
+    fastmcp_logger.propagate = True
