@@ -24,8 +24,11 @@ FENCED_ROLES = ("mcp_gateway_member", "mcp_gateway_tenant_admin")
 IDENTITY_HELPERS = ("current_tenant_id", "current_user_id", "identity_is_set")
 
 # SECURITY DEFINER functions allowed in schema gateway: "name(args)" -> reason.
-# Each must also pin search_path (SET search_path = ''). None are needed today.
-SECURITY_DEFINER_ALLOWED: dict[str, str] = {}
+# Each must also pin search_path (SET search_path = '').
+SECURITY_DEFINER_ALLOWED: dict[str, str] = {
+    "console_scope()": "verifies the admin console's HMAC-signed scope with a key the console login cannot "
+                       "read (migrations/010_console_scope.sql); returns only the verified scope",
+}
 
 Check = Callable[[psycopg.Connection], list[str]]
 

@@ -360,5 +360,6 @@ def test_matrix_covers_every_catalog_object(runtime: psycopg.Connection, seeded)
             "SELECT proname FROM pg_proc WHERE pronamespace = 'gateway'::regnamespace AND prorettype <> 'trigger'::regtype")}
     objects = {c.obj.split("(")[0] for c in CELLS}
     helpers = {"current_tenant_id", "current_user_id", "identity_is_set"}  # tested in test_identity.py
+    # console_*: the admin SQL console's scope helpers, for the console login only (tested with it).
     assert rels - objects == set()
-    assert funcs - objects - helpers == set()
+    assert {f for f in funcs - objects - helpers if not f.startswith("console_")} == set()
