@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import uvicorn
 
+from gateway.doctor import doctor_command
 from gateway.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -26,6 +27,7 @@ db_app = typer.Typer(no_args_is_help=True, help="The embedded PostgreSQL cluster
 token_app = typer.Typer(no_args_is_help=True, help="Personal access tokens.")
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.command("doctor")(doctor_command)
 
 T = TypeVar("T")
 
