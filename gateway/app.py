@@ -27,15 +27,18 @@ from starlette.types import Message, Receive, Scope, Send
 from auth import AuthSettings
 from auth.provider import authenticated_principal
 from gateway import __version__
+from gateway.access import install_access
 from gateway.api import create_api_app
 from gateway.config import GatewayConfig
 from gateway.dashboard import dashboard_routes
 from gateway.db import DatabaseUrls
 from gateway.metrics import GatewayMetrics
+from gateway.quotas import install_quotas
 from gateway.server import add_builtin_tools, add_demo_tools, mount_servers
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.tracking import ClientInfo, TrackingMiddleware
+from gateway.upstreams import install_upstreams
 
 log = logging.getLogger("mcp_gateway")
 
@@ -43,13 +46,19 @@ _SSE_SESSION = re.compile(rb"session_id=([0-9a-fA-F]{32})")
 
 
 def build_mcp(services: Services, *, servers: Sequence[FastMCP] = (), demo: bool = False) -> FastMCP:
+    # The first middleware is the outermost: tracking sees (and records) what quotas and access refuse.
+    # Quotas before access, so a hidden tool and a missing one answer alike even when rate-limited.
+    quotas = install_quotas(services)
+    middleware = [TrackingMiddleware(services.tracker, services.principal_of), *([quotas] if quotas else []),
+                  install_access(services)]
     mcp: FastMCP = FastMCP("mcp-gateway", version=__version__, auth=services.gateway_auth.provider,
-                           middleware=[TrackingMiddleware(services.tracker, services.principal_of)])
+                           middleware=middleware)
     services.gateway_auth.install_routes(mcp)
     add_builtin_tools(mcp, services)
     if demo:
         add_demo_tools(mcp)
     mount_servers(mcp, servers)
+    install_upstreams(mcp, services)
     return mcp
 
 

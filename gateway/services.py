@@ -64,8 +64,15 @@ class Services:
             log.error("database unavailable at start (%s); tool calls are served and tracked when it returns",
                       type(exc).__name__)
         await self.writer.start()
+        for hook in self.extras.get("start_hooks", []):  # upstreams, quotas: async callables
+            await hook()
 
     async def stop(self) -> None:
+        for hook in reversed(self.extras.get("stop_hooks", [])):
+            try:
+                await hook()
+            except Exception:
+                log.exception("stop hook %r failed", hook)
         await self.writer.stop()
         await self.gateway_auth.aclose()
         await self.db.close()

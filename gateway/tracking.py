@@ -53,12 +53,14 @@ class AccessDenied(Exception):
     """Raised by access/quota checks inside the chain: recorded as `denied`.
 
     `public` is what the caller sees (for hidden tools: exactly the unknown-tool answer).
+    `result`, when set, is returned instead (e.g. an isError ToolResult with structured content).
     """
 
-    def __init__(self, reason: str, public: Exception | None = None) -> None:
+    def __init__(self, reason: str, public: Exception | None = None, result: Any = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.public = public
+        self.result = result
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,8 @@ class Tracker:
             return result
         except AccessDenied as exc:
             status, error = "denied", redact(exc.reason)
+            if exc.result is not None:
+                return exc.result
             if exc.public is not None:
                 raise exc.public from None
             raise

@@ -1,0 +1,410 @@
+"""Upstream MCP servers: their tools, resources and prompts served on /mcp as `<name>_<tool>`.
+
+Built on FastMCP's proxy machinery: one `ProxyProvider` per upstream, added to the
+gateway server with `namespace=<name>` (FastMCP's mount namespacing: tools and prompts
+become `<name>_<tool>`, resource URIs `scheme://<name>/path`). Calls go through the
+gateway's middleware chain like local tools, so TrackingMiddleware records them with
+tool_name `<name>_<tool>`, and access rules and quotas apply.
+
+What we add on top of FastMCP's proxy:
+- Our own backend `Client` per upstream (never a `ProxyClient`): the caller's headers,
+  including the gateway bearer token, are never forwarded upstream, and upstream
+  log/sampling/elicitation requests are not relayed to whichever caller happens to be
+  current (a multi-user gateway must not cross those wires). Upstream auth is only the
+  static headers and the bearer token from `bearer_token_env`.
+- A fresh backend connection per request for HTTP/SSE upstreams (FastMCP's default
+  proxy strategy: no shared session state between callers); stdio upstreams keep one
+  child process alive (FastMCP's stdio keep-alive) and respawn it after it exits.
+- Every backend request runs under the upstream's `timeout`. Failures become tool
+  errors the caller can read, with a type the record names:
+  `UpstreamUnavailable` (cannot connect, connection lost, HTTP error status, child
+  process gone), `UpstreamTimeout`, `UpstreamProtocolError` (not MCP: unparsable or
+  invalid answers), `UpstreamError` (the upstream answered with a JSON-RPC error).
+  A tool error the upstream itself returns (isError) is passed through unchanged.
+- Health per upstream (up / down / unknown), refreshed by every request and by a
+  background check every `health_interval` seconds; shown on /ready. Nothing is ever
+  permanently failed: every call tries the upstream again.
+- Listing while an upstream is down: its tools, resources and prompts are left out of
+  the lists (the lists show what can be called now), and for `retry_seconds` after a
+  failure listings skip it without waiting on it. A call to one of its tools still
+  tries the upstream and, if it is still down, answers `UpstreamUnavailable` (not
+  "Unknown tool").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import httpx2
+import mcp_types
+from fastmcp import Client, FastMCP
+from fastmcp.client.transports import ClientTransport, SSETransport, StdioTransport, StreamableHttpTransport
+from fastmcp.exceptions import ToolError
+from fastmcp.server.providers.proxy import ProxyProvider, ProxyTool, _CacheEntry
+from fastmcp.tools.base import Tool, ToolResult
+from fastmcp.utilities.versions import VersionSpec, version_sort_key
+from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError as PydanticValidationError
+
+from gateway.config import UpstreamConfig
+
+if TYPE_CHECKING:
+    from fastmcp.server.context import Context
+
+    from gateway.services import Services
+
+log = logging.getLogger("mcp_gateway.upstreams")
+T = TypeVar("T")
+
+
+# -- errors the caller sees (ToolError subclasses: FastMCP returns them as isError results) --------
+
+
+class UpstreamError(ToolError):
+    """The upstream answered the request with a JSON-RPC error."""
+
+    def __init__(self, message: str) -> None:
+        # One line, bounded: it reaches the caller, the logs and mcp_requests.error_message.
+        super().__init__(" ".join(message.split())[:300], log_level=logging.WARNING)
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Could not reach the upstream, or lost it mid-request."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer within its timeout."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream's answer was not valid MCP."""
+
+
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # ConnectionRefusedError, BrokenPipeError, ...
+    httpx2.TransportError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+)
+_PROTOCOL_ERRORS: tuple[type[BaseException], ...] = (
+    json.JSONDecodeError,
+    PydanticValidationError,
+    httpx2.DecodingError,
+    UnicodeDecodeError,
+)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception, its causes/contexts and the members of exception groups (bounded)."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < 50:
+        current = todo.pop(0)
+        if any(current is s for s in seen):
+            continue
+        seen.append(current)
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                todo.append(linked)
+    return seen
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
+
+
+def classify(name: str, exc: BaseException, timeout: float) -> UpstreamError:
+    """Map whatever escaped a backend request to one of the upstream error types."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    chain = _chain(exc)
+    for e in chain:
+        if isinstance(e, TimeoutError | httpx2.TimeoutException):
+            return UpstreamTimeout(f"upstream {name!r} did not answer within {timeout:g}s")
+        if isinstance(e, MCPError) and e.error.code == mcp_types.REQUEST_TIMEOUT:
+            return UpstreamTimeout(f"upstream {name!r} did not answer within {timeout:g}s")
+    for e in chain:
+        if isinstance(e, httpx2.HTTPStatusError):
+            return UpstreamUnavailable(f"upstream {name!r} answered HTTP {e.response.status_code}")
+    for e in chain:
+        if isinstance(e, _PROTOCOL_ERRORS):
+            return UpstreamProtocolError(f"upstream {name!r} sent an invalid MCP answer ({_one_line(e)})")
+    for e in chain:
+        if isinstance(e, _TRANSPORT_ERRORS) or (
+                isinstance(e, RuntimeError) and "failed to connect" in str(e).lower()):
+            return UpstreamUnavailable(f"upstream {name!r} is unreachable ({_one_line(e)})")
+    for e in chain:
+        if isinstance(e, MCPError):
+            if e.error.code in (mcp_types.PARSE_ERROR, mcp_types.INVALID_REQUEST):
+                return UpstreamProtocolError(
+                    f"upstream {name!r} sent an invalid MCP answer ({e.error.message.splitlines()[0] if e.error.message else e.error.code})")
+            if e.error.code == mcp_types.CONNECTION_CLOSED:
+                return UpstreamUnavailable(f"upstream {name!r} closed the connection")
+            return UpstreamError(f"upstream {name!r} answered error {e.error.code}: {e.error.message}")
+    return UpstreamProtocolError(f"upstream {name!r} failed ({_one_line(exc)})")
+
+
+# -- one upstream -------------------------------------------------------------------------------
+
+
+@dataclass
+class UpstreamHealth:
+    state: str = "unknown"  # unknown | up | down
+    last_ok: float | None = None       # wall clock
+    last_error: str | None = None
+    last_error_at: float | None = None  # wall clock
+    last_failure_mono: float | None = None
+    consecutive_failures: int = 0
+    tools: int | None = None
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else None
+
+
+class Upstream:
+    """Connection settings, health, and the guarded way every backend request is made."""
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.health = UpstreamHealth()
+        self._transport = self._make_transport()
+        self._client = Client(self._transport, timeout=config.timeout, init_timeout=config.timeout,
+                              mode=config.protocol, name=f"mcp-gateway-upstream-{config.name}")
+        self.provider = UpstreamProvider(self)
+        self._task: asyncio.Task[None] | None = None
+
+    def _make_transport(self) -> ClientTransport:
+        cfg = self.config
+        if cfg.command:
+            env = dict(cfg.env)
+            for child, source in cfg.env_from.items():
+                env[child] = os.environ.get(source, "")
+            return StdioTransport(cfg.command, list(cfg.args), env=env or None, cwd=cfg.cwd, keep_alive=True)
+        assert cfg.url is not None
+        token = os.environ.get(cfg.bearer_token_env) if cfg.bearer_token_env else None
+        headers = dict(cfg.headers)
+        if cfg.kind == "sse":
+            return SSETransport(cfg.url, headers=headers, auth=token or None)
+        return StreamableHttpTransport(cfg.url, headers=headers, auth=token or None)
+
+    def client_factory(self) -> Client:
+        """A fresh, disconnected client per request (shares only the stdio child process)."""
+        return self._client.new()
+
+    # -- health --------------------------------------------------------------------------------
+
+    def _ok(self) -> None:
+        if self.health.state != "up":
+            log.info("upstream %s is up", self.name, extra={"event": "upstream_up", "upstream": self.name})
+        self.health.state = "up"
+        self.health.last_ok = time.time()
+        self.health.consecutive_failures = 0
+
+    def _failed(self, error: UpstreamError, *, listing: bool) -> None:
+        # A call that times out says that tool is slow, not that the upstream is down.
+        down = isinstance(error, UpstreamUnavailable | UpstreamProtocolError) or (
+            listing and isinstance(error, UpstreamTimeout))
+        if down:
+            if self.health.state != "down":
+                log.warning("upstream %s is down: %s: %s", self.name, type(error).__name__, error,
+                            extra={"event": "upstream_down", "upstream": self.name})
+            self.health.state = "down"
+            self.health.consecutive_failures += 1
+            self.health.last_failure_mono = time.monotonic()
+        elif not isinstance(error, UpstreamTimeout):  # it answered: reachable, the request was refused
+            self._ok()
+        self.health.last_error = f"{type(error).__name__}: {error}"
+        self.health.last_error_at = time.time()
+
+    def recently_failed(self) -> bool:
+        h = self.health
+        return (h.state == "down" and h.last_failure_mono is not None
+                and time.monotonic() - h.last_failure_mono < self.config.retry_seconds)
+
+    async def guarded(self, work: Callable[[], Awaitable[T]], *, listing: bool = False) -> T:
+        """Run one backend request under the timeout; failures become UpstreamError subclasses."""
+        try:
+            with anyio.fail_after(self.config.timeout):
+                result = await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = classify(self.name, exc, self.config.timeout)
+            self._failed(error, listing=listing)
+            raise error from exc
+        self._ok()
+        return result
+
+    def status(self) -> dict[str, Any]:
+        h = self.health
+        return {"status": h.state, "transport": self.config.kind, "target": self.config.target,
+                "tools": h.tools, "last_ok": _iso(h.last_ok), "last_error": h.last_error,
+                "last_error_at": _iso(h.last_error_at)}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def check(self) -> bool:
+        try:
+            await self.provider.refresh_tools()
+            return True
+        except UpstreamError:
+            return False
+
+    async def _health_loop(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception:  # never let the loop die
+                log.exception("upstream %s: health check failed unexpectedly", self.name)
+            await asyncio.sleep(self.config.health_interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._health_loop(), name=f"mcp-gateway-upstream-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        try:
+            await self._transport.close()
+        except Exception as exc:
+            log.debug("upstream %s: close failed: %s", self.name, exc)
+
+
+class UpstreamTool(ProxyTool):
+    """A proxied tool whose backend call is timed and classified by its Upstream."""
+
+    async def run(self, arguments: dict[str, Any], context: Context | None = None) -> ToolResult:
+        upstream: Upstream = self._client_factory.__self__  # type: ignore[attr-defined]
+        return await upstream.guarded(lambda: ProxyTool.run(self, arguments, context))
+
+
+class UpstreamProvider(ProxyProvider):
+    """FastMCP's ProxyProvider with guarded listings, a last-known tool cache and health."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        super().__init__(upstream.client_factory, cache_ttl=upstream.config.health_interval)
+        self.upstream = upstream
+
+    async def refresh_tools(self) -> Sequence[Tool]:
+        """List the upstream's tools now (raises UpstreamError); updates the cache and health."""
+
+        async def work() -> Sequence[Tool]:
+            client = await self._get_client()
+            async with client:
+                try:
+                    listed = await client.list_tools()
+                except MCPError as e:
+                    if e.error.code == mcp_types.METHOD_NOT_FOUND:
+                        return []
+                    raise
+            return [UpstreamTool.from_mcp_tool(self.client_factory, t) for t in listed]
+
+        tools = await self.upstream.guarded(work, listing=True)
+        self._tools_cache = _CacheEntry(tools, time.monotonic())
+        self.upstream.health.tools = len(tools)
+        return tools
+
+    async def _list_tools(self) -> Sequence[Tool]:
+        if self.upstream.recently_failed():
+            return []
+        try:
+            return await self.refresh_tools()
+        except UpstreamError:
+            return []  # down: not listed (see module docstring); health and logs say why
+
+    async def _get_tool(self, name: str, version: VersionSpec | None = None) -> Tool | None:
+        cache = self._tools_cache
+        if (cache is None or not cache.is_fresh(self._cache_ttl)) and not self.upstream.recently_failed():
+            try:
+                await self.refresh_tools()
+            except UpstreamError:
+                pass
+            cache = self._tools_cache
+        matching = [t for t in (cache.items if cache else []) if t.name == name]
+        if version:
+            matching = [t for t in matching if version.matches(t.version)]
+        if matching:
+            return max(matching, key=version_sort_key)
+        if self.upstream.health.state != "up":
+            # Down (or never reached): we cannot know whether the tool exists. Let the call try the
+            # upstream, so the caller learns it is unavailable rather than reading "Unknown tool".
+            return UpstreamTool(client_factory=self.client_factory, name=name, description=None,
+                                parameters={"type": "object"})
+        return None
+
+    async def _guarded_list(self, fetch: Callable[[], Awaitable[Sequence[Any]]]) -> Sequence[Any]:
+        if self.upstream.recently_failed():
+            return []
+        try:
+            return await self.upstream.guarded(fetch, listing=True)  # FastMCP maps "method not found" to []
+        except UpstreamError:
+            return []
+
+    async def _list_resources(self) -> Sequence[Any]:
+        return await self._guarded_list(super()._list_resources)
+
+    async def _list_resource_templates(self) -> Sequence[Any]:
+        return await self._guarded_list(super()._list_resource_templates)
+
+    async def _list_prompts(self) -> Sequence[Any]:
+        return await self._guarded_list(super()._list_prompts)
+
+    def __repr__(self) -> str:
+        return f"UpstreamProvider({self.upstream.name!r})"
+
+
+# -- wiring ------------------------------------------------------------------------------------
+
+
+class Upstreams:
+    def __init__(self, configs: Sequence[UpstreamConfig]) -> None:
+        self.items = [Upstream(c) for c in configs]
+
+    def mount(self, mcp: FastMCP) -> None:
+        for upstream in self.items:
+            mcp.add_provider(upstream.provider, namespace=upstream.name)
+
+    async def start(self) -> None:
+        for upstream in self.items:
+            upstream.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(u.stop() for u in self.items), return_exceptions=True)
+
+    async def ready_probe(self) -> dict[str, Any]:
+        """Per-upstream health for /ready. Never fails readiness: the gateway serves the rest."""
+        return {u.name: u.status() for u in self.items}
+
+
+def install_upstreams(mcp: FastMCP, services: Services) -> Upstreams | None:
+    configs = services.config.upstreams
+    if not configs:
+        return None
+    upstreams = Upstreams(configs)
+    upstreams.mount(mcp)
+    services.extras["upstreams"] = upstreams
+    services.extras.setdefault("ready_probes", {})["upstreams"] = upstreams.ready_probe
+    services.extras.setdefault("start_hooks", []).append(upstreams.start)
+    services.extras.setdefault("stop_hooks", []).append(upstreams.stop)
+    return upstreams
