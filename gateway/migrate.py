@@ -21,8 +21,16 @@ from psycopg import sql
 from gateway.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
-POLICIES_DIR = PROJECT_ROOT / "policies"
+PACKAGED_SQL = Path(__file__).resolve().parent / "sql"  # a wheel's copy (setup.py); absent in a checkout
+
+
+def _sql_dir(name: str) -> Path:
+    packaged = PACKAGED_SQL / name
+    return packaged if packaged.is_dir() else PROJECT_ROOT / name
+
+
+MIGRATIONS_DIR = _sql_dir("migrations")
+POLICIES_DIR = _sql_dir("policies")
 OWNER_ROLE = "mcp_gateway_owner"
 LOGIN_ROLES = ("mcp_gateway_app", "mcp_gateway_console")
 _LOCK_KEY = 0x6D63_7067_776D  # "mcpgwm": one constant for every gateway database
