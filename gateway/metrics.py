@@ -12,10 +12,11 @@ What is measured, and where it comes from:
 - Tracking writer: queue depth (records not yet in the database), flush batch sizes, records written,
   dropped and spilled, whether the database is reachable. Read from `writer.stats` at scrape time.
 - Active analytics sessions in this process (`len(services.sessions)`).
-- Upstream health: read at scrape time from `services.extras["upstream_health"]`, if present. Expected
-  shape: a mapping `{upstream_name: state}` or a zero-argument callable returning one, where `state` is a
-  bool / number (1 healthy, 0 not) or an object with a boolean `healthy` attribute. Exposed as
-  `mcp_gateway_upstream_up{upstream="name"}`.
+- Upstream health, read at scrape time: `services.extras["upstreams"]` (gateway.upstreams.Upstreams: each
+  item's `.name` and `.health.state`), or, if set, `services.extras["upstream_health"]`: a mapping
+  `{upstream_name: state}` or a zero-argument callable returning one, where `state` is "up"/"down"
+  (other strings, e.g. "unknown", give no sample), a bool or number (1 healthy, 0 not), or an object with
+  a boolean `healthy` attribute. Exposed as `mcp_gateway_upstream_up{upstream="name"}`.
 
 Optional OpenTelemetry: when OTEL_EXPORTER_OTLP_ENDPOINT is set and the OpenTelemetry SDK and OTLP
 exporter are installed, FastMCP's spans are exported (`configure_otel`); otherwise one log line says why not.
@@ -187,13 +188,25 @@ class _StateCollector(Collector):
         yield CounterMetricFamily("mcp_gateway_writer_flushes", "Writer flushes committed.", value=stats.flushes)
         upstreams = GaugeMetricFamily("mcp_gateway_upstream_up", "1 when an upstream MCP server is healthy.",
                                       labels=["upstream"])
-        for name, up in upstream_health(services.extras.get("upstream_health")).items():
+        for name, up in upstream_health(_upstream_source(services.extras)).items():
             upstreams.add_metric([name], up)
         yield upstreams
 
 
+def _upstream_source(extras: Mapping[str, Any]) -> Any:
+    if extras.get("upstream_health") is not None:
+        return extras["upstream_health"]
+    upstreams = extras.get("upstreams")
+    if upstreams is None:
+        return None
+    return lambda: {u.name: u.health.state for u in getattr(upstreams, "items", ())}
+
+
+_UP = {"up": 1.0, "healthy": 1.0, "ok": 1.0, "down": 0.0, "unhealthy": 0.0}
+
+
 def upstream_health(source: Any) -> dict[str, float]:
-    """Normalise `services.extras["upstream_health"]` (see the module docstring) to {name: 0|1}."""
+    """Normalise an upstream health source (see the module docstring) to {name: 1 up | 0 down}."""
     if source is None:
         return {}
     try:
@@ -204,8 +217,12 @@ def upstream_health(source: Any) -> dict[str, float]:
         for name, state in value.items():
             healthy = getattr(state, "healthy", state)
             if isinstance(healthy, Mapping):
-                healthy = healthy.get("healthy", False)
-            out[str(name)] = 1.0 if bool(healthy) else 0.0
+                healthy = healthy.get("healthy", healthy.get("status"))
+            if isinstance(healthy, str):
+                if healthy.lower() in _UP:
+                    out[str(name)] = _UP[healthy.lower()]
+            elif healthy is not None:
+                out[str(name)] = 1.0 if bool(healthy) else 0.0
         return out
     except Exception as exc:  # a scrape never fails because of an upstream probe
         log.warning("metrics: upstream_health unavailable: %s", type(exc).__name__)

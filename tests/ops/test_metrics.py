@@ -135,10 +135,20 @@ def test_upstream_health_shapes() -> None:
     assert upstream_health(lambda: {"a": SimpleNamespace(healthy=False)}) == {"a": 0.0}
     assert upstream_health({"a": {"healthy": True}}) == {"a": 1.0}
     assert upstream_health(lambda: 1 / 0) == {}
+    assert upstream_health({"a": "up", "b": "down", "c": "unknown", "d": {"status": "up"}}) == {
+        "a": 1.0, "b": 0.0, "d": 1.0}
     metrics = GatewayMetrics(fake_services(upstream_health=lambda: {"weather": True, "files": False}))
     parsed = samples(metrics.render().decode())
     assert value(parsed, "mcp_gateway_upstream_up", upstream="weather") == 1
     assert value(parsed, "mcp_gateway_upstream_up", upstream="files") == 0
+    # gateway.upstreams.Upstreams, as install_upstreams leaves it in services.extras["upstreams"]
+    upstreams = SimpleNamespace(items=[SimpleNamespace(name="wiki", health=SimpleNamespace(state="up")),
+                                       SimpleNamespace(name="jira", health=SimpleNamespace(state="down")),
+                                       SimpleNamespace(name="new", health=SimpleNamespace(state="unknown"))])
+    parsed = samples(GatewayMetrics(fake_services(upstreams=upstreams)).render().decode())
+    assert value(parsed, "mcp_gateway_upstream_up", upstream="wiki") == 1
+    assert value(parsed, "mcp_gateway_upstream_up", upstream="jira") == 0
+    assert ("mcp_gateway_upstream_up", frozenset({("upstream", "new")})) not in parsed
 
 
 def test_routes_are_a_fixed_set() -> None:
