@@ -1,0 +1,55 @@
+"""Cost: tokens of arguments and result, priced from MCP_GATEWAY_CONFIG, price version stored."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+from fastmcp import Client
+
+from gateway.pricing import Pricing, count_tokens
+from tests.gateway.conftest import wait_rows
+from tests.gateway_proc import make_jwt, running_gateway
+from tests.pg import TestDatabase
+
+CONFIG = """
+[pricing]
+version = "test-v1"
+call_price = 0.5
+input_price_per_mtok = 2.0
+output_price_per_mtok = 10.0
+
+[pricing.tools.add]
+call_price = 0.25
+"""
+
+
+async def test_cost_follows_the_pricing_section(database: TestDatabase, tmp_path: Path,
+                                               admin_conn: psycopg.Connection) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(CONFIG)
+    text = "the quick brown fox jumps over the lazy dog " * 20
+    with running_gateway(database, tmp_path, args=("serve", "--config", str(config), "--tools",
+                                                   "tests.sample_tools:mcp")) as gateway:
+        async with Client(gateway.mcp_url, auth=make_jwt("paula", "acme"), mode="legacy") as client:
+            await client.call_tool("echo", {"text": text})
+            await client.call_tool("add", {"a": 1, "b": 2})
+        rows = wait_rows(admin_conn, "SELECT tool_name, prompt_tokens, completion_tokens, estimated_cost, price_version"
+                         " FROM gateway.mcp_requests ORDER BY tool_name", 2)
+    add, echo = rows
+    completion = count_tokens(json.dumps({"text": text}, ensure_ascii=False, separators=(",", ":")))
+    prompt = count_tokens(text)
+    assert echo[1:3] == (prompt, completion)
+    expected = Decimal("0.5") + Decimal(2) * prompt / 1_000_000 + Decimal(10) * completion / 1_000_000
+    assert echo[3] == expected.quantize(Decimal("0.00000001"))
+    assert add[3] >= Decimal("0.25") and add[3] < Decimal("0.26")
+    assert {echo[4], add[4]} == {"test-v1"}
+    # The daily rollup carries the same money.
+    assert admin_conn.execute("SELECT sum(cost) FROM gateway.usage_daily").fetchone()[0] == echo[3] + add[3]
+
+
+def test_price_version_changes_with_prices() -> None:
+    assert Pricing().effective_version != Pricing(call_price=Decimal("0.01")).effective_version
+    assert Pricing(version="v9").effective_version == "v9"
