@@ -11,6 +11,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import psycopg
@@ -18,6 +19,16 @@ import pytest
 
 from gateway.db import Database
 from tests.pg import DatabaseFactory, Server, TestDatabase, start_server
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long resilience runs are `slow`: they run with MCP_GATEWAY_FULL_TESTS=1 or `-m slow`."""
+    if os.environ.get("MCP_GATEWAY_FULL_TESTS") == "1" or "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with MCP_GATEWAY_FULL_TESTS=1 or -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
