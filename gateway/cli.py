@@ -186,11 +186,18 @@ def token_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("id", "prefix", "tenant", "user", "role", "created", "expires", "revoked", "last used")
+    table = Table(box=None)
+    for column in ("id", "prefix", "tenant", "user", "role", "created", "expires", "revoked", "last used"):
+        table.add_column(column, no_wrap=True)
     for r in rows:
-        table.add_row(*(str(r.get(k) or "") for k in ("token_id", "prefix", "tenant_id", "user_id", "role",
-                                                         "created_at", "expires_at", "revoked_at", "last_used_at")))
-    Console().print(table)
+        table.add_row(str(r.get("token_id") or ""), str(r.get("prefix") or ""), str(r.get("tenant_id") or ""),
+                      str(r.get("user_id") or ""), str(r.get("role") or ""),
+                      *(_when(r.get(k)) for k in ("created_at", "expires_at", "revoked_at", "last_used_at")))
+    Console(width=None if sys.stdout.isatty() else 250).print(table)
+
+
+def _when(value: Any) -> str:
+    return str(value)[:16].replace("T", " ") if value else ""
 
 
 def _token_row(token: Any) -> dict[str, Any]:
@@ -316,13 +323,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            print(f"mcp-gateway: error: {exc.format_message()}", file=sys.stderr)
-            sys.exit(2)
-        raise
+    except Exception as exc:
+        # Usage errors (typer's vendored click) arrive here in non-standalone mode.
+        format_message = getattr(exc, "format_message", None)
+        if format_message is None:
+            raise
+        print(f"mcp-gateway: error: {format_message()}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2) or 2)
 
 
 if __name__ == "__main__":  # pragma: no cover
