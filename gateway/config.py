@@ -239,6 +239,8 @@ class GatewayConfig(_Strict):
 def _where(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # the key itself was refused (e.g. a role name)
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -280,6 +282,8 @@ def load_config(path: Path | None) -> GatewayConfig:
         where = _where(tuple(first["loc"]))
         if first["type"] == "extra_forbidden":
             message = "unknown key"
+        elif "[key]" in first["loc"]:
+            message = f"unknown key ({first['msg'].replace('Input should be', 'expected')})"
         elif first["type"] == "missing":
             message = "missing required key"
         else:

@@ -1,0 +1,35 @@
+"""Tools for the access tests, mounted with `--tools tests.access.admin_tools:mcp`."""
+
+from fastmcp import FastMCP
+
+mcp = FastMCP("access-tools")
+
+
+@mcp.tool(tags={"admin"})
+def purge(days: int) -> str:
+    """Delete old data (an admin tool: tagged `admin`)."""
+    return f"purged {days} days"
+
+
+@mcp.tool
+def danger_reset() -> str:
+    """Made an admin tool by the config's admin_tools glob."""
+    return "reset"
+
+
+@mcp.tool
+def echo(text: str) -> str:
+    """Return the text unchanged."""
+    return text
+
+
+@mcp.tool
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+@mcp.tool
+def github_issue(title: str) -> str:
+    """Pretend to open an issue."""
+    return f"opened {title}"
