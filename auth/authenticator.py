@@ -119,7 +119,7 @@ class Authenticator:
                 if s.jwt_secret is None:
                     raise TokenRejected("HMAC-signed tokens are not accepted")
                 claims = decode(token, s.jwt_secret.get_secret_value().encode(), algorithms=[header.alg],
-                                settings=s, issuer=s.jwt_issuer, enforce_key_length=False)
+                                settings=s, issuer=s.jwt_issuer)  # RFC 7518 §3.2: HS384/512 need 48/64 bytes
                 return principal_from_claims(claims, kind="jwt_hs", settings=s), s.verify_cache_ttl
             if header.alg in ASYMMETRIC_ALGS and self.jwks is not None:
                 key = await self.jwks.key_for(header.kid, header.alg)

@@ -22,6 +22,7 @@ from auth.errors import TokenRejected
 log = logging.getLogger("auth.jwks")
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
+FAILURE_BACKOFF = 5.0  # seconds between attempts while the IdP fails (capped by the min interval)
 _ALGS_FOR_KEY: dict[tuple[str, str | None], frozenset[str]] = {
     ("RSA", None): frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}),
     ("EC", "P-256"): frozenset({"ES256"}),
@@ -94,7 +95,7 @@ class JwksKeys:
         if self._fetched_at is None or now - self._fetched_at > self._cache_ttl:
             await self._refresh(reason="expired" if self._fetched_at else "initial")
         key = self._find(kid, alg)
-        if key is None and kid is not None and self._may_refresh():
+        if key is None and kid is not None and self._may_refresh("unknown kid"):
             await self._refresh(reason="unknown kid")
             key = self._find(kid, alg)
         if key is None:
@@ -103,8 +104,16 @@ class JwksKeys:
             raise TokenRejected("unknown signing key")
         return key
 
-    def _may_refresh(self) -> bool:
-        return self._attempted_at is None or self._clock() - self._attempted_at >= self._min_interval
+    def _may_refresh(self, reason: str) -> bool:
+        """Unknown kids refresh at most once per min interval. An expired set refreshes when due
+        (its TTL spaced the last success); after a failure, retries wait a short backoff."""
+        if self._attempted_at is None:
+            return True
+        since = self._clock() - self._attempted_at
+        if reason == "unknown kid":
+            return since >= self._min_interval
+        last_succeeded = self._fetched_at is not None and self._fetched_at >= self._attempted_at
+        return last_succeeded or since >= min(self._min_interval, FAILURE_BACKOFF)
 
     def _find(self, kid: str | None, alg: str) -> PyJWK | None:
         candidates = [k for k in self._keys if _usable_for(k, alg) and (kid is None or k.get("kid") == kid)]
@@ -122,7 +131,7 @@ class JwksKeys:
         async with self._lock:
             if self._attempted_at is not None and self._attempted_at >= started:
                 return  # another request refreshed while this one waited
-            if not self._may_refresh():
+            if not self._may_refresh(reason):
                 return  # rate limit: a flood of unknown kids (or a down IdP) costs one GET per interval
             self._attempted_at = self._clock()
             try:

@@ -79,6 +79,7 @@ _REASONS: list[tuple[type[Exception], str]] = [
     (jwt.InvalidIssuerError, "wrong issuer"),
     (jwt.InvalidSignatureError, "bad signature"),
     (jwt.InvalidAlgorithmError, "JWT algorithm not accepted"),
+    (jwt.InvalidKeyError, "key unsuitable for the JWT algorithm"),
 ]
 
 
