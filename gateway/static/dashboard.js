@@ -61,7 +61,8 @@
 
   function money(value) {
     const n = num(value);
-    return n === 0 ? "0.00" : n < 0.01 ? n.toFixed(6) : n.toFixed(2);
+    if (n === 0) return "0.00";
+    return n < 0.01 ? String(Number(n.toPrecision(2))) : n.toFixed(2);
   }
 
   function duration(seconds) {
