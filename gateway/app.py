@@ -37,6 +37,7 @@ from gateway.quotas import install_quotas
 from gateway.server import add_builtin_tools, add_demo_tools, mount_servers
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.sqlconsole import add_admin_tools
 from gateway.tracking import ClientInfo, TrackingMiddleware
 from gateway.upstreams import install_upstreams
 
@@ -55,6 +56,7 @@ def build_mcp(services: Services, *, servers: Sequence[FastMCP] = (), demo: bool
                            middleware=middleware)
     services.gateway_auth.install_routes(mcp)
     add_builtin_tools(mcp, services)
+    add_admin_tools(mcp, services)  # run_sql, for tenant admins and auditors
     if demo:
         add_demo_tools(mcp)
     mount_servers(mcp, servers)
