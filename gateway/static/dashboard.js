@@ -124,16 +124,16 @@
   }
 
   function period() {
+    // Cost reports count whole UTC days, `until` (default today) included: N days = today and N-1 before.
     const days = Number($("period").value) || 7;
-    const until = new Date();
-    const start = new Date(until.getTime() - days * 86400000);
-    return { days, since: start.toISOString(), until: until.toISOString() };
+    return { days, since: days === 1 ? "today" : `${days - 1}d` };
   }
 
   // -- sections ---------------------------------------------------------------------------------
 
   function renderActive(data) {
-    const sessions = listOf(data, "clients", "sessions", "items");
+    // /api/mcp/clients also lists sessions that ended recently: this table is the open ones.
+    const sessions = listOf(data, "clients", "sessions", "items").filter((s) => s.status !== "disconnected");
     $("active-count").textContent = String(sessions.length);
     const rows = sessions.map((s) => {
       const id = pick(s, "session_id", "id");
@@ -153,8 +153,10 @@
 
   function renderCosts(data, p) {
     const rows = listOf(data, "rows", "items", "data", "costs");
+    const tenants = new Set(rows.map((r) => r.tenant_id));
     const users = rows.map((r) => ({
       user: String(pick(r, "user_id", "user", "key", "group") ?? "?"),
+      label: tenants.size > 1 ? `${r.tenant_id}/${pick(r, "user_id", "user")}` : String(pick(r, "user_id", "user") ?? "?"),
       calls: num(pick(r, "calls", "request_count", "requests", "total_requests")),
       tokens: num(pick(r, "total_tokens", "tokens")) ||
         num(pick(r, "prompt_tokens")) + num(pick(r, "completion_tokens")),
@@ -162,7 +164,7 @@
     })).sort((a, b) => b.cost - a.cost || b.calls - a.calls || a.user.localeCompare(b.user));
     $("cost-period").textContent = `last ${p.days} day${p.days > 1 ? "s" : ""}`;
     fill($("costs").tBodies[0], users.map((u) => el("tr", { dataset: { user: u.user } },
-      el("td", { class: "user" }, u.user), el("td", { class: "num" }, u.calls),
+      el("td", { class: "user" }, u.label), el("td", { class: "num" }, u.calls),
       el("td", { class: "num" }, u.tokens), el("td", { class: "num" }, money(u.cost)))), $("costs-empty"));
     renderChart(users.slice(0, 12));
   }
@@ -177,11 +179,11 @@
                                "aria-hidden": "true" });
     users.forEach((u, i) => {
       const y = i * rowHeight + 2;
-      const label = u.user.length > 18 ? `${u.user.slice(0, 17)}…` : u.user;
+      const label = u.label.length > 18 ? `${u.label.slice(0, 17)}…` : u.label;
       chart.append(svg("text", { x: labelWidth - 6, y: y + 14, "text-anchor": "end" }, label));
       const bar = svg("rect", { class: "bar-rect", x: labelWidth, y: y + 3,
                                 width: Math.max(1, (u.cost / max) * barSpace), height: rowHeight - 8, rx: 2 });
-      bar.append(svg("title", {}, `${u.user}: $${money(u.cost)} (${u.calls} calls)`));
+      bar.append(svg("title", {}, `${u.label}: $${money(u.cost)} (${u.calls} calls)`));
       chart.append(bar);
       chart.append(svg("text", { class: "value", x: labelWidth + Math.max(1, (u.cost / max) * barSpace) + 6,
                                  y: y + 14 }, `$${money(u.cost)}`));
@@ -193,9 +195,9 @@
     const rows = listOf(data, "rows", "items", "data", "costs");
     const tools = rows.map((r) => {
       const calls = num(pick(r, "calls", "request_count", "requests", "total_requests"));
-      const errors = num(pick(r, "errors", "error_count")) ;
-      return { tool: String(pick(r, "tool_name", "tool", "key", "group") || "(none)"), calls, errors,
-               rate: calls ? errors / calls : 0 };
+      const errors = num(pick(r, "errors", "error_count"));
+      return { tool: String(pick(r, "tool_name", "tool", "key", "group") || "(no tool)"), calls, errors,
+               denied: num(pick(r, "denied", "denied_count")), rate: calls ? errors / calls : 0 };
     }).sort((a, b) => b.calls - a.calls || a.tool.localeCompare(b.tool));
     $("tools-period").textContent = `last ${p.days} day${p.days > 1 ? "s" : ""}`;
     fill($("tools").tBodies[0], tools.map((t) => {
@@ -203,6 +205,7 @@
       fillBar.style.width = `${Math.round(t.rate * 100)}%`;
       return el("tr", { dataset: { tool: t.tool } },
         el("td", {}, t.tool), el("td", { class: "num" }, t.calls), el("td", { class: "num" }, t.errors),
+        el("td", { class: "num" }, t.denied),
         el("td", {}, el("span", { class: "rate" }, el("span", { class: "track" }, fillBar),
                         `${(t.rate * 100).toFixed(1)}%`)));
     }), $("tools-empty"));
@@ -273,7 +276,7 @@
     if (!sessionStorage.getItem(TOKEN_KEY)) return;
     if (inFlight) return inFlight;
     const p = period();
-    const query = `since=${encodeURIComponent(p.since)}&until=${encodeURIComponent(p.until)}&format=json`;
+    const query = `since=${encodeURIComponent(p.since)}&format=json`;
     const disconnectedDays = Math.min(30, Math.max(1, p.days));
     $("status").textContent = "refreshing…";
     inFlight = Promise.allSettled([

@@ -81,6 +81,7 @@ def test_public_url_mismatch_is_reported(gateway: GatewayProcess) -> None:
     ("--url", "http://127.0.0.1:99999/mcp", "--token", "abc"),
     ("--url", "http://127.0.0.1:8051/mcp", "--token", "  "),
     ("--url", "http://127.0.0.1:8051/sse", "--token", "abc"),
+    ("--url", "http://127.0.0.1:8051/mcp"),
 ])
 def test_bad_input_exits_2_with_one_line(args: tuple[str, ...]) -> None:
     result = doctor(*args)
