@@ -24,7 +24,7 @@ from mcp.server.auth.routes import build_resource_metadata_url, create_protected
 from pydantic import AnyHttpUrl, ValidationError
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from auth.authenticator import Authenticator, token_fingerprint
 from auth.errors import AuthConfigError, TokenRejected
@@ -35,6 +35,7 @@ from auth.store import TokenStore, UserProvisioner
 log = logging.getLogger("auth")
 
 PRINCIPAL_CLAIM = "mcp_gateway_principal"
+SCOPE_KEY = "mcp_gateway_auth"
 
 
 def access_token_for(token: str, principal: Principal, leeway: float = 0.0) -> AccessToken:
@@ -165,10 +166,13 @@ class GatewayAuth:
         Inside, `require_principal(request)` (auth.starlette) returns the caller.
         """
         guarded = RequireAuthMiddleware(app, [], self.resource_metadata_url, [])
-        return AuthenticationMiddleware(
-            AuthContextMiddleware(guarded),
-            backend=BearerAuthBackend(self.verifier),
-        )
+        inner = AuthenticationMiddleware(AuthContextMiddleware(guarded), backend=BearerAuthBackend(self.verifier))
+
+        async def with_auth_in_scope(scope: Scope, receive: Receive, send: Send) -> None:
+            scope[SCOPE_KEY] = self  # lets require_principal find us from any nested app
+            await inner(scope, receive, send)
+
+        return with_auth_in_scope
 
     async def principal_for_header(self, authorization: str | None) -> Principal | None:
         """Verify an Authorization header value the way the MCP endpoint does."""

@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import Message
 
 from auth.principal import Principal
-from auth.provider import GatewayAuth, authenticated_principal
+from auth.provider import SCOPE_KEY, GatewayAuth, authenticated_principal
 
 STATE_KEY = "mcp_gateway_auth"
 
@@ -42,10 +42,13 @@ async def challenge_headers(gateway_auth: GatewayAuth, *, token_presented: bool)
 
 
 def gateway_auth_of(conn: HTTPConnection) -> GatewayAuth:
-    """The GatewayAuth stored on the app (`app.state.mcp_gateway_auth = gateway_auth`)."""
-    found = getattr(conn.app.state, STATE_KEY, None) if conn.get("app") is not None else None
+    """The GatewayAuth of this request: set in the scope by `GatewayAuth.protect`, else
+    `app.state.mcp_gateway_auth` of the (innermost) Starlette app."""
+    found = conn.scope.get(SCOPE_KEY)
+    if found is None and conn.scope.get("app") is not None:
+        found = getattr(conn.app.state, STATE_KEY, None)
     if not isinstance(found, GatewayAuth):
-        raise RuntimeError(f"app.state.{STATE_KEY} is not set to the GatewayAuth")
+        raise RuntimeError(f"no GatewayAuth: wrap the app with GatewayAuth.protect or set app.state.{STATE_KEY}")
     return found
 
 

@@ -256,7 +256,6 @@ def build_app(gateway_auth: GatewayAuth) -> Starlette:
         return JSONResponse(principal.model_dump(mode="json"))
 
     api = Starlette(routes=[Route("/whoami", api_whoami)])
-    api.state.__setattr__(STATE_KEY, gateway_auth)
     bare = Starlette(routes=[Route("/whoami", api_whoami)])
     bare.state.__setattr__(STATE_KEY, gateway_auth)
     app = Starlette(routes=[Mount("/api", app=gateway_auth.protect(api)), Mount("/api2", app=bare),
