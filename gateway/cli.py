@@ -19,6 +19,7 @@ import typer
 import uvicorn
 
 from gateway.doctor import doctor_command
+from gateway.cli_reports import report_app, sql_command
 from gateway.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -27,6 +28,8 @@ db_app = typer.Typer(no_args_is_help=True, help="The embedded PostgreSQL cluster
 token_app = typer.Typer(no_args_is_help=True, help="Personal access tokens.")
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(report_app, name="report")
+app.command("sql")(sql_command)
 app.command("doctor")(doctor_command)
 
 T = TypeVar("T")
