@@ -67,7 +67,8 @@ class Authenticator:
                                   "MCP_GATEWAY_OIDC_ISSUER, MCP_GATEWAY_JWKS_URL or MCP_GATEWAY_INTROSPECTION_URL")
         self._provisioner = provisioner
         self._provisioned: TTLCache[bool] = TTLCache(settings.cache_max_entries, clock)
-        self._results: TTLCache[Principal | TokenRejected] = TTLCache(settings.cache_max_entries, clock)
+        # token hash -> the principal, or the reason of a refusal that depends only on the token
+        self._results: TTLCache[Principal | str] = TTLCache(settings.cache_max_entries, clock)
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -88,15 +89,15 @@ class Authenticator:
             raise TokenRejected("token is empty or has characters a bearer token cannot have")
         key = hashlib.sha256(token.encode()).digest()
         cached = self._results.get(key)
-        if isinstance(cached, TokenRejected):
-            raise cached
+        if isinstance(cached, str):
+            raise TokenRejected(cached)  # a fresh exception: a shared one would grow its traceback
         if cached is not None and (cached.expires_at is None or cached.expires_at > datetime.now(timezone.utc)):
             return cached
         try:
             principal, ttl = await self._verify(token)
         except TokenRejected as exc:
             if exc.reason in _CACHEABLE_REFUSALS:
-                self._results.put(key, exc, self.settings.negative_cache_ttl)
+                self._results.put(key, exc.reason, self.settings.negative_cache_ttl)
             raise
         except Exception as exc:  # a bug or a hostile corner case must still be a refusal, not a 5xx
             log.error("token %s: unexpected %s during verification", token_fingerprint(token), type(exc).__name__)
