@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 async def pat_gateway(db: Database) -> AsyncIterator[str]:
-    gateway_auth = GatewayAuth(AuthSettings(last_used_flush_interval=0.0), token_store=PostgresTokenStore(db))
+    gateway_auth = GatewayAuth(AuthSettings(last_used_flush_interval=0.0, pat_cache_ttl=0.5),
+                               token_store=PostgresTokenStore(db))
     async with serve(build_app(gateway_auth)) as url:
         yield url
     await gateway_auth.aclose()
