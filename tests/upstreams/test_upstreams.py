@@ -15,7 +15,7 @@ from tests.pg import TestDatabase
 from tests.upstreams.helpers import SERVER, poll, start_upstream, stop, upstream
 
 
-def _config(path: Path, weather_port: int, junk_port: int) -> Path:
+def _config(path: Path, weather_port: int, junk_port: int, sse_port: int) -> Path:
     path.write_text(f"""
 [[upstreams]]
 name = "weather"
@@ -32,6 +32,11 @@ env = {{ "UPSTREAM_LABEL" = "stdio-one" }}
 timeout = 10
 
 [[upstreams]]
+name = "legacy"
+url = "http://127.0.0.1:{sse_port}/sse"
+timeout = 5
+
+[[upstreams]]
 name = "junk"
 url = "http://127.0.0.1:{junk_port}/mcp"
 timeout = 3
@@ -41,16 +46,17 @@ timeout = 3
 
 async def test_http_and_stdio_upstreams_listed_called_recorded_and_recovering(
         database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
-    weather_port, junk_port = free_port(), free_port()
-    config = _config(tmp_path / "gateway.toml", weather_port, junk_port)
+    weather_port, junk_port, sse_port = free_port(), free_port(), free_port()
+    config = _config(tmp_path / "gateway.toml", weather_port, junk_port, sse_port)
     weather = start_upstream("http", weather_port, tmp_path / "weather.log")
     try:
-        with upstream("garbage", junk_port, tmp_path / "junk.log"), \
+        with upstream("garbage", junk_port, tmp_path / "junk.log"), upstream("sse", sse_port, tmp_path / "sse.log"), \
                 running_gateway(database, tmp_path / "gw", args=("serve", "--config", str(config))) as gw:
             async with Client(gw.mcp_url, auth=make_jwt("alice", "acme")) as client:
                 # -- listed with the prefix, descriptions and schemas intact -------------------------
                 tools = {t.name: t for t in await client.list_tools()}
-                for name in ("weather_forecast", "weather_whereami", "local_forecast", "local_whereami"):
+                for name in ("weather_forecast", "weather_whereami", "local_forecast", "local_whereami",
+                             "legacy_forecast"):
                     assert name in tools, sorted(tools)
                 assert "whoami" in tools and not any(n.startswith("junk_") for n in tools)
                 forecast = tools["weather_forecast"]
@@ -67,6 +73,7 @@ async def test_http_and_stdio_upstreams_listed_called_recorded_and_recovering(
                 assert (await client.call_tool("weather_forecast", {"city": "Oslo", "days": 2})).data \
                     == "Oslo: sunny for 2 day(s)"
                 assert (await client.call_tool("local_whereami", {})).data["label"] == "stdio-one"
+                assert (await client.call_tool("legacy_forecast", {"city": "Rome"})).data == "Rome: sunny for 1 day(s)"
                 grumpy = await client.call_tool("weather_grumpy", {}, raise_on_error=False)
                 assert grumpy.is_error and grumpy.content[0].text == "grumpy says no"
 
@@ -91,6 +98,7 @@ async def test_http_and_stdio_upstreams_listed_called_recorded_and_recovering(
                 assert "UpstreamUnavailable" in health["weather"]["last_error"]
                 assert health["local"]["status"] == "up" and health["local"]["transport"] == "stdio"
                 assert health["junk"]["status"] == "down"
+                assert health["legacy"]["status"] == "up" and health["legacy"]["transport"] == "sse"
 
                 # -- restarted on the same port: calls work again (no permanent failure state) -------
                 weather = start_upstream("http", weather_port, tmp_path / "weather.log")
@@ -106,12 +114,13 @@ async def test_http_and_stdio_upstreams_listed_called_recorded_and_recovering(
         stop(weather)
 
     rows = wait_rows(admin_conn, "SELECT tool_name, status, error_message FROM gateway.mcp_requests"
-                     " WHERE split_part(tool_name, '_', 1) = ANY(%s) ORDER BY \"timestamp\"", 8,
-                     ["weather", "junk", "local"])
+                     " WHERE split_part(tool_name, '_', 1) = ANY(%s) ORDER BY \"timestamp\"", 9,
+                     ["weather", "junk", "local", "legacy"])
     by_status: dict[tuple[str, str], list[str | None]] = {}
     for tool, status, error in rows:
         by_status.setdefault((tool, status), []).append(error)
     assert ("weather_forecast", "success") in by_status
+    assert ("legacy_forecast", "success") in by_status
     assert ("local_whereami", "success") in by_status and ("local_forecast", "success") in by_status
     assert by_status[("weather_grumpy", "error")][0] == "grumpy says no"
     assert by_status[("weather_sleepy", "error")][0].startswith("UpstreamTimeout: ")

@@ -1,6 +1,7 @@
 """A tiny upstream MCP server for the upstream tests.
 
     python tests/upstreams/upstream_server.py http PORT     Streamable HTTP on 127.0.0.1:PORT/mcp
+    python tests/upstreams/upstream_server.py sse PORT      legacy SSE on 127.0.0.1:PORT/sse
     python tests/upstreams/upstream_server.py stdio         stdio
     python tests/upstreams/upstream_server.py garbage PORT  answers every request with 200 and non-JSON bytes
 
@@ -78,6 +79,8 @@ if __name__ == "__main__":
     kind = sys.argv[1]
     if kind == "http":
         mcp.run(transport="http", host="127.0.0.1", port=int(sys.argv[2]), show_banner=False)
+    elif kind == "sse":
+        mcp.run(transport="sse", host="127.0.0.1", port=int(sys.argv[2]), show_banner=False)
     elif kind == "stdio":
         mcp.run(transport="stdio", show_banner=False)
     elif kind == "garbage":
