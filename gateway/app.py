@@ -3,6 +3,7 @@
     /mcp                Streamable HTTP (both protocol eras)      -> FastMCP http app
     /sse, /messages/    legacy SSE transport                      -> FastMCP sse app
     /.well-known/oauth-protected-resource[/mcp]  RFC 9728         -> FastMCP http app
+    /.well-known/oauth-protected-resource/sse    RFC 9728         -> FastMCP sse app
     /health /ready /api/* /dashboard /metrics                      -> our Starlette app
 
 Lifespans nest so the database pool opens before MCP starts and closes after it stops:
@@ -114,6 +115,8 @@ class GatewayApp:
             if path == "/messages":  # old clients drop the slash: same session, no redirect
                 scope = dict(scope, path="/messages/", raw_path=b"/messages/")
             await self.mcp_sse(scope, receive, send)
+        elif path == "/.well-known/oauth-protected-resource/sse":
+            await self.mcp_sse(scope, receive, send)  # what /sse's 401 challenge names
         elif path.startswith("/.well-known/oauth-protected-resource"):
             await self.mcp_http(scope, receive, send)
         else:

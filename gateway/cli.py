@@ -245,20 +245,29 @@ class GracefulServer(uvicorn.Server):
 
 def _serve(settings: Any, *, tools: list[str], config_path: Path | None, demo: bool, log_format: str,
            on_ready: Callable[[], None] | None = None) -> None:
+    from auth import AuthConfigError
     from gateway.app import create_app
     from gateway.config import load_config
     from gateway.logs import configure_logging
     from gateway.server import load_tools
 
     configure_logging(settings.log_format or log_format)
+    # Everything a person can get wrong is checked before anything is started or written.
     config = load_config(config_path or settings.config)
     servers = [load_tools(spec) for spec in tools]
+    auth_settings = _auth_settings(settings)
     urls = _urls(settings)
+    try:
+        gateway_app = create_app(settings, urls, config=config, servers=servers, demo=demo,
+                                 auth_settings=auth_settings)
+    except AuthConfigError as exc:  # e.g. an unusable MCP_GATEWAY_PUBLIC_URL
+        raise UserError(str(exc)) from None
     _migrate(urls)
-    gateway_app = _build_app(create_app, settings, urls, config, servers, demo)
     server = GracefulServer(uvicorn.Config(
         gateway_app, host=settings.host, port=settings.port, log_config=None, lifespan="on",
-        timeout_graceful_shutdown=5, access_log=False, server_header=False))
+        timeout_graceful_shutdown=5, access_log=False, server_header=False,
+        # Oversized bearer tokens must reach the verifier (401), not die in h11 (400).
+        h11_max_incomplete_event_size=4 * 1024 * 1024))
     if on_ready is not None:
         on_ready()
     server.run()
@@ -266,11 +275,12 @@ def _serve(settings: Any, *, tools: list[str], config_path: Path | None, demo: b
         raise UserError(f"could not listen on {settings.host}:{settings.port} (is the port in use?)")
 
 
-def _build_app(create_app: Any, settings: Any, urls: Any, config: Any, servers: Any, demo: bool) -> Any:
-    from auth import AuthConfigError
+def _auth_settings(settings: Any) -> Any:
+    """Token verification settings, checked before anything is started or written."""
+    from auth import AuthConfigError, AuthSettings
 
     try:
-        return create_app(settings, urls, config=config, servers=servers, demo=demo)
+        return AuthSettings.load(public_url=settings.resolved_public_url)
     except AuthConfigError as exc:
         raise UserError(str(exc)) from None
 
@@ -302,6 +312,7 @@ def dev(
     settings = _settings()
     if port is not None:
         settings.port = port
+    _auth_settings(settings)
     urls = _urls(settings)
     _migrate(urls)
     token = _run(_with_db(urls, lambda db: dev_token(db, settings.data_dir)))

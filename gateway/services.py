@@ -47,7 +47,7 @@ class Services:
         sessions = AnalyticsSessions(writer, settings.session_idle_timeout)
         tracker = Tracker(writer, sessions)
         if auth_settings is None:
-            auth_settings = AuthSettings(public_url=settings.resolved_public_url)  # type: ignore[call-arg]
+            auth_settings = AuthSettings.load(public_url=settings.resolved_public_url)
         store = PostgresTokenStore(db)
         gateway_auth = GatewayAuth(auth_settings, token_store=store)
         return cls(settings=settings, config=config, urls=urls, db=db, writer=writer, sessions=sessions,

@@ -81,7 +81,12 @@ class ClientInfo:
 def redact(message: str) -> str:
     """Bounded, and without anything shaped like a credential."""
     cleaned = _SECRETISH.sub(lambda m: (m.group(1) or m.group(2) or "") + "[redacted]", message)
-    return cleaned[:ERROR_MESSAGE_MAX]
+    return _text(cleaned)[:ERROR_MESSAGE_MAX]
+
+
+def _text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; a client-chosen name must not be able to poison a batch."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
 @dataclass(slots=True)
@@ -246,7 +251,7 @@ def client_info(fastmcp_context: Any) -> ClientInfo:
 
 
 def _short(value: str | None, limit: int = 200) -> str | None:
-    return value[:limit] if isinstance(value, str) and value else None
+    return _text(value[:limit]) if isinstance(value, str) and value else None
 
 
 class TrackingMiddleware(Middleware):
@@ -261,8 +266,9 @@ class TrackingMiddleware(Middleware):
         if principal is None:  # no authenticated caller (e.g. in-memory transport): nothing to attribute
             return await call_next(context)
         message = context.message
+        name = getattr(message, "name", None)
         return await self.tracker.record_call(
-            principal, client_info(context.fastmcp_context), getattr(message, "name", None),
+            principal, client_info(context.fastmcp_context), _text(name)[:500] if name else name,
             getattr(message, "arguments", None), lambda: call_next(context))
 
 

@@ -46,6 +46,16 @@ HEARTBEAT_SECONDS = 5.0
 CRASH_AFTER_SECONDS = 30.0  # a replica silent this long is taken for dead
 
 
+# Ends open sessions; the caller adds the WHERE clause. Parameter: the reason.
+_CLOSE_SESSIONS = ("UPDATE gateway.mcp_sessions s SET status = 'disconnected', disconnected_at = now(),"
+                   " total_duration = extract(epoch FROM now() - s.connected_at), disconnect_reason = %s")
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """The database answered and said no (as opposed to: the database is not there)."""
+    return isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -125,10 +135,8 @@ class TrackingWriter:
     async def recover_crashed(self) -> int:
         """At start: sessions this instance id left open were not shut down cleanly."""
         async with self.db.as_system("ingest") as conn:
-            cur = await conn.execute(
-                "UPDATE gateway.mcp_sessions SET status = 'disconnected', disconnected_at = now(),"
-                " total_duration = extract(epoch FROM now() - connected_at), disconnect_reason = 'server_crash'"
-                " WHERE instance_id = %s AND status <> 'disconnected'", (self.instance_id,))
+            cur = await conn.execute(_CLOSE_SESSIONS + " WHERE s.instance_id = %s AND s.status <> 'disconnected'",
+                                     ("server_crash", self.instance_id))
             await self._heartbeat(conn)
             return cur.rowcount
 
@@ -156,19 +164,16 @@ class TrackingWriter:
                 self.stats.database_up = True
                 self.stats.last_error = None
                 backoff = 0.5
-            except (psycopg.OperationalError, psycopg.errors.AdminShutdown, OSError, TimeoutError) as exc:
-                self._note_outage(exc)
-                if self._stopping:
-                    return
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            except psycopg.Error as exc:
-                # A batch the database refuses (a bug, not an outage): log, count, move on.
-                log.exception("writer: batch refused by the database: %s", _one_line(exc))
-                self.stats.last_error = _one_line(exc)
             except Exception as exc:
-                # Pool timeouts and anything unforeseen: treat as an outage, keep records.
+                if _is_refusal(exc):
+                    # The database refused the batch (a constraint, bad data): not an outage.
+                    # Write what it accepts one record at a time; drop and count only the rest.
+                    try:
+                        await self._isolate_refused(exc)
+                        continue
+                    except Exception as again:
+                        exc = again
+                # Connection lost, pool timeout, anything unforeseen: keep every record, retry.
                 self._note_outage(exc)
                 if self._stopping:
                     return
@@ -194,20 +199,17 @@ class TrackingWriter:
             await self._heartbeat(conn)
             # Idle past the timeout -> ended as timeout; quiet for a while -> idle.
             await conn.execute(
-                "UPDATE gateway.mcp_sessions SET status = 'disconnected', disconnected_at = now(),"
-                " total_duration = extract(epoch FROM now() - connected_at), disconnect_reason = 'timeout'"
-                " WHERE status <> 'disconnected' AND last_activity < now() - make_interval(secs => %s)",
-                (self.idle_timeout,))
+                _CLOSE_SESSIONS + " WHERE s.status <> 'disconnected'"
+                " AND s.last_activity < now() - make_interval(secs => %s)", ("timeout", self.idle_timeout))
             await conn.execute(
                 "UPDATE gateway.mcp_sessions SET status = 'idle' WHERE status = 'active'"
                 " AND last_activity < now() - make_interval(secs => %s)", (min(self.idle_timeout / 2, 300.0),))
             # Open sessions of replicas that stopped heartbeating were left by a crash.
             await conn.execute(
-                "UPDATE gateway.mcp_sessions s SET status = 'disconnected', disconnected_at = now(),"
-                " total_duration = extract(epoch FROM now() - s.connected_at), disconnect_reason = 'server_crash'"
-                " FROM gateway.instances i WHERE s.instance_id = i.instance_id AND s.status <> 'disconnected'"
-                " AND i.instance_id <> %s AND i.heartbeat_at < now() - make_interval(secs => %s)",
-                (self.instance_id, CRASH_AFTER_SECONDS))
+                _CLOSE_SESSIONS + " FROM gateway.instances i WHERE s.instance_id = i.instance_id"
+                " AND s.status <> 'disconnected' AND i.instance_id <> %s"
+                " AND i.heartbeat_at < now() - make_interval(secs => %s)",
+                ("server_crash", self.instance_id, CRASH_AFTER_SECONDS))
 
     async def _heartbeat(self, conn: psycopg.AsyncConnection) -> None:
         await conn.execute(
@@ -216,16 +218,37 @@ class TrackingWriter:
 
     async def _close_instance_sessions(self, reason: str) -> None:
         async with self.db.as_system("ingest") as conn:
-            await conn.execute(
-                "UPDATE gateway.mcp_sessions SET status = 'disconnected', disconnected_at = now(),"
-                " total_duration = extract(epoch FROM now() - connected_at), disconnect_reason = %s"
-                " WHERE instance_id = %s AND status <> 'disconnected'", (reason, self.instance_id))
+            await conn.execute(_CLOSE_SESSIONS + " WHERE s.instance_id = %s AND s.status <> 'disconnected'",
+                               (reason, self.instance_id))
 
     # -- one batch -----------------------------------------------------------------------
 
     async def _flush_once(self) -> None:
         count = min(len(self._queue), MAX_BATCH)
-        batch = [self._queue[i] for i in range(count)]
+        await self._write([self._queue[i] for i in range(count)])
+        # Committed: only now do the records leave the queue.
+        for _ in range(count):
+            self._queue.popleft()
+        self.stats.flushes += 1
+        self.stats.last_flush_size = count
+        self.stats.flush_sizes.append(count)
+        del self.stats.flush_sizes[:-100]
+
+    async def _isolate_refused(self, cause: BaseException) -> None:
+        count = min(len(self._queue), MAX_BATCH)
+        log.error("writer: batch of %d refused (%s); writing its records one by one", count, _one_line(cause))
+        for _ in range(count):
+            record = self._queue[0]
+            try:
+                await self._write([record])
+            except Exception as exc:
+                if not _is_refusal(exc):
+                    raise  # an outage after all: keep the rest queued
+                self._drop(1, f"refused by the database: {_one_line(exc)}")
+                self.stats.last_error = _one_line(exc)
+            self._queue.popleft()
+
+    async def _write(self, batch: list[Record]) -> None:
         opened = [r for r in batch if isinstance(r, SessionOpened)]
         calls = [r for r in batch if isinstance(r, ToolCalled)]
         ended = [r for r in batch if isinstance(r, SessionEnded)]
@@ -238,14 +261,7 @@ class TrackingWriter:
                 await self._insert_calls(conn, calls)
             if ended:
                 await self._end_sessions(conn, ended)
-        # Committed: only now do the records leave the queue.
-        for _ in range(count):
-            self._queue.popleft()
         self.stats.written += len(calls)
-        self.stats.flushes += 1
-        self.stats.last_flush_size = count
-        self.stats.flush_sizes.append(count)
-        del self.stats.flush_sizes[:-100]
 
     def _count_tokens(self, call: ToolCalled) -> None:
         if call.completion_tokens is None:

@@ -68,3 +68,25 @@ async def test_without_a_spill_directory_overflow_is_counted_and_logged(
         _call(sessions, writer)
     assert writer.stats.dropped == 51  # 1 session record + 150 calls - 100 kept
     assert "dropped 1 tracking records" in caplog.text  # type: ignore[attr-defined]
+
+
+async def test_a_record_the_database_refuses_is_dropped_alone(database: TestDatabase,
+                                                              admin_conn: psycopg.Connection) -> None:
+    db = Database(database.urls, min_size=1, max_size=2)
+    await db.open(wait=True)
+    writer = TrackingWriter(db, instance_id="w3", flush_interval=0.1)
+    sessions = AnalyticsSessions(writer, idle_timeout=600)
+    _call(sessions, writer)
+    session_id, key = sessions.session_for(ALICE, CLIENT)
+    writer.submit(ToolCalled(id=uuid.uuid4(), session_id=session_id, session_key=key, tenant_id="acme",
+                             user_id="alice", tool_name="nul\x00byte", status="success", error_message=None,
+                             duration_ms=1.0, at=utcnow(), client_type="pytest"))
+    _call(sessions, writer)
+    await writer.start()
+    try:
+        await asyncio.to_thread(wait_for, lambda: writer.backlog == 0, 15, "the queue to drain")
+    finally:
+        await writer.stop()
+        await db.close()
+    assert writer.stats.dropped == 1
+    assert admin_conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone() == (2,)
