@@ -1,0 +1,51 @@
+"""The HTTP surface of a real `mcp-gateway serve`: challenges, metadata, health and readiness."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from tests.gateway_proc import GatewayProcess, make_jwt
+
+
+def test_oversized_and_missing_tokens_get_401_with_a_resolvable_challenge(gateway: GatewayProcess) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    with httpx.Client(timeout=30) as http:
+        missing = http.post(gateway.mcp_url, json=body, headers=headers)
+        huge = http.post(gateway.mcp_url, json=body, headers=headers | {"Authorization": "Bearer " + "a" * 3_000_000})
+        for path in ("/mcp", "/sse"):
+            challenge = http.get(gateway.base_url + path).headers["www-authenticate"]
+            metadata_url = re.search(r'resource_metadata="([^"]+)"', challenge).group(1)  # type: ignore[union-attr]
+            assert http.get(metadata_url).status_code == 200, metadata_url
+    assert missing.status_code == 401 and "invalid_token" not in missing.headers["www-authenticate"]
+    assert huge.status_code == 401 and 'error="invalid_token"' in huge.headers["www-authenticate"]
+
+
+def test_protected_resource_metadata(gateway: GatewayProcess) -> None:
+    with httpx.Client(timeout=10) as http:
+        root = http.get(gateway.base_url + "/.well-known/oauth-protected-resource").json()
+        mcp = http.get(gateway.base_url + "/.well-known/oauth-protected-resource/mcp").json()
+    assert root["resource"].rstrip("/") == gateway.base_url
+    assert mcp["resource"] == gateway.mcp_url and mcp["authorization_servers"]
+
+
+def test_health_and_ready(gateway: GatewayProcess) -> None:
+    with httpx.Client(timeout=10) as http:
+        assert http.get(gateway.base_url + "/health").json()["status"] == "ok"
+        ready = http.get(gateway.base_url + "/ready")
+    assert ready.status_code == 200
+    assert ready.json()["database"] == "up" and ready.json()["writer"]["backlog"] == 0
+
+
+def test_health_check_tool(gateway: GatewayProcess) -> None:
+    import asyncio
+
+    from fastmcp import Client
+
+    async def call() -> dict:
+        async with Client(gateway.mcp_url, auth=make_jwt("hc", "acme")) as client:
+            return (await client.call_tool("health_check", {})).structured_content
+
+    assert asyncio.run(call())["database"] == "up"
