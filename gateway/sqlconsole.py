@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import hmac
 import math
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -398,11 +399,25 @@ def _pg_message(exc: BaseException) -> str:
     return _one_line(primary or str(exc) or type(exc).__name__)
 
 
+def _env_number(name: str, default: float) -> Any:
+    """MCP_GATEWAY_SQL_ROW_CAP (1..1,000,000) / MCP_GATEWAY_SQL_DEADLINE (seconds, 0.1..300)."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = type(default)(raw)
+    except ValueError:
+        return default
+    low, high = (1, 1_000_000) if isinstance(default, int) else (0.1, 300.0)
+    return min(max(value, low), high)
+
+
 def console_for(services: Services) -> SqlConsole:
     """The process's one console, made on first use and kept in services.extras."""
     console = services.extras.get("sql_console")
     if console is None:
-        console = SqlConsole(services.urls, services.db)
+        console = SqlConsole(services.urls, services.db, row_cap=_env_number("MCP_GATEWAY_SQL_ROW_CAP", DEFAULT_ROW_CAP),
+                             deadline=_env_number("MCP_GATEWAY_SQL_DEADLINE", DEFAULT_DEADLINE))
         services.extras["sql_console"] = console
     return console  # type: ignore[no-any-return]
 

@@ -49,7 +49,7 @@ def api_env(db_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactor
     try:
         with psycopg.connect(database.admin_url, autocommit=True) as conn:
             seed(conn)
-        with running_gateway(database, tmp_path_factory.mktemp("gw")) as gateway, \
+        with running_gateway(database, tmp_path_factory.mktemp("gw"), MCP_GATEWAY_SQL_DEADLINE="2") as gateway, \
                 httpx.Client(base_url=gateway.base_url, timeout=30) as http:
             yield ApiEnv(database, gateway, http)
     finally:

@@ -1,9 +1,9 @@
 """Hand-made data for the API, report and console tests (written as the superuser).
 
 Two tenants with an overlapping user id (alice) so a policy that forgets the tenant
-fence leaks. Everything of tenant B carries the marker "zz-secret" somewhere visible
-(tenant id, user ids, tool names, e-mails, client names): any B row reaching an A
-caller shows up as that marker in the response text.
+fence leaks. Tenant B's data carries the marker "zz-secret" (a user id, tool names,
+client names, error messages): any B row reaching an A caller shows up as that marker.
+B's tenant id itself ("globex") is what catalog snooping would look for.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from decimal import Decimal
 import psycopg
 
 A = "acme"
-B = "zz-secret-globex"
+B = "globex"
 MARKER = "zz-secret"
 _NS = uuid.UUID("5b1f1e4c-3c1d-4d8e-9a77-1f2e3d4c5b6a")
 
@@ -97,7 +97,7 @@ def seed(conn: psycopg.Connection, now: datetime | None = None) -> datetime:
                 "INSERT INTO gateway.mcp_requests (id, session_id, tenant_id, user_id, tool_name, status,"
                 " error_message, duration_ms, prompt_tokens, completion_tokens, estimated_cost, client_type,"
                 " \"timestamp\") VALUES (%s, %s, %s, %s, %s, %s, %s, 12.5, %s, %s, %s, %s, %s)",
-                (rid(i), s.id, s.tenant, s.user, tool, status, "boom" if status == "error" else None, prompt,
+                (rid(i), s.id, s.tenant, s.user, tool, status, (f"{MARKER} boom" if s.tenant == B else "boom") if status == "error" else None, prompt,
                  completion, cost, "claude-code" if s.tenant == A else f"{MARKER}-client", now - ago))
     return now
 
