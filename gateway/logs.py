@@ -11,14 +11,29 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line. Runs once per tool call: the timestamp's seconds are formatted once
+    per second (same text as `datetime.isoformat(timespec="milliseconds")` in UTC)."""
+
+    _second: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
+        whole = int(record.created)
+        micros = round((record.created - whole) * 1e6)  # as datetime.fromtimestamp rounds
+        if micros >= 1_000_000:
+            whole, micros = whole + 1, micros - 1_000_000
+        second, prefix = self._second
+        if whole != second:
+            prefix = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = (whole, prefix)
         data = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": f"{prefix}.{micros // 1000:03d}+00:00",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        data.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key[:1] != "_":
+                data[key] = value
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)

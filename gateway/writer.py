@@ -225,7 +225,20 @@ class TrackingWriter:
 
     async def _flush_once(self) -> None:
         count = min(len(self._queue), MAX_BATCH)
-        await self._write([self._queue[i] for i in range(count)])
+        batch = [self._queue[i] for i in range(count)]
+        self._count_all(batch)  # normally done already, while the previous batch was being written
+        # Pipelining: count the next batch's tokens in a thread while PostgreSQL works on this one
+        # (and without stalling the event loop that serves calls for the whole batch).
+        upcoming = [self._queue[i] for i in range(count, min(len(self._queue), count + MAX_BATCH))]
+        counting = asyncio.ensure_future(asyncio.to_thread(self._count_all, upcoming)) if upcoming else None
+        try:
+            await self._write(batch)
+        finally:
+            if counting is not None:
+                try:
+                    await counting
+                except Exception:  # whatever was not counted is counted when its batch is written
+                    log.exception("writer: counting tokens ahead failed")
         # Committed: only now do the records leave the queue.
         for _ in range(count):
             self._queue.popleft()
@@ -262,6 +275,11 @@ class TrackingWriter:
             if ended:
                 await self._end_sessions(conn, ended)
         self.stats.written += len(calls)
+
+    def _count_all(self, records: list[Record]) -> None:
+        for record in records:
+            if isinstance(record, ToolCalled) and (record.completion_tokens is None or record.prompt_tokens is None):
+                self._count_tokens(record)
 
     def _count_tokens(self, call: ToolCalled) -> None:
         if call.completion_tokens is None:
@@ -321,13 +339,13 @@ class TrackingWriter:
             "INSERT INTO gateway.mcp_requests (id, session_id, tenant_id, user_id, method, tool_name, status,"
             " error_message, duration_ms, prompt_tokens, completion_tokens, estimated_cost, price_version,"
             " client_type, \"timestamp\")"
-            " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[],"
-            " %s::text[], %s::text[], %s::float8[], %s::int[], %s::int[], %s::numeric[], %s::text[],"
-            " %s::text[], %s::timestamptz[])"
+            " SELECT * FROM unnest(%b::uuid[], %b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[],"
+            " %b::text[], %b::text[], %b::float8[], %b::int[], %b::int[], %b::numeric[], %b::text[],"
+            " %b::text[], %b::timestamptz[])"
             " ON CONFLICT (id) DO NOTHING",
             ([c.id for c in calls], session_ids, [c.tenant_id for c in calls], [c.user_id for c in calls],
              [c.method for c in calls], [c.tool_name for c in calls], [c.status for c in calls],
-             [c.error_message for c in calls], [c.duration_ms for c in calls],
+             [c.error_message for c in calls], [float(c.duration_ms) for c in calls],
              [c.prompt_tokens or 0 for c in calls], [c.completion_tokens or 0 for c in calls], costs,
              [self._price_version] * len(calls), [c.client_type for c in calls], [c.at for c in calls]))
         # last_activity: once per session per flush, not once per call.
@@ -338,7 +356,7 @@ class TrackingWriter:
         ids = list(latest)
         cur = await conn.execute(
             "UPDATE gateway.mcp_sessions s SET last_activity = v.at, status = 'active'"
-            " FROM unnest(%s::uuid[], %s::timestamptz[]) AS v(id, at)"
+            " FROM unnest(%b::uuid[], %b::timestamptz[]) AS v(id, at)"
             " WHERE s.session_id = v.id AND s.status <> 'disconnected'"
             " RETURNING s.session_id",
             (ids, [latest[i][0] for i in ids]))
