@@ -12,9 +12,11 @@ What we add on top of FastMCP's proxy:
   log/sampling/elicitation requests are not relayed to whichever caller happens to be
   current (a multi-user gateway must not cross those wires). Upstream auth is only the
   static headers and the bearer token from `bearer_token_env`.
-- A fresh backend connection per request for HTTP/SSE upstreams (FastMCP's default
-  proxy strategy: no shared session state between callers); stdio upstreams keep one
-  child process alive (FastMCP's stdio keep-alive) and respawn it after it exits.
+- One long-lived backend session per upstream, shared by all callers' requests (MCP
+  multiplexes requests on a session). Sharing is safe because nothing is relayed back
+  (above). A dead session (upstream restarted, stdio child exited) is replaced on the
+  next request; a request that provably never reached the upstream on a stale session
+  (expired session id, connection refused) is retried once on a new one.
 - Every backend request runs under the upstream's `timeout`. Failures become tool
   errors the caller can read, with a type the record names:
   `UpstreamUnavailable` (cannot connect, connection lost, HTTP error status, child
@@ -148,12 +150,14 @@ def classify(name: str, exc: BaseException, timeout: float) -> UpstreamError:
                 isinstance(e, RuntimeError) and "failed to connect" in str(e).lower()):
             return UpstreamUnavailable(f"upstream {name!r} is unreachable ({_one_line(e)})")
     for e in chain:
+        if _session_gone(e):
+            return UpstreamUnavailable(f"upstream {name!r} is unreachable (session lost: {e.error.message})")
         if isinstance(e, MCPError):
             if e.error.code in (mcp_types.PARSE_ERROR, mcp_types.INVALID_REQUEST):
                 return UpstreamProtocolError(
                     f"upstream {name!r} sent an invalid MCP answer ({e.error.message.splitlines()[0] if e.error.message else e.error.code})")
             if e.error.code == mcp_types.CONNECTION_CLOSED:
-                return UpstreamUnavailable(f"upstream {name!r} closed the connection")
+                return UpstreamUnavailable(f"upstream {name!r} is unreachable (connection closed)")
             return UpstreamError(f"upstream {name!r} answered error {e.error.code}: {e.error.message}")
     return UpstreamProtocolError(f"upstream {name!r} failed ({_one_line(exc)})")
 
@@ -188,6 +192,10 @@ class Upstream:
                               mode=config.protocol, name=f"mcp-gateway-upstream-{config.name}")
         self.provider = UpstreamProvider(self)
         self._task: asyncio.Task[None] | None = None
+        self._shared: Client | None = None
+        self._connected_at = 0.0
+        self._connect_lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _make_transport(self) -> ClientTransport:
         cfg = self.config
@@ -203,9 +211,34 @@ class Upstream:
             return SSETransport(cfg.url, headers=headers, auth=token or None)
         return StreamableHttpTransport(cfg.url, headers=headers, auth=token or None)
 
-    def client_factory(self) -> Client:
-        """A fresh, disconnected client per request (shares only the stdio child process)."""
-        return self._client.new()
+    async def client_factory(self) -> Client:
+        """The upstream's one shared, connected client (reconnected when its session has died).
+
+        Safe to share between callers because it is a plain `Client`: nothing the upstream sends
+        on its own (logs, progress, sampling, elicitation) is relayed to any caller. Each request
+        enters it (`async with`), our own reference keeps the session open between requests.
+        """
+        shared = self._shared
+        if shared is not None and _alive(shared):
+            return shared
+        async with self._connect_lock:
+            shared = self._shared
+            if shared is not None and _alive(shared):
+                return shared
+            self._release()
+            fresh = self._client.new()
+            await fresh.__aenter__()  # bounded by init_timeout and by the caller's guard
+            self._shared = fresh
+            self._connected_at = time.monotonic()
+            return fresh
+
+    def _release(self) -> None:
+        """Stop using the shared session; it closes once requests still inside it leave."""
+        old, self._shared = self._shared, None
+        if old is not None:
+            task = asyncio.create_task(_leave(old), name=f"mcp-gateway-upstream-{self.name}-close")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     # -- health --------------------------------------------------------------------------------
 
@@ -238,14 +271,26 @@ class Upstream:
                 and time.monotonic() - h.last_failure_mono < self.config.retry_seconds)
 
     async def guarded(self, work: Callable[[], Awaitable[T]], *, listing: bool = False) -> T:
-        """Run one backend request under the timeout; failures become UpstreamError subclasses."""
+        """Run one backend request under the timeout; failures become UpstreamError subclasses.
+
+        A request that failed before reaching the upstream on a session opened earlier (session
+        expired: HTTP 404; connection refused) is retried once on a new session: it cannot have
+        run, so retrying cannot run a tool twice.
+        """
         try:
             with anyio.fail_after(self.config.timeout):
-                result = await work()
-        except asyncio.CancelledError:
-            raise
+                started = time.monotonic()
+                try:
+                    result = await work()
+                except Exception as exc:
+                    if not (_not_delivered(exc) and self._connected_at < started):
+                        raise
+                    self._release()
+                    result = await work()
         except Exception as exc:
             error = classify(self.name, exc, self.config.timeout)
+            if isinstance(error, UpstreamUnavailable | UpstreamProtocolError):
+                self._release()  # the next request connects afresh
             self._failed(error, listing=listing)
             raise error from exc
         self._ok()
@@ -285,10 +330,50 @@ class Upstream:
             except (asyncio.CancelledError, Exception):
                 pass
             self._task = None
+        shared, self._shared = self._shared, None
         try:
-            await self._transport.close()
+            with anyio.move_on_after(5):
+                if shared is not None:
+                    await shared._disconnect(force=True)
+                if self._closing:
+                    await asyncio.gather(*self._closing, return_exceptions=True)
+                await self._transport.close()  # the stdio child process
         except Exception as exc:
             log.debug("upstream %s: close failed: %s", self.name, exc)
+
+
+def _alive(client: Client) -> bool:
+    if not client.is_connected():
+        return False
+    task = getattr(getattr(client, "_session_state", None), "session_task", None)
+    return task is None or not task.done()
+
+
+async def _leave(client: Client) -> None:
+    try:
+        with anyio.move_on_after(30):
+            await client.__aexit__(None, None, None)
+    except Exception as exc:  # a dead session may fail to close cleanly: nothing to do about it
+        log.debug("closing an upstream session failed: %s", exc)
+
+
+def _not_delivered(exc: BaseException) -> bool:
+    """The request certainly did not reach the upstream's tool (safe to retry)."""
+    for e in _chain(exc):
+        if isinstance(e, httpx2.ConnectError | ConnectionRefusedError):
+            return True
+        if isinstance(e, httpx2.HTTPStatusError) and e.response.status_code == 404:
+            return True  # unknown/expired session id
+        if _session_gone(e):
+            return True
+    return False
+
+
+def _session_gone(exc: BaseException) -> bool:
+    """The upstream does not know our session id (it restarted, or the session expired): HTTP 404,
+    which the SDK client reports as INVALID_REQUEST "Session not found" / "Session terminated"."""
+    return (isinstance(exc, MCPError) and exc.error.code == mcp_types.INVALID_REQUEST
+            and exc.error.message in ("Session not found", "Session terminated"))
 
 
 class UpstreamTool(ProxyTool):
