@@ -129,8 +129,9 @@ async def test_refused_token_stays_on_the_form(gateway: GatewayProcess, browser:
     await page.goto(gateway.base_url + "/dashboard")
     await page.fill("#token", make_jwt("mallory", "acme", secret="not-the-gateway-secret-long-enough!!"))
     await page.click("button[type=submit]")
-    await page.wait_for_function("document.getElementById('login-error').textContent.length > 0")
+    await page.wait_for_selector("#login-error:not(:empty)", timeout=30000)
     assert "refused" in await page.text_content("#login-error")
+    assert page.url == gateway.base_url + "/dashboard"  # no form submission: the token is in no URL
     assert await page.is_hidden("#board")
     assert await page.evaluate("() => sessionStorage.length") == 0
 
