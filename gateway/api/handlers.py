@@ -218,7 +218,7 @@ class Handlers:
                 raise ApiError(413, "too_large", f"the request body is larger than {MAX_BODY} bytes")
         try:
             payload = json.loads(body or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ApiError(422, "invalid_body", "the body is not JSON: expected {\"sql\": \"SELECT ...\"}",
                            "sql") from None
         try:

@@ -84,12 +84,21 @@ def test_members_get_403(api_env: ApiEnv, who: str) -> None:
 def test_bad_bodies_are_422(api_env: ApiEnv, body: object) -> None:
     r = api_env.post("admin", "/api/sql", body)
     assert r.status_code == 422, r.text
+
+
+def test_hostile_bodies_are_4xx(api_env: ApiEnv) -> None:
     raw = api_env.http.post("/api/sql", content=b"{not json", headers={
         "Authorization": f"Bearer {api_env.token('admin')}", "Content-Type": "application/json"})
     assert raw.status_code == 422
     surrogate = api_env.http.post("/api/sql", content=b'{"sql": "SELECT \'\\ud800\'"}', headers={
         "Authorization": f"Bearer {api_env.token('admin')}", "Content-Type": "application/json"})
     assert surrogate.status_code in (400, 422)
+    deep = api_env.http.post("/api/sql", content=b"[" * 200_000 + b"]" * 200_000, headers={
+        "Authorization": f"Bearer {api_env.token('admin')}", "Content-Type": "application/json"})
+    assert deep.status_code == 413  # over 256 KiB
+    nested = api_env.http.post("/api/sql", content=b"[" * 50_000 + b"]" * 50_000, headers={
+        "Authorization": f"Bearer {api_env.token('admin')}", "Content-Type": "application/json"})
+    assert nested.status_code == 422
 
 
 async def test_run_sql_tool_for_admins_unknown_for_members(api_env: ApiEnv) -> None:
