@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # Query strings: no NUL (PostgreSQL text cannot hold it), bounded length.
 SafeId = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00]*$")]
-DateText = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00]*$",
+DateText = Annotated[str, Field(min_length=1, max_length=64,
+                                pattern=r"^\s*(\d{1,6}\s*[dhwDHW]|[Tt]oday|[Yy]esterday|"
+                                        r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:\d{2})?)?)\s*$",
                                 description="ISO date (2026-11-01), ISO date-time, today, yesterday, "
                                             "or relative: 7d, 24h, 2w (the UTC date that long ago)")]
 

@@ -67,6 +67,11 @@ def build_openapi(endpoints: list[Endpoint], prefix: str = "/api") -> dict[str, 
             content["text/csv"] = {"schema": {"type": "string"}}
         responses: dict[str, Any] = {"200": {"description": "OK", "content": content}}
         for status in endpoint.errors:
+            if status == 401:  # from the auth layer: JSON when a token was given, empty when none was
+                responses["401"] = {"description": _ERROR_TEXT[401], "headers": {
+                    "WWW-Authenticate": {"schema": {"type": "string"},
+                                         "description": "Bearer challenge with resource_metadata"}}}
+                continue
             responses[str(status)] = {"description": _ERROR_TEXT.get(status, "Error"),
                                       "content": {"application/json": {"schema": error_ref}}}
         operation: dict[str, Any] = {
