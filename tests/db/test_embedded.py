@@ -6,7 +6,6 @@ under the system temp dir rather than pytest's long tmp_path.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

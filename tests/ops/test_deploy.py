@@ -9,7 +9,6 @@ carry the spec's `^x-` extension rule, so extension keys are checked by name and
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex

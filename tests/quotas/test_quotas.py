@@ -145,8 +145,8 @@ async def test_user_budget_is_shared_through_the_database_and_resets_with_the_da
             "serve", "--config", str(config), "--tools", "tests.access.admin_tools:mcp")) as replica:
         async with Client(replica.mcp_url, auth=token) as client:
             refused = await client.call_tool("echo", {"text": "elsewhere"}, raise_on_error=False)
-            # 3 calls + 1 refused call (priced like any call) were written by the first replica.
-            _budget_refusal(refused, "user_daily_budget", "user", 0.04, 0.03)
+            # 3 calls were written by the first replica; its refused call ran nothing and cost nothing.
+            _budget_refusal(refused, "user_daily_budget", "user", 0.03, 0.03)
     rows = query(admin_conn, "SELECT status, error_message FROM gateway.mcp_requests WHERE user_id = 'bea'"
                              " AND status = 'denied'")
     assert len(rows) >= 1 and rows[0][1] == "user_daily_budget exceeded: user spent $0.0300 of $0.0300 today (UTC)"
