@@ -325,7 +325,10 @@ def dev(
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, standalone_mode=False)
+        # Non-standalone click returns the code of a `typer.Exit(code)` instead of exiting.
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserError as exc:
         print(f"mcp-gateway: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
