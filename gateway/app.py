@@ -75,14 +75,20 @@ class GatewayApp:
         self.mcp_http = mcp.http_app(path="/mcp", json_response=settings.json_response,
                                      session_idle_timeout=settings.session_idle_timeout)
         self.mcp_sse = mcp.http_app(path="/sse", transport="sse")
-        api = services.gateway_auth.protect(create_api_app(services))
+        api_app = create_api_app(services)
+        api = services.gateway_auth.protect(api_app)
         self.metrics = GatewayMetrics(services)
+
+        async def openapi(request: Request) -> JSONResponse:
+            return JSONResponse(api_app.state.openapi)
+
         self.web = Starlette(
             routes=[
                 Route("/health", self.health),
                 Route("/ready", self.ready),
                 Route("/metrics", self.metrics.endpoint),
                 *dashboard_routes(),
+                Route("/api/openapi.json", openapi),  # public: a description, no data
                 Mount("/api", app=api),
             ],
             lifespan=self.lifespan,

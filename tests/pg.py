@@ -23,7 +23,10 @@ import psycopg
 from psycopg import sql
 
 from gateway.db import APP_LOGIN, CONSOLE_LOGIN, DatabaseUrls, url_password, with_user
-from gateway.migrate import migrate
+from gateway.migrate import MIGRATIONS_DIR, migrate
+
+
+_ROLES_SQL = (MIGRATIONS_DIR / "000_roles.sql").read_bytes()
 
 
 def _docker_answers() -> bool:
@@ -130,6 +133,10 @@ class DatabaseFactory:
         with self._maintenance() as conn:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
                 sql.Identifier(name), sql.Identifier(self.template)))
+        # A clone does not inherit database-level grants (they live in pg_database): re-run the
+        # idempotent role/database migration so the clone is protected exactly like a migrated database.
+        with psycopg.connect(self._db_url(name), autocommit=True) as conn:
+            conn.execute(_ROLES_SQL)
         return TestDatabase(name=name, urls=self.urls_for(name), server=self.server)
 
     def drop(self, database: TestDatabase) -> None:

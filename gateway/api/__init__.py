@@ -55,5 +55,7 @@ def create_api_app(services: Services) -> Starlette:
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(document)
 
-    return Starlette(routes=[Route("/openapi.json", openapi, methods=["GET"]), *(_route(e) for e in routes_spec)],
-                     exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=[Route("/openapi.json", openapi, methods=["GET"]), *(_route(e) for e in routes_spec)],
+                    exception_handlers={HTTPException: _http_error})
+    app.state.openapi = document  # served without a token by gateway/app.py: it describes, it holds no data
+    return app
