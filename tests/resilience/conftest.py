@@ -61,8 +61,10 @@ class Load:
     # -- running ---------------------------------------------------------------------------
     async def __aenter__(self) -> Load:
         self.started = time.monotonic()
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0), limits=httpx.Limits(max_connections=None,
-                                                                                         max_keepalive_connections=None))
+        # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them: otherwise a POST can
+        # race the server's close and fail with a reset that no server bug caused.
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0), limits=httpx.Limits(
+            max_connections=None, max_keepalive_connections=None, keepalive_expiry=2.0))
         self._tasks = [asyncio.create_task(self._client(n, s)) for n, s in enumerate(self.stats)]
         return self
 
