@@ -47,7 +47,8 @@ class Authenticator:
         self._clock = clock
         self._own_http = http_client is None
         self._http = http_client
-        self.pats = PatVerifier(token_store, flush_interval=settings.last_used_flush_interval) if token_store else None
+        self.pats = PatVerifier(token_store, flush_interval=settings.last_used_flush_interval,
+                                 outage_grace=settings.pat_outage_grace, max_known=settings.cache_max_entries) if token_store else None
         self.jwks = (
             JwksKeys(self._client, jwks_url=settings.jwks_url, oidc_issuer=settings.oidc_issuer,
                      cache_ttl=settings.jwks_cache_ttl, min_refresh_interval=settings.jwks_min_refresh_interval)

@@ -15,6 +15,7 @@ import re
 import secrets
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -86,25 +87,39 @@ def principal_from_record(record: PatRecord) -> Principal:
 
 
 class PatVerifier:
-    """Looks tokens up by hash and batches `last_used_at` updates (at most one write per interval)."""
+    """Looks tokens up by hash and batches `last_used_at` updates (at most one write per interval).
 
-    def __init__(self, store: TokenStore, *, flush_interval: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    A database outage must not lock everyone out: while the store cannot answer, a token that
+    verified within `outage_grace` seconds is accepted from its last known record (expiry and
+    revocation as last seen still apply). Once the store answers again, it alone decides.
+    """
+
+    def __init__(self, store: TokenStore, *, flush_interval: float = 30.0, outage_grace: float = 900.0,
+                 max_known: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self._flush_interval = flush_interval
+        self._outage_grace = outage_grace
+        self._max_known = max_known
         self._clock = clock
         self._used: dict[str, datetime] = {}
+        self._known: OrderedDict[bytes, tuple[PatRecord, float]] = OrderedDict()  # hash -> (record, seen)
         self._last_flush = clock()
         self._flushing: asyncio.Task[None] | None = None
 
     async def verify(self, token: str) -> Principal:
         if not is_well_formed_pat(token):
             raise TokenRejected("malformed personal access token")
+        token_hash = hash_pat(token)
         try:
-            record = await self.store.find_by_hash(hash_pat(token))
-        except Exception as exc:  # a database problem is a refusal, never a 5xx
-            log.warning("token store lookup failed: %s", type(exc).__name__)
-            raise TokenRejected("token store unavailable") from None
+            record = await self.store.find_by_hash(token_hash)
+        except Exception as exc:  # a database problem is never a 5xx
+            record = self._last_known(token_hash)
+            if record is None:
+                log.warning("token store lookup failed: %s", type(exc).__name__)
+                raise TokenRejected("token store unavailable") from None
+            log.info("token store unavailable (%s): using the last known record", type(exc).__name__)
+        else:
+            self._remember(token_hash, record)
         if record is None:
             raise TokenRejected("unknown personal access token")
         now = datetime.now(timezone.utc)
@@ -118,6 +133,23 @@ class PatVerifier:
             raise TokenRejected("personal access token record is invalid") from None
         self.note_used(record.token_id, now)
         return principal
+
+    def _remember(self, token_hash: bytes, record: PatRecord | None) -> None:
+        if self._outage_grace <= 0:
+            return
+        if record is None:
+            self._known.pop(token_hash, None)
+            return
+        self._known[token_hash] = (record, self._clock())
+        self._known.move_to_end(token_hash)
+        while len(self._known) > self._max_known:
+            self._known.popitem(last=False)
+
+    def _last_known(self, token_hash: bytes) -> PatRecord | None:
+        known = self._known.get(token_hash)
+        if known is None or self._clock() - known[1] > self._outage_grace:
+            return None
+        return known[0]
 
     def note_used(self, token_id: str, when: datetime | None = None) -> None:
         """Remember a use; a write happens at most every `flush_interval` seconds."""

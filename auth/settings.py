@@ -70,6 +70,9 @@ class AuthSettings(BaseSettings):
     introspection_cache_ttl: float = Field(default=60.0, ge=0, le=60)
     http_timeout: float = Field(default=5.0, gt=0, le=60)
     last_used_flush_interval: float = Field(default=30.0, ge=0, le=3600)
+    # While the token store (the database) cannot be reached, a PAT that verified within this many
+    # seconds keeps working; 0 refuses every PAT during an outage.
+    pat_outage_grace: float = Field(default=900.0, ge=0, le=86_400)
 
     _split = field_validator("jwt_audience", "authorization_servers", "accepted_jwt_types", mode="before")(
         classmethod(lambda cls, v: _split_csv(v))

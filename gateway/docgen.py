@@ -52,6 +52,8 @@ AUTH_DESCRIPTIONS: dict[str, str] = {
     "allow_id_tokens": "Accept OIDC ID tokens as access tokens (off: only access tokens).",
     "accepted_jwt_types": "Accepted JWT `typ` headers (comma-separated).",
     "verify_cache_ttl": "Seconds a verified JWT stays cached.",
+    "pat_outage_grace": "Seconds a personal access token that verified recently keeps working while the "
+                        "database cannot be reached (0: refuse every PAT during an outage).",
     "pat_cache_ttl": "Seconds a personal access token check stays cached (at most 4, so a revocation bites "
                      "within 5 seconds).",
     "negative_cache_ttl": "Seconds a refused token is refused again without re-checking.",

@@ -36,6 +36,18 @@ def make_jwt(user: str, tenant: str = "acme", role: str = "member", *, email: st
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def create_pat(database: TestDatabase, tenant: str, user: str, role: str = "member") -> str:
+    """A personal access token, made the way an operator makes one (the CLI)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GATEWAY_")}
+    env.update(database.env(), PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "token", "create", "--tenant", tenant,
+                             "--user", user, "--role", role], env=env, capture_output=True, text=True,
+                            timeout=60, cwd=str(REPO))
+    if result.returncode != 0:
+        raise RuntimeError(f"token create failed: {result.stderr}")
+    return result.stdout.strip()
+
+
 @dataclass
 class GatewayProcess:
     port: int

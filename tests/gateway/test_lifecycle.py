@@ -11,7 +11,7 @@ import psycopg
 from fastmcp import Client
 
 from tests.gateway.conftest import query, wait_for, wait_rows
-from tests.gateway_proc import make_jwt, running_gateway, start_gateway
+from tests.gateway_proc import create_pat, make_jwt, running_gateway, start_gateway
 from tests.netproxy import CuttableProxy
 from tests.pg import TestDatabase
 
@@ -90,19 +90,27 @@ async def test_sigkill_leaves_sessions_that_the_next_start_closes_as_crashed(
 async def test_database_outage_loses_no_calls(database: TestDatabase, tmp_path: Path,
                                              admin_conn: psycopg.Connection) -> None:
     proxy = CuttableProxy(database.urls.app)
+    pat = create_pat(database, "acme", "pia")
     gateway = start_gateway(database, tmp_path, args=TOOLS,
                             MCP_GATEWAY_APP_DATABASE_URL=proxy.url_through(database.urls.app))
     calls = 0
     try:
         async with Client(gateway.mcp_url, auth=make_jwt("otto", "acme")) as client, \
+                Client(gateway.mcp_url, auth=pat) as pat_client, \
                 httpx.AsyncClient(timeout=5) as http:
-            for _ in range(10):
+            for _ in range(5):
                 await client.call_tool("echo", {"text": "before"})
-                calls += 1
+                await pat_client.call_tool("echo", {"text": "before"})  # verified once: known good
+                calls += 2
             wait_rows(admin_conn, "SELECT 1 FROM gateway.mcp_requests", calls)
             proxy.cut()
-            for _ in range(30):
+            for _ in range(15):
                 await client.call_tool("echo", {"text": "during"})  # tool calls keep working
+                calls += 1
+            # Personal access tokens too, past their 2 s verification cache: no 401 during an outage.
+            deadline = asyncio.get_running_loop().time() + 3
+            while asyncio.get_running_loop().time() < deadline:
+                await pat_client.call_tool("echo", {"text": "during"})
                 calls += 1
 
             async def not_ready() -> bool:
