@@ -19,6 +19,7 @@ Resources and prompts are not filtered by these rules.
 from __future__ import annotations
 
 import fnmatch
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -84,9 +85,25 @@ def unknown_tool(name: str) -> NotFoundError:
 class AccessMiddleware(Middleware):
     """Filters tools/list and refuses tools/call per AccessPolicy. Runs inside TrackingMiddleware."""
 
+    TAGS_TTL = 10.0   # seconds a tool's tags are reused; config globs are judged on every call
+    TAGS_MAX = 4096
+
     def __init__(self, policy: AccessPolicy, principal_of: Callable[[], Principal | None]) -> None:
         self.policy = policy
         self.principal_of = principal_of
+        self._tags: dict[str, tuple[Any, float]] = {}  # tool name -> (tool or None, when looked up)
+
+    async def _tool(self, context: MiddlewareContext[Any], name: str) -> Any:
+        """The tool a member calls, for its tags: a lookup per name every few seconds, not per call."""
+        now = time.monotonic()
+        cached = self._tags.get(name)
+        if cached is not None and now - cached[1] < self.TAGS_TTL:
+            return cached[0]
+        tool = await _find_tool(context, name)
+        if len(self._tags) >= self.TAGS_MAX:
+            self._tags.clear()
+        self._tags[name] = (tool, now)
+        return tool
 
     @staticmethod
     def _who(principal: Principal | None) -> tuple[str, str]:
@@ -104,7 +121,7 @@ class AccessMiddleware(Middleware):
         name = context.message.name
         reason = self.policy.decide(tenant_id, role, name)
         if reason is None:
-            tool = await _find_tool(context, name) if self.policy.needs_tags(role) else None
+            tool = await self._tool(context, name) if self.policy.needs_tags(role) else None
             if tool is not None and tool.tags:
                 reason = self.policy.decide(tenant_id, role, name, tool.tags)
             elif tool is None and parse_hashed_backend_name(name) is not None:
