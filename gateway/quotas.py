@@ -38,6 +38,7 @@ from auth import Principal
 from gateway.config import QuotaConfig, RoleQuota
 from gateway.pricing import Pricing, arguments_text, count_tokens
 from gateway.records import ToolCalled
+from gateway.tasks import cancel_and_wait
 from gateway.tracking import AccessDenied
 
 if TYPE_CHECKING:
@@ -306,13 +307,8 @@ class Quotas:
             self._task = asyncio.create_task(self._loop(), name="mcp-gateway-quotas")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def ready_probe(self) -> dict[str, Any]:
         return {"budgets": self.budgets_enabled,

@@ -49,7 +49,12 @@ import anyio
 import httpx2
 import mcp_types
 from fastmcp import Client, FastMCP
-from fastmcp.client.transports import ClientTransport, SSETransport, StdioTransport, StreamableHttpTransport
+from fastmcp.client.transports import (
+    ClientTransport,
+    SSETransport,
+    StdioTransport,
+    StreamableHttpTransport,
+)
 from fastmcp.exceptions import ToolError
 from fastmcp.server.providers.proxy import ProxyProvider, ProxyTool, _CacheEntry
 from fastmcp.tools.base import Tool, ToolResult
@@ -58,6 +63,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.config import UpstreamConfig
+from gateway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from fastmcp.server.context import Context
@@ -323,13 +329,8 @@ class Upstream:
         self._task = asyncio.create_task(self._health_loop(), name=f"mcp-gateway-upstream-{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         shared, self._shared = self._shared, None
         try:
             with anyio.move_on_after(5):

@@ -4,20 +4,12 @@ from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
 
 from gateway import track_tool_execution
+from gateway.server import add_demo_tools
 
 mcp = FastMCP("sample")
 
 
-@mcp.tool
-def echo(text: str) -> str:
-    """Return the text unchanged."""
-    return text
-
-
-@mcp.tool
-def add(a: float, b: float) -> float:
-    """Add two numbers."""
-    return a + b
+add_demo_tools(mcp)  # echo and add, as `mcp-gateway dev` serves them
 
 
 @mcp.tool
