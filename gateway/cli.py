@@ -164,7 +164,8 @@ def token_create(
     except ValueError as exc:
         raise UserError(f"--expires-in: {exc}") from None
     urls = _urls(_settings())
-    _migrate(urls)
+    if urls.embedded:  # a fresh embedded cluster is migrated on first use; a server of yours by `migrate`
+        _migrate(urls)
     _, plaintext = _run(_with_db(urls, lambda db: create_token(
         db, tenant_id=tenant, user_id=user, email=email, name=name, role=role, expires_in=ttl,
         token_name=token_name)))
@@ -244,7 +245,7 @@ class GracefulServer(uvicorn.Server):
 
 
 def _serve(settings: Any, *, tools: list[str], config_path: Path | None, demo: bool, log_format: str,
-           on_ready: Callable[[], None] | None = None) -> None:
+           on_ready: Callable[[], None] | None = None, migrate: bool = True) -> None:
     from auth import AuthConfigError
     from gateway.app import create_app
     from gateway.config import load_config
@@ -262,7 +263,8 @@ def _serve(settings: Any, *, tools: list[str], config_path: Path | None, demo: b
                                  auth_settings=auth_settings)
     except AuthConfigError as exc:  # e.g. an unusable MCP_GATEWAY_PUBLIC_URL
         raise UserError(str(exc)) from None
-    _migrate(urls)
+    if migrate:
+        _migrate(urls)
     server = GracefulServer(uvicorn.Config(
         gateway_app, host=settings.host, port=settings.port, log_config=None, lifespan="on",
         timeout_graceful_shutdown=5, access_log=False, server_header=False,
@@ -291,6 +293,10 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port [MCP_GATEWAY_PORT]")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config [MCP_GATEWAY_CONFIG]")] = None,
     tools: Annotated[list[str] | None, typer.Option("--tools", help="module:attr of a FastMCP server")] = None,
+    migrate: Annotated[bool, typer.Option(
+        "--migrate/--no-migrate",
+        help="Apply migrations at start. --no-migrate: migrations run elsewhere (e.g. a one-shot "
+             "`mcp-gateway migrate`), so this process needs no admin credentials.")] = True,
 ) -> None:
     """Serve the gateway."""
     settings = _settings()
@@ -298,7 +304,7 @@ def serve(
         settings.host = host
     if port is not None:
         settings.port = port
-    _serve(settings, tools=tools or [], config_path=config, demo=False, log_format="json")
+    _serve(settings, tools=tools or [], config_path=config, demo=False, log_format="json", migrate=migrate)
 
 
 @app.command("dev")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
+import psycopg
 
-from tests.gateway_proc import GatewayProcess, make_jwt
+from tests.gateway.conftest import wait_rows
+from tests.gateway_proc import GatewayProcess, make_jwt, running_gateway
+from tests.pg import TestDatabase
 
 
 def test_oversized_and_missing_tokens_get_401_with_a_resolvable_challenge(gateway: GatewayProcess) -> None:
@@ -49,3 +53,15 @@ def test_health_check_tool(gateway: GatewayProcess) -> None:
             return (await client.call_tool("health_check", {})).structured_content
 
     assert asyncio.run(call())["database"] == "up"
+
+
+async def test_serve_without_admin_credentials(database: TestDatabase, tmp_path: Path,
+                                              admin_conn: psycopg.Connection) -> None:
+    """`serve --no-migrate`: the process holds only the runtime login, and still serves and records."""
+    from fastmcp import Client
+
+    with running_gateway(database, tmp_path, args=("serve", "--no-migrate", "--tools", "tests.sample_tools:mcp"),
+                         MCP_GATEWAY_DATABASE_URL=database.urls.app) as gw:
+        async with Client(gw.mcp_url, auth=make_jwt("lean", "acme")) as client:
+            assert (await client.call_tool("echo", {"text": "no admin"})).data == "no admin"
+        wait_rows(admin_conn, "SELECT 1 FROM gateway.mcp_requests WHERE user_id = 'lean'", 1)

@@ -87,7 +87,9 @@ def test_compose_services_and_their_order() -> None:
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
     assert migrate["command"] == ["mcp-gateway", "migrate"] and migrate["restart"] == "no"
     assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    assert gateway["command"] == ["mcp-gateway", "serve"]
+    # Migrations run once, with the admin URL; the serving process holds only the runtime login.
+    assert gateway["command"] == ["mcp-gateway", "serve", "--no-migrate"]
+    assert gateway["environment"]["MCP_GATEWAY_DATABASE_URL"].startswith("postgresql://mcp_gateway_app:")
     assert gateway["depends_on"] == {"postgres": {"condition": "service_healthy"},
                                      "migrate": {"condition": "service_completed_successfully"}}
     env = gateway["environment"]
