@@ -278,8 +278,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 _standalone: dict[str, Any] = {}
 
 
-def configure_standalone_tracking(tracker: Tracker, principal_of: Callable[[], Principal | None]) -> None:
-    """For a FastMCP server run without the gateway: where decorated tools record to."""
+def configure_standalone_tracking(tracker: Tracker | None, principal_of: Callable[[], Principal | None]) -> None:
+    """For a FastMCP server run without the gateway: where decorated tools record to (None: nowhere)."""
     _standalone["tracker"] = tracker
     _standalone["principal_of"] = principal_of
 
