@@ -98,16 +98,23 @@ class _OpenSession:
 class AnalyticsSessions:
     """This process's view of open analytics sessions, by key. The database is the truth."""
 
-    def __init__(self, writer: TrackingWriter, idle_timeout: float) -> None:
+    PRUNE_EVERY = 60.0  # seconds between sweeps of keys idle past the timeout
+
+    def __init__(self, writer: TrackingWriter, idle_timeout: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.writer = writer
         self.idle_timeout = idle_timeout
+        self._clock = clock
         self._open: dict[str, _OpenSession] = {}
+        self._next_prune = clock() + self.PRUNE_EVERY
         writer.on_session_gone = self.forget
         writer.on_session_canonical = self.adopt
 
     def session_for(self, principal: Principal, client: ClientInfo) -> tuple[uuid.UUID, str]:
         key = client.key_for(principal)
-        now = time.monotonic()
+        now = self._clock()
+        if now >= self._next_prune:
+            self._prune(now)
         current = self._open.get(key)
         if current is not None and now - current.last_seen < self.idle_timeout:
             current.last_seen = now
@@ -130,6 +137,14 @@ class AnalyticsSessions:
             return False
         self.writer.submit(SessionEnded(session_id=current.session_id, session_key=key, reason=reason, at=utcnow()))
         return True
+
+    def _prune(self, now: float) -> None:
+        """Drop keys idle past the timeout: a protocol session that ended without a DELETE (SDK idle
+        timeout, a client that vanished) is never looked up again, and the sweep has closed it."""
+        self._next_prune = now + self.PRUNE_EVERY
+        stale = [key for key, s in self._open.items() if now - s.last_seen >= self.idle_timeout]
+        for key in stale:
+            del self._open[key]
 
     def forget(self, key: str, session_id: uuid.UUID) -> None:
         current = self._open.get(key)
