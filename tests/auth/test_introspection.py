@@ -39,7 +39,8 @@ async def test_active_inactive_and_cache(idp: FakeIdP) -> None:
 async def test_cache_never_outlives_exp(idp: FakeIdP) -> None:
     async with run_gateway(base_settings(idp, verify_cache_ttl=0.0, leeway_seconds=0)) as gw, \
             httpx.AsyncClient() as http:
-        idp.active["tok-short"] = {"active": True, "sub": "eve", "tenant": "acme", "exp": int(time.time()) + 1}
+        # int() truncates: +2 leaves between 1 and 2 s, so the first call is inside exp even on a busy machine.
+        idp.active["tok-short"] = {"active": True, "sub": "eve", "tenant": "acme", "exp": int(time.time()) + 2}
         assert (await http.get(gw.url + "/api/whoami", headers=bearer("tok-short"))).status_code == 200
         deadline = time.monotonic() + 5
         while (await http.get(gw.url + "/api/whoami", headers=bearer("tok-short"))).status_code == 200:
