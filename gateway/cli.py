@@ -12,14 +12,15 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 import uvicorn
 
-from gateway.doctor import doctor_command
 from gateway.cli_reports import report_app, sql_command
+from gateway.doctor import doctor_command
 from gateway.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -180,7 +181,7 @@ def token_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant
 
     urls = _urls(_settings())
     tokens = _run(_with_db(urls, lambda db: list_tokens(db, tenant)))
-    rows = [_token_row(t) for t in tokens]
+    rows = [asdict(t) for t in tokens]  # TokenInfo: never the secret
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -202,16 +203,6 @@ def token_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant
 
 def _when(value: Any) -> str:
     return str(value)[:16].replace("T", " ") if value else ""
-
-
-def _token_row(token: Any) -> dict[str, Any]:
-    if hasattr(token, "model_dump"):
-        return dict(token.model_dump(mode="json"))
-    if hasattr(token, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(token)
-    return dict(token)
 
 
 @token_app.command("revoke")

@@ -166,8 +166,7 @@ def sql_command(
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(result.columns)
         for row in result.rows:
-            writer.writerow(["" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else v)
-                             for v in row])
+            writer.writerow([_cell(v) for v in row])
         sys.stdout.write(out.getvalue())
     else:
         from rich.console import Console
@@ -175,9 +174,15 @@ def sql_command(
 
         table = Table(*result.columns)
         for row in result.rows:
-            table.add_row(*("" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else str(v))
-                            for v in row))
+            table.add_row(*(_cell(v) for v in row))
         Console().print(table)
         typer.echo(f"({len(result.rows)} row{'s' if len(result.rows) != 1 else ''})")
     if result.truncated:
         print(f"mcp-gateway: warning: truncated at {len(result.rows)} rows", file=sys.stderr)
+
+
+def _cell(value: Any) -> str:
+    """One result value as text: empty for NULL, JSON for json/array values."""
+    if value is None:
+        return ""
+    return json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
