@@ -308,6 +308,11 @@ class Upstream:
                 "tools": h.tools, "last_ok": _iso(h.last_ok), "last_error": h.last_error,
                 "last_error_at": _iso(h.last_error_at)}
 
+    def offered_tools(self) -> list[str]:
+        """Tool names as clients see them (`<upstream>_<tool>`), from the last successful listing."""
+        cache = self.provider._tools_cache
+        return sorted(f"{self.name}_{t.name}" for t in (cache.items if cache else []))
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def check(self) -> bool:

@@ -29,7 +29,8 @@ MAX_BODY = 256 * 1024
 SESSION_COLUMNS = (
     "session_id::text AS session_id, tenant_id, user_id, user_email, user_name, client_type, client_version,"
     " protocol_version, transport, status, connected_at, last_activity, disconnected_at, total_duration,"
-    " disconnect_reason, request_count"
+    " disconnect_reason, request_count,"
+    " greatest(extract(epoch FROM now() - last_activity), 0)::float8 AS idle_seconds"
 )
 SUMMARY_COLUMNS = SESSION_COLUMNS + (
     ", error_count, denied_count, prompt_tokens, completion_tokens, total_tokens, total_cost::text AS total_cost,"
@@ -65,6 +66,7 @@ class Endpoint:
     errors: tuple[int, ...] = (401, 422, 503)
     csv: bool = False
     path_params: dict[str, str] = field(default_factory=dict)
+    success: int = 200
 
 
 def _params(model: type[m.Params], request: Request) -> Any:
@@ -96,6 +98,16 @@ def _money(value: Any) -> str:
     return str(Decimal(value or 0).quantize(Decimal("0.00000001")))
 
 
+def _narrow(tenant_id: str | None, user_id: str | None) -> tuple[str, list[Any]]:
+    """Optional tenant / user filters: they only narrow what row-level security already allows."""
+    where, args = ["true"], []
+    for column, value in (("tenant_id", tenant_id), ("user_id", user_id)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            args.append(value)
+    return " AND ".join(where), args
+
+
 class Handlers:
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -110,12 +122,25 @@ class Handlers:
     async def clients(self, request: Request) -> Response:
         principal = await _caller(request, self.services)
         p: m.ClientsParams = _params(m.ClientsParams, request)
-        rows = await self._rows(principal, (
-            f"SELECT {SESSION_COLUMNS} FROM gateway.mcp_session_stats"
-            " WHERE status <> 'disconnected' OR disconnected_at >= now() - %s * interval '1 hour'"
-            " ORDER BY last_activity DESC, session_id LIMIT %s"), (p.hours, p.limit))
-        clients = [m.ClientSession.model_validate(r) for r in rows]
-        return _json(m.ClientsResponse(clients=clients, count=len(clients), hours=p.hours))
+        narrow, args = _narrow(p.tenant_id, p.user_id)
+        async with self.services.db.as_principal(principal) as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"SELECT {SESSION_COLUMNS} FROM gateway.mcp_session_stats"
+                " WHERE (status <> 'disconnected' OR disconnected_at >= now() - %s * interval '1 hour')"
+                f" AND {narrow} ORDER BY last_activity DESC, session_id LIMIT %s", [p.hours, *args, p.limit])
+            rows = await cur.fetchall()
+            await cur.execute(
+                "SELECT count(*) FILTER (WHERE last_activity >= now() - make_interval(secs => %s)) AS live,"
+                "       count(*) FILTER (WHERE last_activity < now() - make_interval(secs => %s)) AS idle"
+                f" FROM gateway.mcp_sessions WHERE status <> 'disconnected' AND {narrow}",
+                [p.live_window, p.live_window, *args])
+            counts = await cur.fetchone() or {"live": 0, "idle": 0}
+        clients = [m.ClientSession.model_validate(
+            {**r, "activity": m.activity_of(r["status"], r["idle_seconds"], p.live_window)}) for r in rows]
+        return _json(m.ClientsResponse(clients=clients, count=len(clients), hours=p.hours, live=counts["live"],
+                                       idle=counts["idle"], live_window_seconds=p.live_window,
+                                       idle_timeout_seconds=self.services.settings.session_idle_timeout))
 
     # -- GET /api/mcp/sessions ---------------------------------------------------------------
     async def sessions(self, request: Request) -> Response:
@@ -128,6 +153,15 @@ class Handlers:
         if p.user_id:
             where.append("user_id = %s")
             args.append(p.user_id)
+        if p.tenant_id:
+            where.append("tenant_id = %s")
+            args.append(p.tenant_id)
+        if p.activity == "ended":
+            where.append("status = 'disconnected'")
+        elif p.activity is not None:
+            where.append("status <> 'disconnected' AND last_activity "
+                         + (">=" if p.activity == "live" else "<") + " now() - make_interval(secs => %s)")
+            args.append(p.live_window)
         cond = " AND ".join(where)
         async with self.services.db.as_principal(principal) as conn:
             cur = conn.cursor(row_factory=dict_row)
@@ -136,7 +170,8 @@ class Handlers:
             await cur.execute(f"SELECT {SUMMARY_COLUMNS} FROM gateway.mcp_session_stats WHERE {cond}"
                               " ORDER BY connected_at DESC, session_id LIMIT %s OFFSET %s", [*args, p.limit, p.offset])
             rows = await cur.fetchall()
-        return _json(m.SessionsResponse(sessions=[m.SessionSummary.model_validate(r) for r in rows],
+        return _json(m.SessionsResponse(sessions=[m.SessionSummary.model_validate(
+            {**r, "activity": m.activity_of(r["status"], r["idle_seconds"], p.live_window)}) for r in rows],
                                         total=total, limit=p.limit, offset=p.offset))
 
     # -- GET /api/mcp/sessions/{session_id} --------------------------------------------------
@@ -172,10 +207,28 @@ class Handlers:
         p: m.DisconnectedParams = _params(m.DisconnectedParams, request)
         async with self.services.db.as_principal(principal) as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(f"SELECT {SUMMARY_COLUMNS} FROM gateway.get_disconnected_sessions(%s, %s)",
-                              (p.days, p.limit))
-            rows = await cur.fetchall()
-            await cur.execute("SELECT * FROM gateway.get_disconnected_session_stats(%s)", (p.days,))
+            if p.tenant_id is None and p.user_id is None:
+                await cur.execute(f"SELECT {SUMMARY_COLUMNS} FROM gateway.get_disconnected_sessions(%s, %s)",
+                                  (p.days, p.limit))
+                rows = await cur.fetchall()
+                await cur.execute("SELECT * FROM gateway.get_disconnected_session_stats(%s)", (p.days,))
+            else:  # the same window and statistics, narrowed to one tenant / user
+                narrow, args = _narrow(p.tenant_id, p.user_id)
+                window = ("status = 'disconnected' AND disconnected_at >= now() - %s * interval '1 day'"
+                          f" AND {narrow}")
+                await cur.execute(f"SELECT {SUMMARY_COLUMNS} FROM gateway.mcp_session_stats WHERE {window}"
+                                  " ORDER BY disconnected_at DESC, session_id LIMIT %s", [p.days, *args, p.limit])
+                rows = await cur.fetchall()
+                await cur.execute(
+                    f"WITH w AS (SELECT disconnect_reason, total_duration FROM gateway.mcp_sessions WHERE {window})"
+                    " SELECT (SELECT count(*) FROM w) AS total_disconnected,"
+                    " coalesce((SELECT jsonb_object_agg(c.reason, c.n) FROM (SELECT coalesce(disconnect_reason,"
+                    " 'unknown') AS reason, count(*) AS n FROM w GROUP BY 1) AS c), '{}'::jsonb)"
+                    " AS disconnect_reasons, (SELECT avg(total_duration) FROM w) AS avg_duration_seconds,"
+                    " (SELECT max(total_duration) FROM w) AS max_duration_seconds,"
+                    " (SELECT min(total_duration) FROM w) AS min_duration_seconds,"
+                    " now() - %s * interval '1 day' AS period_start, now() AS period_end",
+                    [p.days, *args, p.days])
             stats = await cur.fetchone()
         assert stats is not None
         reasons = stats["disconnect_reasons"]
@@ -262,5 +315,13 @@ def endpoints(services: Services) -> list[Endpoint]:
         Endpoint("POST", "/sql", h.sql,
                  "Admin SQL console: one read-only SELECT over your tenant (auditors: all tenants)",
                  m.SqlResponse, body=m.SqlRequest, errors=(400, 401, 403, 413, 422, 503)),
+        *_more_endpoints(services),
     ]
+
+
+def _more_endpoints(services: Services) -> list[Endpoint]:
+    from gateway.api.insights import insight_endpoints
+    from gateway.api.tokens import token_endpoints
+
+    return [*token_endpoints(services), *insight_endpoints(services)]
 

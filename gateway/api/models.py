@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Query strings: no NUL (PostgreSQL text cannot hold it), bounded length.
 SafeId = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00]*$")]
@@ -19,6 +19,23 @@ DateText = Annotated[str, Field(min_length=1, max_length=64,
                                         r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:\d{2})?)?)\s*$",
                                 description="ISO date (2026-11-01), ISO date-time, today, yesterday, "
                                             "or relative: 7d, 24h, 2w (the UTC date that long ago)")]
+
+
+# A session is "live" while its last call is at most this many seconds old (default), "idle" while it
+# is still open but quieter, "ended" once disconnected. Open sessions are only closed after the idle
+# timeout (MCP_GATEWAY_SESSION_IDLE_TIMEOUT, 30 min): clients that never send DELETE, and sessionless
+# clients, stay open that long, so "open" alone does not mean anyone is there.
+LIVE_WINDOW_SECONDS = 300
+LiveWindow = Annotated[int, Field(LIVE_WINDOW_SECONDS, ge=10, le=86_400,
+                                  description="Seconds since the last call within which an open session "
+                                              "counts as live (10..86400)")]
+Activity = Literal["live", "idle", "ended"]
+
+
+def activity_of(status: str, idle_seconds: float | None, window: float = LIVE_WINDOW_SECONDS) -> Activity:
+    if status == "disconnected":
+        return "ended"
+    return "live" if idle_seconds is not None and idle_seconds <= window else "idle"
 
 
 class Params(BaseModel):
@@ -31,6 +48,9 @@ class Params(BaseModel):
 class ClientsParams(Params):
     hours: int = Field(24, ge=1, le=720, description="Also list sessions that ended within this many hours")
     limit: int = Field(100, ge=1, le=500, description="At most this many sessions")
+    live_window: LiveWindow = LIVE_WINDOW_SECONDS
+    tenant_id: SafeId | None = Field(None, description="Only this tenant (within what you may see)")
+    user_id: SafeId | None = Field(None, description="Only this user (within what you may see)")
 
 
 class SessionsParams(Params):
@@ -38,6 +58,9 @@ class SessionsParams(Params):
     offset: int = Field(0, ge=0, le=1_000_000, description="Rows to skip")
     status: Literal["active", "idle", "disconnected"] | None = Field(None, description="Only this status")
     user_id: SafeId | None = Field(None, description="Only this user's sessions (within what you may see)")
+    tenant_id: SafeId | None = Field(None, description="Only this tenant (within what you may see)")
+    activity: Activity | None = Field(None, description="Only live, idle (open but quiet) or ended sessions")
+    live_window: LiveWindow = LIVE_WINDOW_SECONDS
 
 
 class SessionDetailParams(Params):
@@ -48,6 +71,8 @@ class SessionDetailParams(Params):
 class DisconnectedParams(Params):
     days: int = Field(7, ge=1, le=30, description="Window: sessions that ended within this many days (1..30)")
     limit: int = Field(50, ge=1, le=200, description="At most this many sessions (1..200); statistics cover all")
+    tenant_id: SafeId | None = Field(None, description="Only this tenant (within what you may see)")
+    user_id: SafeId | None = Field(None, description="Only this user (within what you may see)")
 
 
 class CostsParams(Params):
@@ -97,12 +122,26 @@ class ClientSession(BaseModel):
     total_duration: float | None = Field(description="Seconds (ended sessions)")
     disconnect_reason: str | None
     request_count: int
+    idle_seconds: float = Field(description="Seconds since the last activity (as of the query)")
+    activity: Activity = Field(description="live: open with a call within the live window; idle: open but quiet "
+                                           "(ends after the idle timeout); ended: disconnected")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _activity(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("activity") is None:
+            data = {**data, "activity": activity_of(data.get("status", ""), data.get("idle_seconds"))}
+        return data
 
 
 class ClientsResponse(BaseModel):
     clients: list[ClientSession]
     count: int
     hours: int
+    live: int = Field(description="Open sessions with a call within the live window (all of them, not one page)")
+    idle: int = Field(description="Open sessions quieter than that; they end after idle_timeout_seconds")
+    live_window_seconds: int
+    idle_timeout_seconds: float
 
 
 class SessionSummary(ClientSession):

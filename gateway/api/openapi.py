@@ -13,6 +13,7 @@ from gateway.api.handlers import Endpoint
 REF = "#/components/schemas/{model}"
 _ERROR_TEXT = {400: "Refused or failed query (reason in `detail`)", 401: "Missing or invalid bearer token",
                403: "Not allowed for your role", 404: "Not found (or not visible to you)",
+               409: "Conflicts with the current state (reason in `detail`)",
                413: "Request body too large", 422: "Invalid parameter (named in `parameter`)",
                503: "Database unavailable"}
 
@@ -65,7 +66,8 @@ def build_openapi(endpoints: list[Endpoint], prefix: str = "/api") -> dict[str, 
         content: dict[str, Any] = {"application/json": {"schema": _schema(endpoint.response, components)}}
         if endpoint.csv:
             content["text/csv"] = {"schema": {"type": "string"}}
-        responses: dict[str, Any] = {"200": {"description": "OK", "content": content}}
+        responses: dict[str, Any] = {str(endpoint.success): {"description": "OK" if endpoint.success == 200
+                                                             else "Created", "content": content}}
         for status in endpoint.errors:
             if status == 401:  # from the auth layer: JSON when a token was given, empty when none was
                 responses["401"] = {"description": _ERROR_TEXT[401], "headers": {

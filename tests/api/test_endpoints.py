@@ -161,7 +161,11 @@ def test_openapi_document_describes_every_route(api_env: ApiEnv) -> None:
     doc = r.json()
     assert doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {"/api/mcp/clients", "/api/mcp/sessions", "/api/mcp/sessions/disconnected",
-                                 "/api/mcp/sessions/{session_id}", "/api/reports/costs", "/api/sql"}
+                                 "/api/mcp/sessions/{session_id}", "/api/reports/costs", "/api/sql",
+                                 "/api/reports/daily", "/api/reports/tools", "/api/tokens", "/api/tokens/{token_id}",
+                                 "/api/upstreams"}
+    assert "201" in doc["paths"]["/api/tokens"]["post"]["responses"]
+    assert "token_hash" not in r.text
     days = next(p for p in doc["paths"]["/api/mcp/sessions/disconnected"]["get"]["parameters"] if p["name"] == "days")
     assert days["schema"]["minimum"] == 1 and days["schema"]["maximum"] == 30
     schemas = doc["components"]["schemas"]
