@@ -106,6 +106,15 @@ class UpstreamsResponse(BaseModel):
     upstreams: list[UpstreamState]
 
 
+class Me(BaseModel):
+    tenant_id: str
+    user_id: str
+    email: str | None
+    name: str | None
+    role: Literal["member", "admin", "auditor"]
+    token_kind: str = Field(description="How you signed in: personal token, JWT, ...")
+
+
 class InsightHandlers:
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -130,6 +139,12 @@ class InsightHandlers:
         scope, _ = await self._scope(request, RangeParams)
         data = await insights.tool_stats(self.services.db, scope)
         return JSONResponse(ToolsResponse.model_validate(data).model_dump(mode="json"))
+
+    # -- GET /api/me ------------------------------------------------------------------------
+    async def me(self, request: Request) -> Response:
+        p = await _caller(request, self.services)
+        return JSONResponse(Me(tenant_id=p.tenant_id, user_id=p.user_id, email=p.email, name=p.name, role=p.role,
+                               token_kind=str(p.token_kind)).model_dump(mode="json"))
 
     # -- GET /api/upstreams ------------------------------------------------------------------
     async def upstreams(self, request: Request) -> Response:
@@ -156,6 +171,8 @@ def insight_endpoints(services: Services) -> list[Endpoint]:
         Endpoint("GET", "/reports/tools", h.tools,
                  "Per tool: calls by status and p50/p95/max latency; the most frequent error/denied messages",
                  ToolsResponse, RangeParams),
+        Endpoint("GET", "/me", h.me, "Who the bearer token says you are (what every other answer is limited by)",
+                 Me, errors=(401, 503)),
         Endpoint("GET", "/upstreams", h.upstreams,
                  "Upstream servers: up/down, last error, tools offered (tenant admins and auditors; members 403)",
                  UpstreamsResponse, errors=(401, 403, 503)),

@@ -163,7 +163,7 @@ def test_openapi_document_describes_every_route(api_env: ApiEnv) -> None:
     assert set(doc["paths"]) == {"/api/mcp/clients", "/api/mcp/sessions", "/api/mcp/sessions/disconnected",
                                  "/api/mcp/sessions/{session_id}", "/api/reports/costs", "/api/sql",
                                  "/api/reports/daily", "/api/reports/tools", "/api/tokens", "/api/tokens/{token_id}",
-                                 "/api/upstreams"}
+                                 "/api/upstreams", "/api/me"}
     assert "201" in doc["paths"]["/api/tokens"]["post"]["responses"]
     assert "token_hash" not in r.text
     days = next(p for p in doc["paths"]["/api/mcp/sessions/disconnected"]["get"]["parameters"] if p["name"] == "days")

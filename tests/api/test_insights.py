@@ -125,3 +125,10 @@ def test_upstreams_are_for_admins_and_auditors(api_env: ApiEnv) -> None:
     for who in ("admin", "auditor"):
         r = api_env.get(who, "/api/upstreams")
         assert r.status_code == 200 and r.json() == {"upstreams": []}  # none configured here
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_me_is_the_verified_caller(api_env: ApiEnv, who: str) -> None:
+    user, tenant, role = PRINCIPALS[who]
+    body = api_env.get(who, "/api/me").json()
+    assert (body["user_id"], body["tenant_id"], body["role"]) == (user, tenant, role)
