@@ -304,14 +304,17 @@ async def test_narrow_screen_and_keyboard(gateway: GatewayProcess, browser: Any,
     tokens = await seed(gateway)
     page = await open_dashboard(browser, gateway, tokens["alice"], width=375, height=800)
     overflow = await page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 0, f"the page scrolls sideways by {overflow}px at 375px"
+    wide = await page.evaluate("""() => [...document.querySelectorAll('body *')]
+        .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+        .slice(0, 12).map(e => `${e.tagName}#${e.id}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)""")
+    assert overflow <= 0, f"the page scrolls sideways by {overflow}px at 375px: {wide}"
     for selector in ("#period", "#user-filter", "#refresh", "#sessions-card", "#token-create"):
         box = await page.locator(selector).bounding_box()
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= 375, (selector, box)
     await page.screenshot(path=str(tmp_path / "dashboard-narrow.png"), full_page=True)
 
     # Tab from the top reaches every main control, each with a visible focus ring.
-    await page.focus("body")
+    await page.focus("a.skip")  # the first focusable element of the page
     reached: list[str] = []
     for _ in range(80):
         await page.keyboard.press("Tab")
