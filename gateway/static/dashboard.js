@@ -324,7 +324,21 @@
 
   // -- usage per day: stacked bars drawn here, no library -----------------------------------
 
+  let lastUsage = null;
+
+  function niceCeil(value, integer) {
+    // The axis top: 1, 2 or 5 times a power of ten (even, for counts, so the half line is a whole number).
+    if (!(value > 0)) return integer ? 2 : 1;
+    const power = 10 ** Math.floor(Math.log10(value));
+    for (const f of integer ? [1, 2, 4, 6, 8, 10] : [1, 2, 5, 10]) {
+      const top = f * power;
+      if (top >= value && (!integer || (top >= 2 && top % 2 === 0))) return top;
+    }
+    return integer ? 2 * Math.ceil(value / 2) : 10 * power;
+  }
+
   function renderUsage(data, p) {
+    lastUsage = [data, p];
     const measure = $("usage-measure").value;
     const days = data.days;
     const series = data.series.map((s, i) => ({
@@ -340,19 +354,21 @@
     $("usage-empty").hidden = data.totals.all_calls > 0;
     box.setAttribute("aria-label", `${measure === "cost" ? "Cost" : "Calls"} per day, stacked by ${data.stack_by}: ` +
       days.map((d, i) => `${d} ${measure === "cost" ? `$${money(totals[i])}` : totals[i]}`).join(", "));
-    const width = 760, height = 220, left = 48, bottom = 24, top = 8;
-    const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, "aria-hidden": "true", preserveAspectRatio: "none" });
+    // Drawn at the box's own pixel width, so labels stay legible from 375 px to wide screens.
+    const width = Math.max(280, Math.round(box.clientWidth || 760)), height = 200, left = 52, bottom = 24, top = 10;
+    const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, "aria-hidden": "true" });
     const plotH = height - bottom - top, plotW = width - left - 8;
     const step = plotW / Math.max(days.length, 1);
     const barW = Math.max(2, Math.min(48, step * 0.7));
-    const scale = max > 0 ? plotH / max : 0;
-    for (let g = 0; g <= 2; g++) {  // gridlines at 0, half, max
-      const value = (max * g) / 2, y = top + plotH - value * scale;
+    const ceiling = niceCeil(max, measure === "calls");
+    const scale = ceiling > 0 ? plotH / ceiling : 0;
+    for (let g = 0; g <= 2; g++) {  // gridlines at 0, half, top
+      const value = (ceiling * g) / 2, y = top + plotH - value * scale;
       chart.append(svg("line", { x1: left, x2: width - 8, y1: y, y2: y, class: "grid" }));
       chart.append(svg("text", { x: left - 4, y: y + 4, "text-anchor": "end", class: "axis" },
-        measure === "cost" ? `$${money(value)}` : String(Math.round(value))));
+        measure === "cost" ? `$${money(value)}` : String(value)));
     }
-    const labelEvery = Math.ceil(days.length / 10);
+    const labelEvery = Math.ceil(days.length / Math.max(2, Math.floor(plotW / 44)));
     days.forEach((day, i) => {
       const x = left + i * step + (step - barW) / 2;
       let y = top + plotH;
@@ -732,6 +748,11 @@
       $("token-name").focus();
     });
     $("tokens-title").setAttribute("tabindex", "-1");
+    let resizeTimer = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => { if (lastUsage) renderUsage(...lastUsage); }, 150);
+    });
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden) refresh();
       schedule();
