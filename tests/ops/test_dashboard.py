@@ -11,6 +11,7 @@ import asyncio
 import csv
 import io
 import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,8 +23,9 @@ import psycopg
 import pytest
 from fastmcp import Client
 
-from tests.gateway_proc import GatewayProcess, create_pat, make_jwt
+from tests.gateway_proc import GatewayProcess, create_pat, free_port, make_jwt, running_gateway
 from tests.pg import TestDatabase
+from tests.upstreams.helpers import SERVER as UPSTREAM_SERVER
 
 CHROMIUM = os.environ.get("MCP_GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -298,6 +300,45 @@ async def test_auditor_sees_every_tenant_and_changes_nothing(gateway: GatewayPro
     assert await page.is_visible("#upstreams-card")
     await page.screenshot(path=str(tmp_path / "dashboard-auditor.png"), full_page=True)
     assert not page.errors, page.errors
+
+
+async def test_admin_sees_upstream_health(database: TestDatabase, browser: Any, tmp_path: Path) -> None:
+    """A stdio upstream that answers and a URL nobody listens on: up with its tools, down with its error."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(f"""
+[[upstreams]]
+name = "local"
+command = "{sys.executable}"
+args = ["{UPSTREAM_SERVER}", "stdio"]
+timeout = 10
+health_interval = 1
+
+[[upstreams]]
+name = "gone"
+url = "http://127.0.0.1:{free_port()}/mcp"
+timeout = 2
+retry_seconds = 0.5
+health_interval = 1
+""")
+    with running_gateway(database, tmp_path / "gw", MCP_GATEWAY_CONFIG=str(config)) as gateway:
+        admin = make_jwt("alice", "acme", role="admin")
+        deadline = time.monotonic() + 30
+        while {u["name"]: u["status"] for u in api_json(gateway, admin, "/api/upstreams")["upstreams"]} != {
+                "local": "up", "gone": "down"}:
+            assert time.monotonic() < deadline, "upstream health never settled"
+            await asyncio.sleep(0.2)
+        page = await open_dashboard(browser, gateway, admin)
+        up = page.locator("#upstreams tbody tr[data-upstream=local]")
+        down = page.locator("#upstreams tbody tr[data-upstream=gone]")
+        assert await up.get_attribute("data-status") == "up"
+        assert "local_forecast" in await up.text_content()
+        assert await down.get_attribute("data-status") == "down"
+        assert "Unavailable" in await down.text_content()
+        await page.locator("#upstreams-card").scroll_into_view_if_needed()
+        await page.screenshot(path=str(tmp_path / "dashboard-upstreams.png"))
+        member = await open_dashboard(browser, gateway, make_jwt("bob", "acme"))
+        assert await member.is_hidden("#upstreams-card")
+        assert not page.errors and not member.errors, (page.errors, member.errors)
 
 
 async def test_narrow_screen_and_keyboard(gateway: GatewayProcess, browser: Any, tmp_path: Path) -> None:
