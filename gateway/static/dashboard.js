@@ -352,6 +352,7 @@
     const totals = days.map((_, i) => series.reduce((sum, s) => sum + s.values[i], 0));
     const max = Math.max(...totals, 0);
     $("usage-empty").hidden = data.totals.all_calls > 0;
+    box.hidden = data.totals.all_calls === 0;  // an empty grid says less than "No calls in this period"
     box.setAttribute("aria-label", `${measure === "cost" ? "Cost" : "Calls"} per day, stacked by ${data.stack_by}: ` +
       days.map((d, i) => `${d} ${measure === "cost" ? `$${money(totals[i])}` : totals[i]}`).join(", "));
     // Drawn at the box's own pixel width, so labels stay legible from 375 px to wide screens.
