@@ -142,8 +142,9 @@ def test_created_token_is_shown_once_works_for_mcp_and_dies_when_revoked(api_env
     secret, token_id = created["token"], created["token_id"]
     assert secret.startswith(created["prefix"]) and created["state"] == "active" and created["role"] == "member"
     assert r.headers["cache-control"] == "no-store"
-    listed = api_env.get("admin", "/api/tokens").text
-    assert token_id in listed and secret not in listed  # never again
+    listed = api_env.get("admin", "/api/tokens")
+    assert token_id in listed.text and secret not in listed.text  # never again
+    assert all("token" not in t for t in listed.json()["tokens"])
 
     async def whoami() -> dict[str, object]:
         async with Client(api_env.gateway.mcp_url, auth=secret) as client:
@@ -159,6 +160,7 @@ def test_created_token_is_shown_once_works_for_mcp_and_dies_when_revoked(api_env
     assert {t["user_id"] for t in own} == {"carol"}
 
     assert delete(api_env, "admin", token_id).json()["state"] == "revoked"
+    assert secret not in api_env.gateway.log()  # never logged
     deadline = time.monotonic() + 15
     while api_env.http.get("/api/tokens", headers=bearer(secret)).status_code != 401:
         assert time.monotonic() < deadline, "a revoked token still works"
