@@ -442,13 +442,15 @@
   function renderCostChart(users) {
     const box = $("cost-chart");
     if (!users.length) { box.replaceChildren(); return; }
-    const rowHeight = 22, labelWidth = 120, valueWidth = 80, width = 560;
+    const width = Math.max(280, Math.round(box.clientWidth || 560));  // drawn at its pixel width: legible text
+    const rowHeight = 22, labelWidth = Math.min(120, Math.round(width * 0.3)), valueWidth = 80;
     const barSpace = width - labelWidth - valueWidth;
     const max = Math.max(...users.map((u) => u.cost), 1e-9);
     const chart = svg("svg", { viewBox: `0 0 ${width} ${users.length * rowHeight + 4}`, "aria-hidden": "true" });
     users.forEach((u, i) => {
       const y = i * rowHeight + 2;
-      const label = u.label.length > 18 ? `${u.label.slice(0, 17)}…` : u.label;
+      const fit = Math.max(6, Math.floor(labelWidth / 7));
+      const label = u.label.length > fit ? `${u.label.slice(0, fit - 1)}…` : u.label;
       chart.append(svg("text", { x: labelWidth - 6, y: y + 14, "text-anchor": "end" }, label));
       const w = Math.max(1, (u.cost / max) * barSpace);
       const bar = svg("rect", { class: "bar-rect", x: labelWidth, y: y + 3, width: w, height: rowHeight - 8, rx: 2 });
