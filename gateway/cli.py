@@ -15,6 +15,7 @@ import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -185,7 +186,7 @@ def token_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant
     tokens = _run(_with_db(urls, lambda db: list_tokens(db, tenant)))
     rows = [asdict(t) for t in tokens]  # TokenInfo: never the secret
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
+        typer.echo(json.dumps(rows, indent=2, default=_json_value))
         return
     if not rows:
         typer.echo("no tokens" + (f" for tenant {tenant}" if tenant else ""))
@@ -201,6 +202,13 @@ def token_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant
                       str(r.get("user_id") or ""), str(r.get("role") or ""),
                       *(_when(r.get(k)) for k in ("created_at", "expires_at", "revoked_at", "last_used_at")))
     Console(width=None if sys.stdout.isatty() else 250).print(table)
+
+
+def _json_value(value: Any) -> Any:
+    """Timestamps as ISO 8601 (2026-11-30T21:57:19.123456+00:00), anything else as text."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def _when(value: Any) -> str:
@@ -346,7 +354,7 @@ def dev(
     tools: Annotated[list[str] | None, typer.Option("--tools", help="module:attr of a FastMCP server")] = None,
 ) -> None:
     """Embedded database, migrations, demo tools, a dev token and client configs: ready in one command."""
-    from gateway.devsetup import dev_token, print_dev_banner, print_dev_exit
+    from gateway.devsetup import dev_token, embedded_description, print_dev_banner, print_dev_exit
 
     settings = _settings()
     if port is not None:
@@ -354,7 +362,7 @@ def dev(
 
     def prepare(urls: Any) -> Callable[[], None]:
         token = _run(_with_db(urls, lambda db: dev_token(db, settings.data_dir)))
-        where = f"embedded PostgreSQL in {settings.data_dir}" if urls.embedded else "MCP_GATEWAY_DATABASE_URL"
+        where = embedded_description(settings.data_dir) if urls.embedded else "MCP_GATEWAY_DATABASE_URL"
         return lambda: print_dev_banner(settings.resolved_public_url, token, database=where)
 
     _serve(settings, tools=tools or [], config_path=None, demo=True, log_format="text", prepare=prepare)

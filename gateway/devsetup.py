@@ -133,6 +133,14 @@ def print_dev_banner(base_url: str, token: str, *, database: str) -> None:
     console.print("\nCtrl-C stops the gateway.")
 
 
+def embedded_description(data_dir: Path) -> str:
+    from gateway.embedded import EmbeddedPostgres
+
+    cluster = EmbeddedPostgres(data_dir)
+    runs_as = f", runs as user {cluster.runs_as}" if cluster.runs_as else ""
+    return f"embedded PostgreSQL in {cluster.home}{runs_as}"
+
+
 def print_dev_exit(data_dir: Path, embedded: bool) -> None:
     if embedded:
         print(f"mcp-gateway dev stopped. The embedded PostgreSQL keeps running (data in {data_dir}), so the next "
