@@ -120,10 +120,10 @@ def print_dev_banner(base_url: str, token: str, *, database: str) -> None:
         f"[bold]mcp-gateway dev[/bold]\n"
         f"MCP URL:   {url}\n"
         f"Token:     {token}\n"
-        f"Token for: user {DEV_USER} ({DEV_EMAIL}) in tenant {DEV_TENANT}, role {DEV_ROLE} (tenant admin)\n"
-        f"Dashboard: {base_url}/dashboard (sign in with the token)\n"
-        f"Database:  {database}",
+        f"Token for: user {DEV_USER}, tenant {DEV_TENANT}, role {DEV_ROLE}\n"
+        f"Dashboard: {base_url}/dashboard",
         title="ready"))
+    console.print(f"Database: {database}. Sign in to the dashboard with the token.", markup=False)
     for section in client_sections(url, token):
         console.print(f"\n[bold]{section.title}:[/bold]")
         console.print(section.text, markup=False)
