@@ -85,9 +85,10 @@ def test_token_list_json_timestamps_are_iso_8601(database: TestDatabase) -> None
 
 def test_serve_tools_from_the_current_directory_without_pythonpath(database: TestDatabase, tmp_path: Path) -> None:
     """The README example: a module next to you, `mcp-gateway serve --tools mytools:mcp`."""
-    (tmp_path / "mytools.py").write_text(
-        "from fastmcp import FastMCP\n\nmcp = FastMCP('mine')\n\n\n@mcp.tool\n"
-        "def shout(text: str) -> str:\n    return text.upper()\n")
+    readme = (REPO / "README.md").read_text()
+    example = readme.split("Serve your own tools", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(example.strip().splitlines()) == 5
+    (tmp_path / "mytools.py").write_text(example)
     port = free_port()
     env = gateway_env(database, tmp_path / "data", port)
     env["PYTHONPATH"] = str(REPO)  # the gateway's code only: the current directory is not on it

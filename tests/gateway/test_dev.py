@@ -226,6 +226,64 @@ def test_next_commands_as_printed(dev: Dev) -> None:
     assert token.startswith("mcpgw_") and token.count("\n") == 1
 
 
+# -- docs/clients.md: its examples, run against the same server ----------------------------------------
+
+DOCS_URL = "https://gateway.example.com/mcp"
+
+
+def fenced(markdown: str, heading: str, lang: str) -> list[str]:
+    """The `lang` code blocks under `heading` (up to the next heading of the same level)."""
+    level = heading.split(" ", 1)[0]
+    section = markdown.split(heading + "\n", 1)[1]
+    section = re.split(rf"\n{level} ", section, maxsplit=1)[0]
+    return re.findall(rf"```{lang}\n(.*?)```", section, flags=re.S)
+
+
+def clients_md() -> str:
+    return (REPO / "docs" / "clients.md").read_text()
+
+
+def test_docs_clients_python_and_curl_run(dev: Dev, tmp_path: Path) -> None:
+    env_with_token = dev.env | {"MCP_GATEWAY_TOKEN": dev.token()}
+    (python,) = fenced(clients_md(), "## SDKs and scripts", "python")
+    (tmp_path / "example.py").write_text(python.replace(DOCS_URL, dev.url))
+    ran = subprocess.run([sys.executable, "example.py"], env=env_with_token, capture_output=True, text=True,
+                         timeout=60, cwd=str(tmp_path))
+    assert ran.returncode == 0 and "'tenant_id': 'dev'" in ran.stdout, ran.stderr
+    (curl,) = fenced(clients_md(), "## SDKs and scripts", "bash")
+    ran = subprocess.run(["bash", "-c", curl.replace(DOCS_URL, dev.url)], env=env_with_token, capture_output=True,
+                         text=True, timeout=60)
+    answer = json.loads(ran.stdout)
+    assert "error" not in answer, answer
+    assert json.loads(answer["result"]["content"][0]["text"])["user_id"] == "dev"
+
+
+def test_docs_clients_doctor_runs(dev: Dev) -> None:
+    (doctor,) = [b for b in fenced(clients_md(), "# Connecting MCP clients", "bash") if "doctor" in b]
+    ran = subprocess.run(["bash", "-c", doctor.replace(DOCS_URL, dev.url)],
+                         env=dev.env | {"MCP_GATEWAY_TOKEN": dev.token()}, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+
+@pytest.mark.parametrize(("heading", "servers_key", "fields", "type_value"), [
+    ("## Claude Code", "mcpServers", {"type", "url", "headers"}, "http"),
+    ("## Claude Desktop (through `mcp-remote`)", "mcpServers", {"command", "args", "env"}, None),
+    ("## Cursor", "mcpServers", {"url", "headers"}, None),
+    ("## Windsurf", "mcpServers", {"serverUrl", "headers"}, None),
+    ("## Cline", "mcpServers", {"type", "url", "headers", "disabled"}, "streamableHttp"),
+    ("## VS Code (GitHub Copilot agent mode)", "servers", {"type", "url", "headers"}, "http"),
+])
+def test_docs_clients_configs_have_the_fields_each_client_reads(heading: str, servers_key: str, fields: set[str],
+                                                                 type_value: str | None) -> None:
+    (block,) = fenced(clients_md(), heading, "json")
+    config = json.loads(block)
+    entry = config[servers_key]["mcp-gateway"]
+    assert set(entry) == fields, entry
+    if type_value:
+        assert entry["type"] == type_value
+    assert DOCS_URL in json.dumps(entry)
+
+
 # -- the log, and stopping ---------------------------------------------------------------------------
 
 
