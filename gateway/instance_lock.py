@@ -58,8 +58,11 @@ class InstanceLock:
         if self._conn is not None:
             return
         try:
-            conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
-                                   application_name=f"mcp-gateway instance lock {self.instance_id}"[:63])
+            conn = psycopg.connect(
+                self.conninfo, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
+                application_name=f"mcp-gateway instance lock {self.instance_id}"[:63],
+                # A silently dropped TCP connection must not hang the liveness check (or shutdown) for long.
+                keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3, tcp_user_timeout=20000)
         except psycopg.Error as exc:
             raise DatabaseUnavailable(_one_line(exc)) from None
         try:
