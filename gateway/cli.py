@@ -366,7 +366,8 @@ def dev(
         return lambda: print_dev_banner(settings.resolved_public_url, token, database=where)
 
     _serve(settings, tools=tools or [], config_path=None, demo=True, log_format="text", prepare=prepare)
-    print_dev_exit(settings.data_dir, embedded=settings.database_url is None)
+    if settings.database_url is None:
+        print_dev_exit(embedded_description(settings.data_dir))
 
 
 # -- entry point -------------------------------------------------------------------------------

@@ -141,7 +141,6 @@ def embedded_description(data_dir: Path) -> str:
     return f"embedded PostgreSQL in {cluster.home}{runs_as}"
 
 
-def print_dev_exit(data_dir: Path, embedded: bool) -> None:
-    if embedded:
-        print(f"mcp-gateway dev stopped. The embedded PostgreSQL keeps running (data in {data_dir}), so the next "
-              "`mcp-gateway dev` starts at once; stop it with: mcp-gateway db stop", flush=True)
+def print_dev_exit(database: str) -> None:
+    print(f"mcp-gateway dev stopped. The {database} keeps running, so the next `mcp-gateway dev` starts at once; "
+          "stop it with: mcp-gateway db stop", flush=True)

@@ -4,9 +4,10 @@ One `dev` process (embedded PostgreSQL, as on a fresh machine) serves the module
 what dev printed on stdout and runs it as printed: the curl, the Python script, the next commands;
 each client config is checked for the fields that client reads and then used to connect.
 
-Not run: the `claude` binary (the `@anthropic-ai/claude-code` npm package ships a native binary of
-its own, too heavy to install in a test) and `mcp-remote` (needs Node.js >= 22 here, Node 20 is
-installed). Their command line and config are checked field by field and their URL and header used.
+The Claude Desktop config runs for real: npx installs `mcp-remote` (pinned) and the test talks to it
+over stdio as Claude Desktop does. Not run: the `claude` binary (the `@anthropic-ai/claude-code` npm
+package ships a large native binary per platform, too heavy to install in a test); its command line is
+checked argument by argument and its URL and header are used to connect.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastmcp import Client
-from fastmcp.client.transports import StreamableHttpTransport
+from fastmcp.client.transports import StdioTransport, StreamableHttpTransport
 
 from tests.gateway.conftest import wait_for
 from tests.gateway_proc import REPO, free_port
 from tests.pg import DatabaseFactory, Server
 
+MCP_REMOTE = "mcp-remote@0.1.38"  # what Claude Desktop runs; pinned so the test is repeatable
 VENV_BIN = str(Path(sys.executable).parent)  # where `mcp-gateway` is, as after `pip install -e .`
 
 
@@ -183,10 +185,13 @@ async def test_claude_desktop_config_through_mcp_remote(dev: Dev) -> None:
     entry = config["mcpServers"]["mcp-gateway"]
     assert set(entry) == {"command", "args", "env"} and entry["command"] == "npx"
     assert entry["args"] == ["-y", "mcp-remote", dev.url, "--header", "Authorization:${AUTH_HEADER}"]
-    # mcp-remote substitutes ${AUTH_HEADER} from env; the header it then sends:
-    header = entry["args"][4].replace("${AUTH_HEADER}", entry["env"]["AUTH_HEADER"])
-    name, _, value = header.partition(":")
-    assert await call_echo(dev.url, {name: value}) == "from a pasted config"
+    if shutil.which("npx") is None:
+        pytest.fail("npx (Node.js) is needed to run mcp-remote as Claude Desktop does")
+    # Run as Claude Desktop would: its command, args and env; npx installs mcp-remote (pinned here).
+    args = [MCP_REMOTE if a == "mcp-remote" else a for a in entry["args"]]
+    transport = StdioTransport(entry["command"], args, env=dev.env | entry["env"])
+    async with Client(transport, mode="legacy", timeout=60) as client:  # Claude Desktop speaks the handshake era
+        assert (await client.call_tool("echo", {"text": "through mcp-remote"})).data == "through mcp-remote"
 
 
 # -- commands run exactly as printed ---------------------------------------------------------------------
