@@ -24,8 +24,12 @@ from gateway.errors import UserError
 
 log = logging.getLogger("mcp_gateway.instance")
 
-# One 64-bit key per instance id; the prefix keeps it apart from other advisory locks (migrate's).
-_TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('mcp-gateway instance ' || %s, 0))"
+# One 64-bit hash per instance id, taken in the two-key form (two int4 halves). That form is a lock
+# space of its own, and no one-argument call reaches it: the admin SQL console refuses advisory-lock
+# functions by name, but PostgreSQL also calls a one-argument function through attribute notation
+# (`SELECT k.pg_try_advisory_lock FROM unnest(ARRAY[...]) k`), which could otherwise squat an id.
+_TRY_LOCK = ("SELECT pg_try_advisory_lock((h >> 32)::int, ((h & 4294967295) - 2147483648)::int)"
+             " FROM (SELECT hashtextextended('mcp-gateway instance ' || %s, 0) AS h) AS instance_key")
 
 
 class InstanceInUse(UserError):

@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 from fastmcp import Client
 
+from gateway.instance_lock import InstanceInUse, InstanceLock
 from tests.gateway.conftest import query, wait_rows
 from tests.gateway_proc import REPO, free_port, gateway_env, make_jwt, start_gateway
 from tests.pg import TestDatabase
@@ -99,3 +101,26 @@ def test_dev_on_a_busy_port_prints_nothing_and_starts_nothing(database: TestData
         assert "Token" not in result.stdout
     # No embedded cluster was created or started, no token written: the port came first.
     assert not (data_dir / "pgdata").exists() and not (data_dir / "dev-token").exists()
+
+
+def test_a_console_user_cannot_squat_an_instance_id(database: TestDatabase, admin_conn: psycopg.Connection) -> None:
+    """The admin SQL console refuses advisory-lock functions by name, but PostgreSQL also calls a one-argument
+    function through attribute notation. Whatever one-argument lock a console user takes, the gateway's
+    instance lock (two-key form) is unaffected; and the lock still excludes a second holder."""
+    key = admin_conn.execute("SELECT hashtextextended('mcp-gateway instance ' || %s, 0)", ("victim",)).fetchone()
+    assert key is not None
+    with psycopg.connect(database.urls.console, autocommit=True) as squatter:
+        taken = squatter.execute("SELECT k.pg_try_advisory_lock FROM unnest(ARRAY[%s::bigint]) k", key).fetchone()
+        assert taken == (True,), "the squatter's lock itself works: this is the attack"
+        first, second = InstanceLock(database.urls.app, "victim"), InstanceLock(database.urls.app, "victim")
+        try:
+            first.acquire()
+            assert first.held and first.still_held()
+            with pytest.raises(InstanceInUse):
+                second.acquire()
+            first.release()
+            second.acquire()  # released with its connection: the next process may take it
+            assert second.held
+        finally:
+            first.release()
+            second.release()
