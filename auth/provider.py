@@ -110,8 +110,36 @@ class GatewayTokenVerifier(TokenVerifier):
         return access_token_for(token, principal, self.authenticator.settings.leeway_seconds)
 
 
+def describe_invalid_token(send: Send) -> Send:
+    """Wrap an ASGI `send`: a 401 `invalid_token` says what a person should do (header and JSON body)."""
+    rewriting = False
+
+    async def rewrite(message: Message) -> None:
+        nonlocal rewriting
+        if message["type"] == "http.response.start" and message["status"] == 401:
+            headers = list(message.get("headers", []))
+            for i, (name, value) in enumerate(headers):
+                if name.lower() == b"www-authenticate" and b'error="invalid_token"' in value:
+                    rewriting = True
+                    headers[i] = (name, _DESCRIPTION.sub(
+                        f'error_description="{INVALID_TOKEN_DESCRIPTION}"', value.decode("latin-1"), count=1
+                    ).encode("latin-1"))
+            if rewriting:
+                body = json.dumps({"error": "invalid_token", "error_description": INVALID_TOKEN_DESCRIPTION}).encode()
+                headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({**message, "headers": headers})
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                return
+        if rewriting:
+            return  # the original body: replaced above
+        await send(message)
+
+    return rewrite
+
+
 class InvalidTokenDescription:
-    """ASGI middleware: a 401 `invalid_token` says what a person should do (header and JSON body alike)."""
+    """ASGI middleware applying `describe_invalid_token` to every HTTP response."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -120,30 +148,7 @@ class InvalidTokenDescription:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rewriting = False
-
-        async def rewrite(message: Message) -> None:
-            nonlocal rewriting
-            if message["type"] == "http.response.start" and message["status"] == 401:
-                headers = list(message.get("headers", []))
-                for i, (name, value) in enumerate(headers):
-                    if name.lower() == b"www-authenticate" and b'error="invalid_token"' in value:
-                        rewriting = True
-                        headers[i] = (name, _DESCRIPTION.sub(
-                            f'error_description="{INVALID_TOKEN_DESCRIPTION}"', value.decode("latin-1"), count=1
-                        ).encode("latin-1"))
-                if rewriting:
-                    body = json.dumps({"error": "invalid_token", "error_description": INVALID_TOKEN_DESCRIPTION})
-                    headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
-                    headers.append((b"content-length", str(len(body.encode())).encode()))
-                    await send({**message, "headers": headers})
-                    await send({"type": "http.response.body", "body": body.encode(), "more_body": False})
-                    return
-            if rewriting:
-                return  # the original body: replaced above
-            await send(message)
-
-        await self.app(scope, receive, rewrite)
+        await self.app(scope, receive, describe_invalid_token(send))
 
 
 _DESCRIPTION = re.compile(r'error_description="[^"]*"')
