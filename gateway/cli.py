@@ -285,9 +285,11 @@ def _serve(settings: Any, *, tools: list[str], config_path: Path | None, demo: b
                                  auth_settings=auth_settings)
     except AuthConfigError as exc:  # e.g. an unusable MCP_GATEWAY_PUBLIC_URL
         raise UserError(str(exc)) from None
+    lock = gateway_app.services.instance.lock
+    _hold_instance_id(lock)  # before migrating: a refused start writes nothing at all
     if migrate:
         _migrate(urls)
-    _hold_instance_id(gateway_app.services.instance.lock)
+    _hold_instance_id(lock)  # a fresh database has the runtime login only once migrated
     on_started = prepare(urls) if prepare is not None else None
     log = logging.getLogger("mcp_gateway")
     public = settings.resolved_public_url
