@@ -18,8 +18,9 @@ import pytest
 from fastmcp import Client
 
 from gateway.instance_lock import InstanceInUse, InstanceLock
-from tests.gateway.conftest import query, wait_rows
+from tests.gateway.conftest import query, wait_for, wait_rows
 from tests.gateway_proc import REPO, free_port, gateway_env, make_jwt, start_gateway
+from tests.netproxy import CuttableProxy
 from tests.pg import TestDatabase
 
 TOOLS = ("serve", "--tools", "tests.sample_tools:mcp")
@@ -124,3 +125,39 @@ def test_a_console_user_cannot_squat_an_instance_id(database: TestDatabase, admi
         finally:
             first.release()
             second.release()
+
+
+async def test_database_away_at_start_lock_and_recovery_follow_and_spare_this_process_sessions(
+        database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
+    crashed = start_gateway(database, tmp_path / "crashed", args=TOOLS, MCP_GATEWAY_INSTANCE_ID="late")
+    try:
+        async with Client(crashed.mcp_url, auth=make_jwt("old", "acme"), mode="legacy") as client:
+            await client.call_tool("echo", {"text": "left open"})
+            wait_rows(admin_conn, "SELECT 1 FROM gateway.mcp_sessions", 1)
+            crashed.proc.send_signal(signal.SIGKILL)
+            crashed.proc.wait(10)
+    except Exception:
+        if crashed.proc.poll() is None:
+            raise
+    finally:
+        crashed.stop()
+    proxy = CuttableProxy(database.urls.app)
+    proxy.cut()  # the runtime login cannot reach the database: no lock, no recovery yet
+    restarted = start_gateway(database, tmp_path / "restarted", args=TOOLS, MCP_GATEWAY_INSTANCE_ID="late",
+                              MCP_GATEWAY_APP_DATABASE_URL=proxy.url_through(database.urls.app))
+    try:
+        async with Client(restarted.mcp_url, auth=make_jwt("new", "acme"), mode="legacy") as client:
+            await client.call_tool("echo", {"text": "served while the database is away"})
+            assert query(admin_conn, "SELECT user_id, status FROM gateway.mcp_sessions") == [("old", "active")]
+            proxy.restore()
+            rows = wait_rows(admin_conn, "SELECT user_id, status, disconnect_reason FROM gateway.mcp_sessions"
+                             " ORDER BY user_id", 2, timeout=30)
+            wait_for(lambda: query(admin_conn, "SELECT disconnect_reason FROM gateway.mcp_sessions"
+                                   " WHERE user_id = 'old'") == [("server_crash",)], 30, "late crash recovery")
+            rows = query(admin_conn, "SELECT user_id, status, disconnect_reason FROM gateway.mcp_sessions"
+                         " ORDER BY user_id")
+            assert rows == [("new", "active", None), ("old", "disconnected", "server_crash")]
+    finally:
+        restarted.stop()
+        proxy.close()
+    assert "instance lock and crash recovery wait for it" in restarted.log()
