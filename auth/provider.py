@@ -11,7 +11,9 @@ Usage (see docs/auth.md):
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,9 +24,10 @@ from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend
 from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
 from pydantic import AnyHttpUrl, ValidationError
+from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth.authenticator import Authenticator, token_fingerprint
 from auth.errors import AuthConfigError, TokenRejected
@@ -35,6 +38,14 @@ from auth.store import TokenStore, UserProvisioner
 log = logging.getLogger("auth")
 
 PRINCIPAL_CLAIM = "mcp_gateway_principal"
+
+# Said in every 401 for a token that was sent but refused (RFC 6750 error_description: printable
+# ASCII without '"' or '\\'). FastMCP's default tells clients to "automatically re-register", which only
+# OAuth clients can do; a person with a personal access token needs to be told what to do instead.
+INVALID_TOKEN_DESCRIPTION = (
+    "The bearer token is invalid, expired or revoked. A personal access token (mcpgw_...) is not renewed "
+    "by your client: ask your gateway operator for a new one (mcp-gateway token create) and put it in the "
+    "Authorization header of your client config. A token from your identity provider: sign in again.")
 SCOPE_KEY = "mcp_gateway_auth"
 
 
@@ -99,6 +110,57 @@ class GatewayTokenVerifier(TokenVerifier):
         return access_token_for(token, principal, self.authenticator.settings.leeway_seconds)
 
 
+def describe_invalid_token(send: Send) -> Send:
+    """Wrap an ASGI `send`: a 401 `invalid_token` says what a person should do (header and JSON body)."""
+    rewriting = False
+
+    async def rewrite(message: Message) -> None:
+        nonlocal rewriting
+        if message["type"] == "http.response.start" and message["status"] == 401:
+            headers = list(message.get("headers", []))
+            for i, (name, value) in enumerate(headers):
+                if name.lower() == b"www-authenticate" and b'error="invalid_token"' in value:
+                    rewriting = True
+                    headers[i] = (name, _DESCRIPTION.sub(
+                        f'error_description="{INVALID_TOKEN_DESCRIPTION}"', value.decode("latin-1"), count=1
+                    ).encode("latin-1"))
+            if rewriting:
+                body = json.dumps({"error": "invalid_token", "error_description": INVALID_TOKEN_DESCRIPTION}).encode()
+                headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({**message, "headers": headers})
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                return
+        if rewriting:
+            return  # the original body: replaced above
+        await send(message)
+
+    return rewrite
+
+
+class InvalidTokenDescription:
+    """ASGI middleware applying `describe_invalid_token` to every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, receive, describe_invalid_token(send))
+
+
+_DESCRIPTION = re.compile(r'error_description="[^"]*"')
+
+
+class _GatewayAuthProvider(RemoteAuthProvider):
+    """RemoteAuthProvider whose 401s on /mcp and /sse carry our invalid-token description."""
+
+    def get_middleware(self) -> list[Any]:
+        return [*super().get_middleware(), Middleware(InvalidTokenDescription)]
+
+
 def _url(value: str, what: str) -> AnyHttpUrl:
     try:
         return AnyHttpUrl(value)
@@ -134,7 +196,7 @@ class GatewayAuth:
         if not self.authorization_servers:
             self.authorization_servers = [default_authorization_server(settings, self.public_url)]
         self.verifier = GatewayTokenVerifier(self.authenticator, base_url=self.public_url)
-        self.provider = RemoteAuthProvider(
+        self.provider = _GatewayAuthProvider(
             token_verifier=self.verifier,
             authorization_servers=self.authorization_servers,
             base_url=_url(self.public_url, "MCP_GATEWAY_PUBLIC_URL"),
@@ -165,7 +227,7 @@ class GatewayAuth:
 
         Inside, `require_principal(request)` (auth.starlette) returns the caller.
         """
-        guarded = RequireAuthMiddleware(app, [], self.resource_metadata_url, [])
+        guarded = InvalidTokenDescription(RequireAuthMiddleware(app, [], self.resource_metadata_url, []))
         inner = AuthenticationMiddleware(AuthContextMiddleware(guarded), backend=BearerAuthBackend(self.verifier))
 
         async def with_auth_in_scope(scope: Scope, receive: Receive, send: Send) -> None:

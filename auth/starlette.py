@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import Message
 
 from auth.principal import Principal
-from auth.provider import SCOPE_KEY, GatewayAuth, authenticated_principal
+from auth.provider import SCOPE_KEY, GatewayAuth, authenticated_principal, describe_invalid_token
 
 STATE_KEY = "mcp_gateway_auth"
 
@@ -34,7 +34,8 @@ async def challenge_headers(gateway_auth: GatewayAuth, *, token_presented: bool)
         sent.append(message)
 
     if token_presented:
-        await middleware._send_auth_error(capture, 401, "invalid_token", "Authentication required")
+        await middleware._send_auth_error(describe_invalid_token(capture), 401, "invalid_token",
+                                          "Authentication required")
     else:
         await middleware._send_missing_auth(capture)
     headers = {k.decode(): v.decode() for k, v in sent[0]["headers"] if k.lower() == b"www-authenticate"}

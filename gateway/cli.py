@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -183,7 +186,7 @@ def token_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant
     tokens = _run(_with_db(urls, lambda db: list_tokens(db, tenant)))
     rows = [asdict(t) for t in tokens]  # TokenInfo: never the secret
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
+        typer.echo(json.dumps(rows, indent=2, default=_json_value))
         return
     if not rows:
         typer.echo("no tokens" + (f" for tenant {tenant}" if tenant else ""))
@@ -199,6 +202,13 @@ def token_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant
                       str(r.get("user_id") or ""), str(r.get("role") or ""),
                       *(_when(r.get(k)) for k in ("created_at", "expires_at", "revoked_at", "last_used_at")))
     Console(width=None if sys.stdout.isatty() else 250).print(table)
+
+
+def _json_value(value: Any) -> Any:
+    """Timestamps as ISO 8601 (2026-11-30T21:57:19.123456+00:00), anything else as text."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def _when(value: Any) -> str:
@@ -226,7 +236,14 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="The token id show
 
 
 class GracefulServer(uvicorn.Server):
-    """A SIGTERM/SIGINT that ended in a clean shutdown exits 0 (uvicorn would re-raise the signal)."""
+    """A SIGTERM/SIGINT that ended in a clean shutdown exits 0 (uvicorn would re-raise the signal).
+
+    `on_started` runs once the app's start-up is complete and the sockets are served.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None = None) -> None:
+        super().__init__(config)
+        self.on_started = on_started
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -234,38 +251,73 @@ class GracefulServer(uvicorn.Server):
             yield
             self._captured_signals.clear()
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
+
 
 def _serve(settings: Any, *, tools: list[str], config_path: Path | None, demo: bool, log_format: str,
-           on_ready: Callable[[], None] | None = None, migrate: bool = True) -> None:
+           prepare: Callable[[Any], Callable[[], None]] | None = None, migrate: bool = True) -> None:
+    """Check, bind, then touch the database, then serve.
+
+    `prepare(urls)` (dev) runs once the database is ready and returns what to run once serving.
+    """
     from auth import AuthConfigError
     from gateway.app import create_app
     from gateway.config import load_config
+    from gateway.listen import bind_listeners, bound_port
     from gateway.logs import configure_logging
     from gateway.server import load_tools
+    from gateway.streams import complete_streams
 
     configure_logging(settings.log_format or log_format)
     # Everything a person can get wrong is checked before anything is started or written.
     config = load_config(config_path or settings.config)
     servers = [load_tools(spec) for spec in tools]
     auth_settings = _auth_settings(settings)
+    # The port next: a clash must not start the database, end anyone's sessions or print a token.
+    sockets = bind_listeners(settings.host, settings.port)
+    settings.port = bound_port(sockets)  # --port 0: the port the kernel chose
     urls = _urls(settings)
     try:
         gateway_app = create_app(settings, urls, config=config, servers=servers, demo=demo,
                                  auth_settings=auth_settings)
     except AuthConfigError as exc:  # e.g. an unusable MCP_GATEWAY_PUBLIC_URL
         raise UserError(str(exc)) from None
+    lock = gateway_app.services.instance.lock
+    _hold_instance_id(lock)  # before migrating: a refused start writes nothing at all
     if migrate:
         _migrate(urls)
+    _hold_instance_id(lock)  # a fresh database has the runtime login only once migrated
+    on_started = prepare(urls) if prepare is not None else None
+    log = logging.getLogger("mcp_gateway")
+    public = settings.resolved_public_url
+
+    def started() -> None:
+        log.info("serving on %s/mcp (instance %s)", public, gateway_app.services.instance_id)
+        if on_started is not None:
+            on_started()
+
     server = GracefulServer(uvicorn.Config(
-        gateway_app, host=settings.host, port=settings.port, log_config=None, lifespan="on",
+        complete_streams(gateway_app), host=settings.host, port=settings.port, log_config=None, lifespan="on",
         timeout_graceful_shutdown=5, access_log=False, server_header=False,
         # Oversized bearer tokens must reach the verifier (401), not die in h11 (400).
-        h11_max_incomplete_event_size=4 * 1024 * 1024))
-    if on_ready is not None:
-        on_ready()
-    server.run()
-    if not server.started:
-        raise UserError(f"could not listen on {settings.host}:{settings.port} (is the port in use?)")
+        h11_max_incomplete_event_size=4 * 1024 * 1024), on_started=started)
+    server.run(sockets=sockets)  # a failed start-up exits 3 from inside uvicorn, after logging why
+
+
+def _hold_instance_id(lock: Any) -> None:
+    """Refuse to start while another live process holds this instance id (exit 2, nothing touched).
+
+    A database that does not answer yet is no reason to refuse: the server takes the lock when it does.
+    """
+    from gateway.instance_lock import DatabaseUnavailable
+
+    try:
+        lock.acquire()
+    except DatabaseUnavailable:
+        pass
 
 
 def _auth_settings(settings: Any) -> Any:
@@ -304,17 +356,20 @@ def dev(
     tools: Annotated[list[str] | None, typer.Option("--tools", help="module:attr of a FastMCP server")] = None,
 ) -> None:
     """Embedded database, migrations, demo tools, a dev token and client configs: ready in one command."""
-    from gateway.devsetup import dev_token, print_client_configs
+    from gateway.devsetup import dev_token, embedded_description, print_dev_banner, print_dev_exit
 
     settings = _settings()
     if port is not None:
         settings.port = port
-    _auth_settings(settings)
-    urls = _urls(settings)
-    _migrate(urls)
-    token = _run(_with_db(urls, lambda db: dev_token(db, settings.data_dir)))
-    _serve(settings, tools=tools or [], config_path=None, demo=True, log_format="text",
-           on_ready=lambda: print_client_configs(settings.resolved_public_url + "/mcp", token))
+
+    def prepare(urls: Any) -> Callable[[], None]:
+        token = _run(_with_db(urls, lambda db: dev_token(db, settings.data_dir)))
+        where = embedded_description(settings.data_dir) if urls.embedded else "MCP_GATEWAY_DATABASE_URL"
+        return lambda: print_dev_banner(settings.resolved_public_url, token, database=where)
+
+    _serve(settings, tools=tools or [], config_path=None, demo=True, log_format="text", prepare=prepare)
+    if settings.database_url is None:
+        print_dev_exit(embedded_description(settings.data_dir))
 
 
 # -- entry point -------------------------------------------------------------------------------

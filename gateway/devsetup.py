@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from rich.panel import Panel
 DEV_TENANT = "dev"
 DEV_USER = "dev"
 DEV_EMAIL = "dev@localhost"
+DEV_ROLE = "admin"  # a tenant admin: the dashboard and `sql` show the whole dev tenant
 
 
 async def dev_token(db: Any, data_dir: Path) -> str:
@@ -28,7 +30,7 @@ async def dev_token(db: Any, data_dir: Path) -> str:
         if record is not None and record.revoked_at is None and record.expires_at is None:
             return token
     _, token = await create_token(db, tenant_id=DEV_TENANT, user_id=DEV_USER, email=DEV_EMAIL, name="Developer",
-                                  role="admin", expires_in=None, token_name="mcp-gateway dev")
+                                  role=DEV_ROLE, expires_in=None, token_name="mcp-gateway dev")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -36,30 +38,109 @@ async def dev_token(db: Any, data_dir: Path) -> str:
     return token
 
 
-def client_configs(url: str, token: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class Section:
+    """One thing `dev` prints for people to paste: a shell command, a JSON file, or a Python script."""
+
+    title: str
+    kind: str  # "shell" | "json" | "python"
+    text: str
+
+
+def _config(servers_key: str, entry: dict[str, Any]) -> str:
+    return json.dumps({servers_key: {"mcp-gateway": entry}}, indent=2)
+
+
+def client_sections(url: str, token: str) -> list[Section]:
+    """What each client reads, one block per client (field names differ: Windsurf's `serverUrl`)."""
     header = f"Authorization: Bearer {token}"
-    mcp_json = json.dumps({"mcpServers": {"mcp-gateway": {
-        "type": "http", "url": url, "headers": {"Authorization": f"Bearer {token}"}}}}, indent=2)
-    vscode_json = json.dumps({"servers": {"mcp-gateway": {
-        "type": "http", "url": url, "headers": {"Authorization": f"Bearer {token}"}}}}, indent=2)
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                       "params": {"name": "echo", "arguments": {"text": "hello"}}})
-    curl = (f"curl -s {shlex.quote(url)} -H {shlex.quote(header)} -H 'Content-Type: application/json'"
-            f" -H 'Accept: application/json, text/event-stream' -H 'MCP-Protocol-Version: 2026-07-28'"
-            f" -d {shlex.quote(body)}")
-    return {
-        "Claude Code": f"claude mcp add --transport http mcp-gateway {url} --header {shlex.quote(header)}",
-        "Cursor / Windsurf (~/.cursor/mcp.json, ~/.codeium/windsurf/mcp_config.json)": mcp_json,
-        "VS Code (.vscode/mcp.json)": vscode_json,
-        "curl": curl,
-    }
+    headers = {"Authorization": f"Bearer {token}"}
+    return [
+        Section("Claude Code (run once)", "shell",
+                f"claude mcp add --transport http mcp-gateway {url} --header {shlex.quote(header)}"),
+        Section("Claude Code project file (.mcp.json)", "json",
+                _config("mcpServers", {"type": "http", "url": url, "headers": headers})),
+        Section("Claude Desktop (claude_desktop_config.json, through mcp-remote; needs Node.js)", "json",
+                _config("mcpServers", {"command": "npx",
+                                       "args": ["-y", "mcp-remote", url, "--header", "Authorization:${AUTH_HEADER}"],
+                                       "env": {"AUTH_HEADER": f"Bearer {token}"}})),
+        Section("Cursor (~/.cursor/mcp.json)", "json", _config("mcpServers", {"url": url, "headers": headers})),
+        Section("Windsurf (~/.codeium/windsurf/mcp_config.json)", "json",
+                _config("mcpServers", {"serverUrl": url, "headers": headers})),
+        Section("VS Code (.vscode/mcp.json)", "json",
+                _config("servers", {"type": "http", "url": url, "headers": headers})),
+        Section("curl (MCP 2026-07-28: one request, no handshake)", "shell", curl_command(url, token)),
+        Section("Python (pip install fastmcp; save as try_gateway.py, run with python)", "python",
+                python_snippet(url, token)),
+    ]
 
 
-def print_client_configs(url: str, token: str) -> None:
-    console = Console(stderr=False, soft_wrap=True)
-    console.print(Panel.fit(f"[bold]mcp-gateway dev[/bold]\nMCP URL: {url}\nToken:   {token}",
-                            title="ready"))
-    for name, text in client_configs(url, token).items():
-        console.print(f"\n[bold]{name}[/bold]")
-        console.print(text, markup=False, highlight=False)
-    console.print()
+def curl_command(url: str, token: str, tool: str = "echo", arguments: dict[str, Any] | None = None) -> str:
+    """A sessionless 2026-07-28 tools/call: the headers must repeat the body's method and tool name,
+    and `params._meta` carries the protocol version and client capabilities (else HTTP 400)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": tool, "arguments": arguments if arguments is not None else {"text": "hello"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {},
+                  "io.modelcontextprotocol/clientInfo": {"name": "curl", "version": "1"}}}},
+        separators=(",", ":"))
+    headers = [f"Authorization: Bearer {token}", "Content-Type: application/json",
+               "Accept: application/json, text/event-stream", "MCP-Protocol-Version: 2026-07-28",
+               "Mcp-Method: tools/call", f"Mcp-Name: {tool}"]
+    return f"curl -sS {shlex.quote(url)} " + " ".join(f"-H {shlex.quote(h)}" for h in headers) + \
+        f" -d {shlex.quote(body)}"
+
+
+def python_snippet(url: str, token: str) -> str:
+    return "\n".join([
+        "import asyncio",
+        "from fastmcp import Client",
+        "async def main() -> None:",
+        f"    async with Client({url!r}, auth={token!r}) as client:",
+        "        print((await client.call_tool('add', {'a': 2, 'b': 3})).data)",
+        "        print((await client.call_tool('whoami', {})).data)",
+        "asyncio.run(main())",
+    ])
+
+
+def next_commands() -> list[str]:
+    """Worth trying next, in another terminal (same environment): they use the same database."""
+    return [
+        "mcp-gateway report costs --tenant dev --by tool",
+        "mcp-gateway sql --tenant dev \"SELECT tool_name, count(*) AS calls FROM gateway.mcp_requests GROUP BY 1\"",
+        "mcp-gateway token create --tenant dev --user alice --name Alice --role member",
+    ]
+
+
+def print_dev_banner(base_url: str, token: str, *, database: str) -> None:
+    """What `dev` prints once it serves: who the token is, where things are, what to paste."""
+    url = base_url + "/mcp"
+    console = Console(stderr=False, soft_wrap=True, highlight=False)
+    console.print(Panel.fit(
+        f"[bold]mcp-gateway dev[/bold]\n"
+        f"MCP URL:   {url}\n"
+        f"Token:     {token}\n"
+        f"Token for: user {DEV_USER}, tenant {DEV_TENANT}, role {DEV_ROLE}\n"
+        f"Dashboard: {base_url}/dashboard",
+        title="ready"))
+    console.print(f"Database: {database}. Sign in to the dashboard with the token.", markup=False)
+    for section in client_sections(url, token):
+        console.print(f"\n[bold]{section.title}:[/bold]")
+        console.print(section.text, markup=False)
+    console.print("\n[bold]Next, in another terminal:[/bold]")
+    for command in next_commands():
+        console.print(command, markup=False)
+    console.print("\nCtrl-C stops the gateway.")
+
+
+def embedded_description(data_dir: Path) -> str:
+    from gateway.embedded import EmbeddedPostgres
+
+    cluster = EmbeddedPostgres(data_dir)
+    runs_as = f", runs as user {cluster.runs_as}" if cluster.runs_as else ""
+    return f"embedded PostgreSQL in {cluster.home}{runs_as}"
+
+
+def print_dev_exit(database: str) -> None:
+    print(f"mcp-gateway dev stopped. The {database} keeps running, so the next `mcp-gateway dev` starts at once; "
+          "stop it with: mcp-gateway db stop", flush=True)

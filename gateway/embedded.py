@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -26,6 +27,9 @@ from urllib.parse import quote
 DATABASE_NAME = "mcp_gateway"
 SUPERUSER = "postgres"
 PORT = 5432  # only names the socket file; there is no TCP listener
+# As root, where a cluster goes when the service account cannot reach MCP_GATEWAY_DATA_DIR
+# (e.g. under /root, mode 0700): we do not loosen a home directory's permissions.
+CLUSTER_ROOT = Path("/var/lib/mcp-gateway")
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -95,13 +99,32 @@ class EmbeddedPostgres:
     """A cluster at `<data_dir>/pgdata`, socket in `<data_dir>/run`, log at `<data_dir>/postgres.log`."""
 
     def __init__(self, data_dir: str | os.PathLike[str], *, fast_unsafe: bool = False,
-                 service_account: str = "postgres") -> None:
+                 service_account: str = "postgres", cluster_root: str | os.PathLike[str] = CLUSTER_ROOT) -> None:
         self.data_dir = Path(data_dir).expanduser().absolute()
-        self.pgdata = self.data_dir / "pgdata"
-        self.socket_dir = self.data_dir / "run"
-        self.log_file = self.data_dir / "postgres.log"
+        self.home = self._cluster_home(Path(cluster_root))
+        self.pgdata = self.home / "pgdata"
+        self.socket_dir = self.home / "run"
+        self.log_file = self.home / "postgres.log"
         self._fast_unsafe = fast_unsafe  # tests: fsync off; never for data you keep
         self._service_account = service_account
+
+    def _cluster_home(self, cluster_root: Path) -> Path:
+        """Where pgdata/, run/ and postgres.log live: DATA_DIR, unless we are root and the service
+        account could only reach DATA_DIR by our making its parents (a home directory) searchable.
+        Then a directory of its own under CLUSTER_ROOT, named by DATA_DIR and linked from
+        DATA_DIR/cluster, so the choice sticks whatever happens to the parents' modes later."""
+        link = self.data_dir / "cluster"
+        if link.is_symlink():
+            return Path(os.readlink(link))
+        if os.geteuid() != 0 or (self.data_dir / "pgdata").exists() or _searchable_by_all(self.data_dir.parent):
+            return self.data_dir
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        return cluster_root / f"{self.data_dir.name.strip('.') or 'cluster'}-{digest}"
+
+    @property
+    def runs_as(self) -> str | None:
+        """The OS account the server runs as when that is not us (we are root)."""
+        return self._service_account if os.geteuid() == 0 else None
 
     # -- public ---------------------------------------------------------------------
 
@@ -159,7 +182,10 @@ class EmbeddedPostgres:
                 f"{self.pgdata} exists but holds no PostgreSQL cluster; move it away or choose another "
                 "MCP_GATEWAY_DATA_DIR"
             )
-        self._grant_traverse(account)
+        if self.home == self.data_dir:
+            self._grant_traverse(account)
+        else:
+            self._make_home(account)
         for directory in (self.pgdata, self.socket_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(directory, 0o700)
@@ -191,6 +217,19 @@ class EmbeddedPostgres:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         # Only local (socket) connections exist; the socket directory is private.
         (self.pgdata / "pg_hba.conf").write_text("local all all trust\n")
+
+    def _make_home(self, account: _Account) -> None:
+        """A cluster home outside DATA_DIR: the service account's own, linked from DATA_DIR/cluster."""
+        self.home.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if not _searchable_by_all(self.home.parent):
+            raise EmbeddedPostgresError(
+                f"{self.home.parent} is not reachable by the account PostgreSQL runs as ({self._service_account}); "
+                "make it searchable (chmod o+x) or set MCP_GATEWAY_DATA_DIR to a directory outside a private home")
+        self.home.mkdir(mode=0o700, exist_ok=True)
+        account.chown(self.home)
+        link = self.data_dir / "cluster"
+        if not link.is_symlink():
+            link.symlink_to(self.home)
 
     def _grant_traverse(self, account: _Account) -> None:
         """The service account must reach the data directory through its parents (e.g. /root)."""
@@ -250,6 +289,18 @@ class EmbeddedPostgres:
             return self.log_file.read_text(errors="replace")[-2000:]
         except OSError:
             return ""
+
+
+def _searchable_by_all(directory: Path) -> bool:
+    """Every existing directory from / down to `directory` lets any account pass through (o+x).
+    Missing ones are created later with the usual 0755."""
+    for path in (*reversed(directory.parents), directory):
+        try:
+            if not path.stat().st_mode & 0o001:
+                return False
+        except FileNotFoundError:
+            return True
+    return True
 
 
 def _has_c_utf8() -> bool:

@@ -7,7 +7,9 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+# Not extra fields: the record's own attributes, and uvicorn's `color_message` (the same message with
+# terminal colour codes and unformatted %d/%s placeholders, meant for its own coloured formatter only).
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

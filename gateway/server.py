@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -94,8 +96,8 @@ def add_demo_tools(mcp: FastMCP) -> None:
         return text
 
     @mcp.tool
-    def add(a: float, b: float) -> float:
-        """Add two numbers."""
+    def add(a: int | float, b: int | float) -> int | float:
+        """Add two numbers (integers stay integers: 2 + 3 is 5, not 5.0)."""
         return a + b
 
 
@@ -104,6 +106,11 @@ def load_tools(spec: str) -> FastMCP:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise UserError(f"--tools {spec!r}: expected module:attribute, e.g. myapp.tools:mcp")
+    # As `python -m` and uvicorn do: a module in the current directory is found without PYTHONPATH=.
+    # (the `mcp-gateway` console script, unlike `python -m`, does not put it on sys.path).
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from auth import AuthSettings, Principal
 from auth.provider import GatewayAuth, current_principal
 from gateway.config import GatewayConfig
 from gateway.db import Database, DatabaseUrls
+from gateway.instance_lock import InstanceClaim, InstanceLock
 from gateway.settings import Settings
 from gateway.tokens import PostgresTokenStore
 from gateway.tracking import AnalyticsSessions, Tracker
-from gateway.writer import TrackingWriter
+from gateway.writer import TrackingWriter, utcnow
 
 log = logging.getLogger("mcp_gateway")
 
@@ -31,6 +33,7 @@ class Services:
     tracker: Tracker
     gateway_auth: GatewayAuth
     instance_id: str
+    instance: InstanceClaim
     principal_of: Callable[[], Principal | None] = current_principal
     extras: dict[str, Any] = field(default_factory=dict)  # room for upstreams, quotas, metrics
 
@@ -50,19 +53,13 @@ class Services:
             auth_settings = AuthSettings.load(public_url=settings.resolved_public_url)
         store = PostgresTokenStore(db)
         gateway_auth = GatewayAuth(auth_settings, token_store=store)
+        instance = InstanceClaim(InstanceLock(urls.app, instance_id), _crash_recovery(writer), utcnow())
         return cls(settings=settings, config=config, urls=urls, db=db, writer=writer, sessions=sessions,
-                   tracker=tracker, gateway_auth=gateway_auth, instance_id=instance_id)
+                   tracker=tracker, gateway_auth=gateway_auth, instance_id=instance_id, instance=instance)
 
     async def start(self) -> None:
         await self.db.open(wait=False)
-        try:
-            closed = await self.writer.recover_crashed()
-            if closed:
-                log.warning("closed %d sessions left open by a previous run of %s as server_crash",
-                            closed, self.instance_id)
-        except Exception as exc:  # database away at start: the writer keeps retrying
-            log.error("database unavailable at start (%s); tool calls are served and tracked when it returns",
-                      type(exc).__name__)
+        await self.instance.start()  # holds the instance id, then recovers; InstanceInUse: nothing was touched
         await self.writer.start()
         for hook in self.extras.get("start_hooks", []):  # upstreams, quotas: async callables
             await hook()
@@ -74,6 +71,16 @@ class Services:
             except Exception:
                 log.exception("stop hook %r failed", hook)
         await self.writer.stop()
+        await self.instance.stop()
         await self.gateway_auth.aclose()
         await self.db.close()
 
+
+
+def _crash_recovery(writer: TrackingWriter) -> Callable[[datetime], Awaitable[None]]:
+    async def recover(before: datetime) -> None:
+        closed = await writer.recover_crashed(before)
+        if closed:
+            log.warning("closed %d sessions left open by a previous run of %s as server_crash",
+                        closed, writer.instance_id)
+    return recover

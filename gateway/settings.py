@@ -29,7 +29,8 @@ class Settings(BaseSettings):
         True, description="Answer /mcp POSTs with JSON rather than an SSE stream (faster; in-flight calls finish "
                           "during graceful shutdown). False: SSE responses (progress notifications mid-call).")
     instance_id: str | None = Field(
-        None, description="Names this process in mcp_sessions.instance_id. Default HOSTNAME:PORT.")
+        None, description="Names this process in mcp_sessions.instance_id; held while the process lives (a second "
+                          "process with a live id refuses to start). Default HOSTNAME:PORT.")
     log_format: Literal["json", "text"] | None = Field(None, description="Log format (serve: json, dev: text).")
     flush_interval: float = Field(1.0, gt=0, le=60, description="Seconds between tracking writer flushes.")
     flush_rows: int = Field(2000, ge=1, description="A flush starts early when this many records wait.")

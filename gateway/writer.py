@@ -131,11 +131,16 @@ class TrackingWriter:
         if self.backlog:
             log.error("writer: %d records were not written before exit", self.backlog)
 
-    async def recover_crashed(self) -> int:
-        """At start: sessions this instance id left open were not shut down cleanly."""
+    async def recover_crashed(self, before: datetime | None = None) -> int:
+        """At start: sessions this instance id left open were not shut down cleanly.
+
+        Only once this process holds the instance id (gateway.instance_lock); `before` spares the
+        sessions this process itself opened when recovery runs late (database away at start).
+        """
         async with self.db.as_system("ingest") as conn:
-            cur = await conn.execute(_CLOSE_SESSIONS + " WHERE s.instance_id = %s AND s.status <> 'disconnected'",
-                                     ("server_crash", self.instance_id))
+            cur = await conn.execute(_CLOSE_SESSIONS + " WHERE s.instance_id = %s AND s.status <> 'disconnected'"
+                                     " AND s.connected_at < coalesce(%s::timestamptz, 'infinity')",
+                                     ("server_crash", self.instance_id, before))
             await self._heartbeat(conn)
             return cur.rowcount
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
+import zipfile
+from datetime import datetime
+from pathlib import Path
 
 import psycopg
 import pytest
+from fastmcp import Client
 
-from tests.gateway_proc import REPO
+from tests.gateway_proc import REPO, GatewayProcess, free_port, gateway_env, make_jwt
 from tests.pg import TestDatabase
 
 
@@ -63,3 +69,60 @@ def test_migrate_twice_is_a_no_op(database: TestDatabase) -> None:
     second = run_cli("migrate", env=database.env())
     assert first.returncode == 0 and second.returncode == 0
     assert "up to date" in second.stdout
+
+
+def test_token_list_json_timestamps_are_iso_8601(database: TestDatabase) -> None:
+    made = run_cli("token", "create", "--tenant", "acme", "--user", "iso", "--expires-in", "1d", env=database.env())
+    assert made.returncode == 0, made.stderr
+    listed = run_cli("token", "list", "--json", env=database.env())
+    assert listed.returncode == 0, listed.stderr
+    (token,) = json.loads(listed.stdout)
+    for key in ("created_at", "expires_at"):
+        parsed = datetime.fromisoformat(token[key])  # a space instead of T would still parse: check the text
+        assert "T" in token[key] and parsed.utcoffset() is not None, token[key]
+    assert token["revoked_at"] is None
+
+
+def test_serve_tools_from_the_current_directory_without_pythonpath(database: TestDatabase, tmp_path: Path) -> None:
+    """The README example: a module next to you, `mcp-gateway serve --tools mytools:mcp`."""
+    readme = (REPO / "README.md").read_text()
+    example = readme.split("Serve your own tools", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(example.strip().splitlines()) == 5
+    (tmp_path / "mytools.py").write_text(example)
+    port = free_port()
+    env = gateway_env(database, tmp_path / "data", port)
+    env["PYTHONPATH"] = str(REPO)  # the gateway's code only: the current directory is not on it
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["mcp-gateway", "serve", "--tools", "mytools:mcp"], env=env, cwd=str(tmp_path),
+                                stdout=out, stderr=subprocess.STDOUT)
+    gateway = GatewayProcess(port=port, proc=proc, log_path=log, env=env)
+    try:
+        gateway.wait_ready()
+
+        async def call() -> str:
+            async with Client(gateway.mcp_url, auth=make_jwt("tia", "acme")) as client:
+                return (await client.call_tool("shout", {"text": "found"})).data  # type: ignore[no-any-return]
+
+        assert asyncio.run(call()) == "FOUND"
+    finally:
+        gateway.stop()
+    # serve logs JSON: every line parses, and none carries uvicorn's colour-coded duplicate.
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines and all("color_message" not in line for line in lines)
+    assert not any("\x1b[" in line["msg"] or "%d" in line["msg"] for line in lines)
+
+
+def test_the_package_builds_without_deprecation_warnings(tmp_path: Path) -> None:
+    """`project.license` is an SPDX string (setuptools >= 77): a build warns about nothing of ours."""
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path),
+                             str(REPO)], capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Deprecat" not in output and "deprecated" not in output, \
+        [line for line in output.splitlines() if "eprecat" in line]
+    (wheel,) = tmp_path.glob("mcp_gateway-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = next(archive.read(n).decode() for n in archive.namelist() if n.endswith("/METADATA"))
+    assert "License-Expression: Apache-2.0" in metadata

@@ -40,6 +40,8 @@ async def test_challenges_are_identical(authorization: str | None, gateway: Gate
     metadata = f'resource_metadata="{PUBLIC}/.well-known/oauth-protected-resource/mcp"'
     if authorization:
         assert on_mcp.startswith('Bearer error="invalid_token"') and metadata in on_mcp
+        # What to do, for a person holding a personal access token (OAuth clients' "re-register" is no help).
+        assert "mcp-gateway token create" in on_mcp and "re-register" not in on_mcp
     else:
         assert on_mcp == f"Bearer {metadata}"
 

@@ -6,7 +6,9 @@ under the system temp dir rather than pytest's long tmp_path.
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -104,3 +106,30 @@ def test_missing_binaries_say_what_to_install(data_dir: Path, monkeypatch: pytes
     assert "MCP_GATEWAY_DATABASE_URL" in message
     assert "\n" not in message
     assert not (data_dir / "pgdata").exists()
+
+
+def test_as_root_a_home_directory_keeps_its_permissions() -> None:
+    """Root's data dir under a private home (0700): the cluster goes where `postgres` can reach it
+    without anything being made searchable, and stays there (DATA_DIR/cluster links to it)."""
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the cluster to the postgres account; as a user DATA_DIR holds it")
+    base = Path(tempfile.mkdtemp(prefix="mcpgw-"))
+    os.chmod(base, 0o755)  # stands for / (mkdtemp makes it private)
+    home = base / "home"
+    home.mkdir(mode=0o700)
+    os.chmod(home, 0o700)
+    data_dir = home / ".local" / "share" / "mcp-gateway"
+    clusters = base / "clusters"
+    cluster = EmbeddedPostgres(data_dir, fast_unsafe=True, cluster_root=clusters)
+    try:
+        url = cluster.ensure_running()
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700, "the home directory was made searchable"
+        assert cluster.home.parent == clusters and (data_dir / "cluster").resolve() == cluster.home
+        assert (cluster.home / "pgdata" / "PG_VERSION").exists() and not (data_dir / "pgdata").exists()
+        again = EmbeddedPostgres(data_dir, cluster_root=base / "elsewhere")
+        assert again.home == cluster.home and again.is_running(), "the link decides, later runs agree"
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
