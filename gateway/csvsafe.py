@@ -6,9 +6,11 @@ formula: `=HYPERLINK(...)` or a DDE payload in a user id would run on the operat
 as OWASP recommends, such a text cell is written with a leading single quote (`'=HYPERLINK(...)`),
 which spreadsheets show as text.
 
-Numbers are numbers, not text: an int, float or Decimal is written as is (`-1` stays -1, so sums
-still work). Only text — and anything that is not a number, once turned into text — is escaped.
-Non-finite floats are not numbers a spreadsheet knows, so `-inf` is text too.
+Numbers are numbers, not user text: an int, float or Decimal is written as is (`-1` stays -1, so sums
+still work), and so is a text cell that is exactly a decimal number literal (`-1.5`, `+2`, `-3e2`: the
+SQL console hands numeric values over as decimal strings; a spreadsheet reads such a cell as that
+number and nothing runs). Everything else that starts with a trigger character is escaped — `-2+3`,
+`-inf`, `- 1`, `+cmd|...` alike.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER_LITERAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _is_number(value: Any) -> bool:
@@ -43,7 +47,9 @@ def csv_cell(value: Any) -> str:
     if _is_number(value):
         return str(value)
     text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
+    if text.startswith(FORMULA_START) and not _NUMBER_LITERAL.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def to_csv(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
