@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.api.conftest import ApiEnv
-from tests.api.seed import A, SESSIONS
+from tests.api.seed import SESSIONS, A
 from tests.api.test_costs import CliResult, cli  # noqa: F401  (the in-process CLI fixture)
 
 FOREIGN = ("https://evil.example", "null", "http://127.0.0.1.evil.example", "https://127.0.0.1")
