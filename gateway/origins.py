@@ -10,9 +10,10 @@ Origin and pass; browsers send one on every cross-origin request and every POST/
   JSON-RPC error without id on the MCP paths, as the transport specification suggests) before
   anything else runs. Other paths (OAuth endpoints, metadata, the dashboard's static page) are not
   guarded: browsers legitimately reach them from other origins or by navigation.
-- Allowed origins: MCP_GATEWAY_ALLOWED_ORIGINS, else the public URL's origin, plus the other loopback
-  spellings of it when the public URL names a loopback or unspecified address (`mcp-gateway dev` is
-  opened as http://localhost:8051 and http://127.0.0.1:8051 alike; no other site can be those).
+- Allowed origins: the public URL's origin (the gateway's own pages, e.g. the dashboard), plus the
+  other loopback spellings of it when the public URL names a loopback or unspecified address
+  (`mcp-gateway dev` is opened as http://localhost:8051 and http://127.0.0.1:8051 alike; no other
+  site can be those), plus MCP_GATEWAY_ALLOWED_ORIGINS.
 - Origins are compared normalised: scheme and host lower-cased, the default port dropped
   (http://h:80 == http://h), one trailing slash ignored. Anything that is not scheme://host[:port]
   (a path, user info, whitespace, non-ASCII) is not an origin: refused when sent, an error when
@@ -162,7 +163,8 @@ class OriginMiddleware:
 def guard_http(app: ASGIApp, *, public_url: str, allowed_origins: Sequence[str] | None,
                allowed_hosts: Sequence[str] | None) -> ASGIApp:
     """`app` behind the Origin check (and the Host check when a Host allow-list is configured)."""
-    origins = check_origins(allowed_origins) if allowed_origins else default_origins(public_url)
+    # The gateway's own origin is always allowed: its dashboard is served from there.
+    origins = default_origins(public_url) + (check_origins(allowed_origins) if allowed_origins else [])
     guarded: ASGIApp = OriginMiddleware(app, origins)
     if allowed_hosts:
         guarded = TrustedHostMiddleware(guarded, allowed_hosts=check_hosts(allowed_hosts), www_redirect=False)

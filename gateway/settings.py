@@ -42,9 +42,9 @@ class Settings(BaseSettings):
         None, description="Where records beyond QUEUE_MAX are spilled while the database is away. Default DATA_DIR/spill.")
 
     allowed_origins: CsvList | None = Field(
-        None, description="Origins (scheme://host[:port]) a browser may send to /mcp, /sse, /messages/ and /api; "
-                          "another Origin gets 403, no Origin passes. `*` alone: any origin; `null` never. "
-                          "Default: the public URL's origin (every loopback spelling of it for a loopback URL).")
+        None, description="Origins (scheme://host[:port]) a browser may send to /mcp, /sse, /messages/ and /api, "
+                          "besides the public URL's own (every loopback spelling of it for a loopback URL); another "
+                          "Origin gets 403, no Origin passes. `*` alone: any origin; `null` never.")
     allowed_hosts: CsvList | None = Field(
         None, description="Host header values the gateway answers (host names or IPs, `*.example.com` wildcards); "
                           "any other Host gets 400. Unset: every Host.")

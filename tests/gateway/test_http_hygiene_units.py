@@ -136,8 +136,9 @@ async def test_origin_guard_paths_and_bodies() -> None:
 async def test_origin_allow_list_star_and_host_list() -> None:
     async with _guarded_client(allowed_origins=["https://app.example"]) as client:
         assert (await client.post("/mcp", headers={"Origin": "https://app.example:443"})).status_code == 200
-        # An explicit list replaces the default: the gateway's own origin is then not implied.
-        assert (await client.post("/mcp", headers={"Origin": "http://127.0.0.1:8051"})).status_code == 403
+        # The list adds to the gateway's own origin (its dashboard), it does not replace it.
+        assert (await client.post("/mcp", headers={"Origin": "http://127.0.0.1:8051"})).status_code == 200
+        assert (await client.post("/mcp", headers={"Origin": "https://other.example"})).status_code == 403
     async with _guarded_client(allowed_origins=["*"]) as client:
         assert (await client.post("/mcp", headers={"Origin": "https://anyone.example"})).status_code == 200
         assert (await client.post("/mcp", headers={"Origin": "null"})).status_code == 403  # never
