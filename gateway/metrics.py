@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mcp_gateway")
 
-__all__ = ["GatewayMetrics", "MAX_TOOL_LABELS", "OTHER", "UNKNOWN", "route_of", "upstream_health"]
+__all__ = ["MAX_TOOL_LABELS", "OTHER", "UNKNOWN", "GatewayMetrics", "route_of", "upstream_health"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 _otel_configured = False  # the tracer provider is process-wide: set it once

@@ -49,8 +49,7 @@ _HOST_PATTERN = re.compile(r"^(\*|(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?|\[[0-9a-
 def normalize_origin(value: str) -> str | None:
     """`scheme://host[:port]` in canonical form, or None when `value` is not an origin."""
     text = value.strip(" ")
-    if text.endswith("/"):
-        text = text[:-1]
+    text = text.removesuffix("/")
     if not text or len(text) > 2048 or any(not (0x21 <= ord(c) <= 0x7E) for c in text):
         return None  # whitespace, control characters, non-ASCII: never part of an origin a browser sends
     try:

@@ -26,7 +26,14 @@ from starlette.routing import Route
 from gateway.csvsafe import csv_cell, to_csv
 from gateway.metric_labels import OTHER, UNKNOWN, ToolLabels
 from gateway.metrics_auth import bearer_matches, protect_metrics
-from gateway.origins import OriginMiddleware, check_hosts, check_origins, default_origins, guard_http, normalize_origin
+from gateway.origins import (
+    OriginMiddleware,
+    check_hosts,
+    check_origins,
+    default_origins,
+    guard_http,
+    normalize_origin,
+)
 from gateway.reports import MAX_DATE, MIN_DATE, ReportError, parse_day, resolve_range
 from gateway.settings import Settings
 
