@@ -90,4 +90,4 @@ class ToolLabels:
         self.refresh_soon()  # in the background: a slow upstream must not delay start
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)  # type: ignore[arg-type]
+        await cancel_and_wait(self._task)
