@@ -102,7 +102,9 @@ class GatewayMetrics:
     # -- hooks ----------------------------------------------------------------------------------
 
     def tool_called(self, record: ToolCalled) -> None:
-        tool = self.tool_labels.label(record.tool_name or None, record.status)
+        # Only tools/call names a tool; other methods' names (resource URIs, prompt names) get no label of their own.
+        name = record.tool_name if getattr(record, "method", "tools/call") == "tools/call" else None
+        tool = self.tool_labels.label(name or None, record.status)
         self.tool_calls.labels(tool, record.status).inc()
         self.tool_latency.labels(tool).observe(record.duration_ms / 1000.0)
 

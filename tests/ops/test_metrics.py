@@ -125,9 +125,13 @@ def test_tool_label_cardinality_is_bounded() -> None:
         metrics.tool_called(call(f"real_{i}", "success"))
     for i in range(1000):  # names that are not tools: one label for all, whatever the status
         metrics.tool_called(call(f"made_up_{i}", ("error", "denied")[i % 2]))
+    for i in range(100):  # other methods' names (resource URIs, prompts) are not tools
+        record = call(f"file:///tmp/{i}", "success")
+        record.method = "resources/read"
+        metrics.tool_called(record)
     parsed = samples(metrics.render().decode())
     tools = {dict(labels)["tool"] for name, labels in parsed if name == "mcp_gateway_tool_calls_total"}
-    assert len(tools) == MAX_TOOL_LABELS + 2 and {OTHER, UNKNOWN} <= tools
+    assert len(tools) == MAX_TOOL_LABELS + 3 and {OTHER, UNKNOWN, "-"} <= tools
     assert value(parsed, "mcp_gateway_tool_calls_total", tool=OTHER, status="success") == 20
     assert value(parsed, "mcp_gateway_tool_calls_total", tool=UNKNOWN, status="error") == 500
     assert value(parsed, "mcp_gateway_tool_calls_total", tool=UNKNOWN, status="denied") == 500
