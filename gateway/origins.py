@@ -28,12 +28,15 @@ Origin and pass; browsers send one on every cross-origin request and every POST/
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger("mcp_gateway")
 
 ANY_ORIGIN = "*"
 GUARDED_PATHS = ("/mcp", "/sse", "/messages", "/api")
@@ -164,6 +167,9 @@ def guard_http(app: ASGIApp, *, public_url: str, allowed_origins: Sequence[str] 
     """`app` behind the Origin check (and the Host check when a Host allow-list is configured)."""
     # The gateway's own origin is always allowed: its dashboard is served from there.
     origins = default_origins(public_url) + (check_origins(allowed_origins) if allowed_origins else [])
+    if ANY_ORIGIN in origins:
+        log.warning("MCP_GATEWAY_ALLOWED_ORIGINS=*: web pages on any site may send requests to /mcp and /api "
+                    "(bearer tokens still apply)")
     guarded: ASGIApp = OriginMiddleware(app, origins)
     if allowed_hosts:
         guarded = TrustedHostMiddleware(guarded, allowed_hosts=check_hosts(allowed_hosts), www_redirect=False)
