@@ -33,7 +33,10 @@ from gateway.api import create_api_app
 from gateway.config import GatewayConfig
 from gateway.dashboard import dashboard_routes
 from gateway.db import DatabaseUrls
+from gateway.metric_labels import registry_names
 from gateway.metrics import GatewayMetrics
+from gateway.metrics_auth import protect_metrics
+from gateway.origins import guard_http
 from gateway.quotas import install_quotas
 from gateway.server import add_builtin_tools, add_demo_tools, mount_servers
 from gateway.services import Services
@@ -78,6 +81,9 @@ class GatewayApp:
         api_app = create_api_app(services)
         api = services.gateway_auth.protect(api_app)
         self.metrics = GatewayMetrics(services)
+        self.metrics.tool_labels.source = registry_names(mcp)
+        self._entry = guard_http(self._route, public_url=settings.resolved_public_url,
+                                 allowed_origins=settings.allowed_origins, allowed_hosts=settings.allowed_hosts)
 
         async def openapi(request: Request) -> JSONResponse:
             return JSONResponse(api_app.state.openapi)
@@ -86,7 +92,7 @@ class GatewayApp:
             routes=[
                 Route("/health", self.health),
                 Route("/ready", self.ready),
-                Route("/metrics", self.metrics.endpoint),
+                Route("/metrics", protect_metrics(self.metrics.endpoint, settings.metrics_token)),
                 *dashboard_routes(),
                 Route("/api/openapi.json", openapi),  # public: a description, no data
                 Mount("/api", app=api),
@@ -109,7 +115,7 @@ class GatewayApp:
         if scope["type"] not in ("http", "websocket"):
             await self.web(scope, receive, send)  # lifespan
             return
-        await self.metrics.instrument(scope, receive, send, self._route)
+        await self.metrics.instrument(scope, receive, send, self._entry)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]

@@ -11,8 +11,6 @@ Errors: one line, exit code 2 (UserError).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from typing import Annotated, Any
@@ -162,12 +160,9 @@ def sql_command(
         typer.echo(json.dumps(result.as_dict(), indent=2))
         return
     if output == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(result.columns)
-        for row in result.rows:
-            writer.writerow([_cell(v) for v in row])
-        sys.stdout.write(out.getvalue())
+        from gateway.csvsafe import to_csv
+
+        sys.stdout.write(to_csv(result.columns, result.rows))  # formula-like text escaped, numbers as numbers
     else:
         from rich.console import Console
         from rich.table import Table

@@ -5,8 +5,8 @@ What is measured, and where it comes from:
 - HTTP requests by route, method and status, and their latency: `GatewayMetrics.instrument` wraps the
   app's ASGI entry point. Routes are a fixed set (`/mcp`, `/sse`, `/messages`, `/api`, ...), never raw paths.
 - Tool calls by tool and status (success|error|denied) and their latency: `Tracker.on_recorded`. No user or
-  tenant labels (cardinality); at most `MAX_TOOL_LABELS` distinct tool names, the rest count as `_other`
-  (a client can send any tool name; an unknown one is still a recorded error).
+  tenant labels (cardinality). Tool labels are bounded (gateway.metric_labels): names that are not real
+  tools count as `_unknown`, real tools beyond `MAX_TOOL_LABELS` as `_other` (a client can send any name).
 - Authentication failures by reason: `GatewayTokenVerifier.on_refused` (the verifier's short, fixed
   reasons), plus `no token` for a 401 to a request without an Authorization header.
 - Tracking writer: queue depth (records not yet in the database), flush batch sizes, records written,
@@ -39,6 +39,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway import __version__
+from gateway.metric_labels import MAX_TOOL_LABELS, OTHER, UNKNOWN, ToolLabels
 from gateway.records import ToolCalled
 
 if TYPE_CHECKING:
@@ -46,8 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mcp_gateway")
 
-MAX_TOOL_LABELS = 500
-OTHER = "_other"
+__all__ = ["MAX_TOOL_LABELS", "OTHER", "UNKNOWN", "GatewayMetrics", "route_of", "upstream_health"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 _otel_configured = False  # the tracer provider is process-wide: set it once
@@ -85,7 +85,10 @@ class GatewayMetrics:
         self.flush_batch = Histogram("mcp_gateway_writer_flush_batch_size", "Records written per writer flush.",
                                      buckets=_BATCH_BUCKETS, registry=r)
         r.register(_StateCollector(self))
-        self._tools: set[str] = set()
+        self.tool_labels = ToolLabels()  # its registry source is set by the app (gateway/app.py)
+        hooks = services.extras
+        hooks.setdefault("start_hooks", []).append(self.tool_labels.start)
+        hooks.setdefault("stop_hooks", []).append(self.tool_labels.stop)
         self._flushes_seen = 0
         services.tracker.on_recorded.append(self.tool_called)
         on_refused = getattr(services.gateway_auth.verifier, "on_refused", None)
@@ -99,12 +102,9 @@ class GatewayMetrics:
     # -- hooks ----------------------------------------------------------------------------------
 
     def tool_called(self, record: ToolCalled) -> None:
-        tool = record.tool_name or "-"
-        if tool not in self._tools:
-            if len(self._tools) >= MAX_TOOL_LABELS:
-                tool = OTHER
-            else:
-                self._tools.add(tool)
+        # Only tools/call names a tool; other methods' names (resource URIs, prompt names) get no label of their own.
+        name = record.tool_name if getattr(record, "method", "tools/call") == "tools/call" else None
+        tool = self.tool_labels.label(name or None, record.status)
         self.tool_calls.labels(tool, record.status).inc()
         self.tool_latency.labels(tool).observe(record.duration_ms / 1000.0)
 
@@ -155,6 +155,7 @@ class GatewayMetrics:
         return generate_latest(self.registry)
 
     async def endpoint(self, request: Request) -> Response:
+        self.tool_labels.refresh_soon()
         return Response(self.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 

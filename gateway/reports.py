@@ -20,8 +20,6 @@ Cost is numeric(20, 8) in the database and a decimal STRING everywhere in JSON a
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -29,6 +27,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from auth import Principal
+from gateway.csvsafe import to_csv
 from gateway.db import Database
 
 GroupBy = Literal["user", "tool", "day", "client"]
@@ -38,6 +37,7 @@ MIN_DATE = date(2000, 1, 1)
 MAX_DATE = date(9999, 12, 30)
 
 _RELATIVE = re.compile(r"^\s*(\d{1,6})\s*([dhw])\s*$", re.IGNORECASE)
+_YEAR_OUT_OF_RANGE = re.compile(r"^([0-9]{5,}|0000)-")  # year 0 or past 9999: not a date Python can hold
 
 # group key -> (select list, group by list, output columns)
 _KEYS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -85,17 +85,22 @@ def parse_day(value: str | date | None, param: str, *, now: datetime | None = No
         except OverflowError:
             raise ReportError(param, f"{param}: {text!r} reaches too far back") from None
         return max(day, MIN_DATE)
+    out_of_range = ReportError(param, f"{param}: {text!r} is out of range ({MIN_DATE} .. {MAX_DATE})")
+    if _YEAR_OUT_OF_RANGE.match(text):
+        raise out_of_range
     try:
         if len(text) <= 10:
             day = date.fromisoformat(text)
         else:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
             day = moment.astimezone(UTC).date() if moment.tzinfo else moment.date()
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is in year 0 in UTC
+        raise out_of_range from None
     except ValueError:
         raise ReportError(param, f"{param}: {text!r} is not an ISO date (2026-11-01) or a relative form "
                                  "(7d, 24h, 2w)") from None
     if not MIN_DATE <= day <= MAX_DATE:
-        raise ReportError(param, f"{param}: {day.isoformat()} is out of range")
+        raise out_of_range
     return day
 
 
@@ -120,12 +125,9 @@ class CostReport:
         }
 
     def to_csv(self) -> str:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(self.columns)
-        for row in self.rows:
-            writer.writerow(["" if row[c] is None else row[c] for c in self.columns])
-        return out.getvalue()
+        """Formula-like text escaped (gateway.csvsafe); cost written as the number it is."""
+        return to_csv(self.columns, ([Decimal(row[c]) if c == "cost" else row[c] for c in self.columns]
+                                     for row in self.rows))
 
 
 def resolve_range(since: str | date | None, until: str | date | None,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from gateway import origins
+
+CsvList = Annotated[list[str], NoDecode]  # "a,b" in the environment
 
 
 class Settings(BaseSettings):
@@ -37,6 +41,39 @@ class Settings(BaseSettings):
     queue_max: int = Field(200_000, ge=100, description="Records kept in memory while the database is away.")
     spill_dir: Path | None = Field(
         None, description="Where records beyond QUEUE_MAX are spilled while the database is away. Default DATA_DIR/spill.")
+
+    allowed_origins: CsvList | None = Field(
+        None, description="Origins (scheme://host[:port]) a browser may send to /mcp, /sse, /messages/ and /api, "
+                          "besides the public URL's own (every loopback spelling of it for a loopback URL); another "
+                          "Origin gets 403, no Origin passes. `*` alone: any origin; `null` never.")
+    allowed_hosts: CsvList | None = Field(
+        None, description="Host header values the gateway answers (host names or IPs, `*.example.com` wildcards); "
+                          "any other Host gets 400. Unset: every Host.")
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token GET /metrics requires (`Authorization: Bearer <token>`, compared exactly). "
+                          "Unset: /metrics is open.")
+
+    @field_validator("allowed_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value or None  # empty: the default
+
+    @field_validator("allowed_origins", mode="after")
+    @classmethod
+    def _origins(cls, value: list[str] | None) -> list[str] | None:
+        return origins.check_origins(value) if value else None
+
+    @field_validator("allowed_hosts", mode="after")
+    @classmethod
+    def _hosts(cls, value: list[str] | None) -> list[str] | None:
+        return origins.check_hosts(value) if value else None
+
+    @field_validator("metrics_token", mode="after")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None  # empty: unset
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -10,7 +10,7 @@ import httpx
 from fastmcp import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import MAX_TOOL_LABELS, OTHER, GatewayMetrics, route_of, upstream_health
+from gateway.metrics import MAX_TOOL_LABELS, OTHER, UNKNOWN, GatewayMetrics, route_of, upstream_health
 from gateway.records import ToolCalled
 from gateway.writer import WriterStats
 from tests.gateway_proc import GatewayProcess, make_jwt
@@ -121,12 +121,37 @@ def test_flush_sizes_are_observed_once() -> None:
 def test_tool_label_cardinality_is_bounded() -> None:
     services = fake_services()
     metrics = GatewayMetrics(services)
-    for i in range(MAX_TOOL_LABELS + 20):
-        metrics.tool_called(call(f"made_up_{i}", "error"))
+    for i in range(MAX_TOOL_LABELS + 20):  # tools that ran: real, but no more than the cap get a label
+        metrics.tool_called(call(f"real_{i}", "success"))
+    for i in range(1000):  # names that are not tools: one label for all, whatever the status
+        metrics.tool_called(call(f"made_up_{i}", ("error", "denied")[i % 2]))
+    for i in range(100):  # other methods' names (resource URIs, prompts) are not tools
+        record = call(f"file:///tmp/{i}", "success")
+        record.method = "resources/read"
+        metrics.tool_called(record)
     parsed = samples(metrics.render().decode())
     tools = {dict(labels)["tool"] for name, labels in parsed if name == "mcp_gateway_tool_calls_total"}
-    assert len(tools) == MAX_TOOL_LABELS + 1 and OTHER in tools
-    assert value(parsed, "mcp_gateway_tool_calls_total", tool=OTHER, status="error") == 20
+    assert len(tools) == MAX_TOOL_LABELS + 3 and {OTHER, UNKNOWN, "-"} <= tools
+    assert value(parsed, "mcp_gateway_tool_calls_total", tool=OTHER, status="success") == 20
+    assert value(parsed, "mcp_gateway_tool_calls_total", tool=UNKNOWN, status="error") == 500
+    assert value(parsed, "mcp_gateway_tool_calls_total", tool=UNKNOWN, status="denied") == 500
+
+
+async def test_random_unknown_tool_names_do_not_mint_labels(gateway: GatewayProcess) -> None:
+    """1,000 calls to made-up tool names over real HTTP: the tool label set stays what it was."""
+    import secrets
+
+    token = make_jwt("mallory", "acme")
+    async with Client(gateway.mcp_url, auth=token, mode="legacy") as client:
+        await client.call_tool("echo", {"text": "x"})
+        await client.call_tool("explode", {"reason": "x"}, raise_on_error=False)  # a real tool that fails
+        for _ in range(1000):
+            await client.call_tool(f"nope_{secrets.token_hex(8)}", {}, raise_on_error=False)
+    _, parsed = scrape(gateway)
+    tools = {dict(labels)["tool"] for name, labels in parsed if name == "mcp_gateway_tool_calls_total"}
+    assert tools == {"echo", "explode", UNKNOWN}, tools
+    assert value(parsed, "mcp_gateway_tool_calls_total", tool=UNKNOWN, status="error") == 1000
+    assert value(parsed, "mcp_gateway_tool_calls_total", tool="explode", status="error") == 1
 
 
 def test_upstream_health_shapes() -> None:
