@@ -113,6 +113,15 @@ path polygon circle regclass regtype regnamespace regrole record
 
 ALLOWED_SAMPLING = frozenset({"bernoulli", "system"})
 
+# Relations: schemas gateway, pg_catalog and information_schema only (the database's
+# privileges decide within them), and never the catalogs that count other tenants' rows or
+# show other backends (also revoked in the database: migrations/012_console_side_channels.sql).
+ALLOWED_SCHEMAS = frozenset({"gateway", "pg_catalog", "information_schema"})
+DENIED_RELATION_PREFIXES = ("pg_stat", "pg_statio")
+DENIED_RELATIONS = frozenset({"pg_locks", "pg_prepared_xacts", "pg_statistic", "pg_statistic_ext_data"})
+# Columns that count every tenant's rows (pg_class); no gateway table has such a column.
+DENIED_COLUMNS = frozenset({"reltuples", "relpages", "relallvisible"})
+
 # Node kinds a read-only SELECT is made of. Anything else is refused by name.
 ALLOWED_NODES = frozenset({
     "RawStmt", "SelectStmt", "ResTarget", "ColumnRef", "A_Star", "A_Const", "Integer", "Float", "Boolean",
@@ -142,6 +151,7 @@ class SqlGuard:
 
     def __init__(self, function_names: Iterable[str] = ()) -> None:
         self.function_names = FUNCTION_NAMES | frozenset(n.lower() for n in function_names)
+        self._star = self._pg_class = False  # per validate() call (synchronous, so no interleaving)
 
     def validate(self, sql: str) -> str:
         """Accept exactly one read-only SELECT made of allowed parts, else raise QueryRefused.
@@ -171,6 +181,7 @@ class SqlGuard:
         if len(statements) != 1 or not isinstance(statements[0].stmt, ast.SelectStmt):
             raise QueryRefused("only a single SELECT is allowed")
         stack: list[Any] = [statements[0].stmt]
+        self._star = self._pg_class = False
         seen = 0
         while stack:
             node = stack.pop()
@@ -186,6 +197,8 @@ class SqlGuard:
                 raise QueryRefused(f"{type(node).__name__} is not allowed in the console")
             self._check(node)
             stack.extend(_children(node))
+        if self._star and self._pg_class:
+            raise QueryRefused("SELECT * from pg_class is not allowed (name its columns; not reltuples/relpages)")
         raw = sql.encode("utf-8")
         start = statements[0].stmt_location or 0
         length = statements[0].stmt_len or len(raw) - start
@@ -244,9 +257,26 @@ class SqlGuard:
             raise QueryRefused(f"function {lowered} is not allowed (attribute notation .{lowered} calls it)")
 
     def _check_ColumnRef(self, node: Any) -> None:
-        for part in (node.fields or ())[1:]:
+        fields = node.fields or ()
+        for part in fields[1:]:
             if getattr(part, "sval", None) is not None:
                 self._field(part.sval)
+        last = getattr(fields[-1], "sval", None) if fields else None
+        if last is not None and last.lower() in DENIED_COLUMNS:
+            raise QueryRefused(f"column {last.lower()} is not allowed (it counts every tenant's rows)")
+        if fields and type(fields[-1]).__name__ == "A_Star" and len(fields) <= 2:
+            self._star = True
+
+    def _check_RangeVar(self, node: Any) -> None:
+        schema = (node.schemaname or "").lower() or None
+        name = (node.relname or "").lower()
+        if node.catalogname or (schema is not None and schema not in ALLOWED_SCHEMAS):
+            raise QueryRefused(f"relation {schema}.{name} is not allowed (schemas: gateway, pg_catalog, "
+                               "information_schema)")
+        if schema in (None, "pg_catalog") and (name.startswith(DENIED_RELATION_PREFIXES) or name in DENIED_RELATIONS):
+            raise QueryRefused(f"relation {name} is not allowed (it shows other tenants' activity)")
+        if schema in (None, "pg_catalog") and name == "pg_class":
+            self._pg_class = True
 
     def _check_A_Indirection(self, node: Any) -> None:
         for part in node.indirection or ():

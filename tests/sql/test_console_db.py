@@ -88,6 +88,8 @@ def test_corpus_without_parser_leaks_nothing(api_env: ApiEnv, key: tuple[int, by
     assert probe(console) == {A}
     seen = _run_raw(console, attack.sql, attack.resource)
     assert leaked(seen, attack.snoop) is None, f"{attack.name} leaked: {seen[:800]}"
+    if attack.blocked:  # the second wall: the database refuses it without the parser
+        assert "ERROR" in seen and "QueryCanceled" not in seen, f"{attack.name} ran on the console login: {seen[:500]}"
     status = console.info.transaction_status
     if status == psycopg.pq.TransactionStatus.INTRANS:
         assert probe(console) <= {A}, f"{attack.name}: the rest of the transaction saw another tenant"
