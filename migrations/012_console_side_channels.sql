@@ -76,6 +76,9 @@ BEGIN
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f.sig);
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', f.sig, grantees);
     END LOOP;
+    -- The gateway's own roles change settings after SET ROLE (time zone, identity): all but the console.
+    GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean)
+        TO mcp_gateway_member, mcp_gateway_tenant_admin, mcp_gateway_auditor, mcp_gateway_ingest, mcp_gateway_authn;
     -- The console binds its signed scope to its transaction id (migrations/010): the
     -- gateway assigns it with pg_current_xact_id() on the console login; the parser
     -- refuses the function in console SQL.
