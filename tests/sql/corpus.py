@@ -152,7 +152,8 @@ WALL: list[Attack] = [
     _blocked("attr_lo_get", "SELECT o.lo_get FROM unnest(ARRAY[1::oid]) o"),
     _blocked("attr_txid_status", "SELECT x.txid_status FROM unnest(ARRAY[1::bigint]) x"),
     _blocked("attr_relation_size", "SELECT r.pg_relation_size FROM unnest(ARRAY['gateway.mcp_sessions'::regclass]) r"),
-    _blocked("attr_numscans", "SELECT r.pg_stat_get_numscans FROM unnest(ARRAY['gateway.mcp_requests'::regclass::oid]) r"),
+    _blocked("attr_numscans", "SELECT r.pg_stat_get_numscans"
+                              " FROM unnest(ARRAY['gateway.mcp_requests'::regclass::oid]) r"),
     _blocked("attr_xact_returned", "SELECT r.pg_stat_get_xact_tuples_returned"
                                    " FROM unnest(ARRAY['gateway.mcp_sessions_pkey'::regclass::oid]) r"),
     _blocked("attr_read_file", "SELECT f.pg_read_file FROM unnest(ARRAY['/etc/passwd']) f"),

@@ -115,6 +115,8 @@ async def test_run_sql_tool_for_admins_unknown_for_members(api_env: ApiEnv) -> N
         assert result.structured_content["rows"] == [[A]]
         with pytest.raises(ToolError, match="function set_config is not allowed"):
             await client.call_tool("run_sql", {"sql": "SELECT set_config('role', 'x', true)"})
+        health = await client.call_tool("health_check", {})
+        assert health.structured_content["console_side_channels"] == "closed"
     async with Client(url, auth=make_jwt("audrey", A, "auditor")) as client:
         result = await client.call_tool("run_sql", {"sql": "SELECT count(DISTINCT tenant_id) FROM gateway.users"})
         assert result.structured_content["rows"] == [[2]]
