@@ -151,7 +151,10 @@ class SqlGuard:
 
     def __init__(self, function_names: Iterable[str] = ()) -> None:
         self.function_names = FUNCTION_NAMES | frozenset(n.lower() for n in function_names)
-        self._star = self._pg_class = False  # per validate() call (synchronous, so no interleaving)
+        # per validate() call (synchronous, so calls never interleave)
+        self._star = False
+        self._pg_class: set[str] = set()
+        self._whole_rows: set[str] = set()
 
     def validate(self, sql: str) -> str:
         """Accept exactly one read-only SELECT made of allowed parts, else raise QueryRefused.
@@ -181,7 +184,9 @@ class SqlGuard:
         if len(statements) != 1 or not isinstance(statements[0].stmt, ast.SelectStmt):
             raise QueryRefused("only a single SELECT is allowed")
         stack: list[Any] = [statements[0].stmt]
-        self._star = self._pg_class = False
+        self._star = False
+        self._pg_class = set()
+        self._whole_rows = set()
         seen = 0
         while stack:
             node = stack.pop()
@@ -197,8 +202,8 @@ class SqlGuard:
                 raise QueryRefused(f"{type(node).__name__} is not allowed in the console")
             self._check(node)
             stack.extend(_children(node))
-        if self._star and self._pg_class:
-            raise QueryRefused("SELECT * from pg_class is not allowed (name its columns; not reltuples/relpages)")
+        if self._pg_class and (self._star or self._pg_class & self._whole_rows):
+            raise QueryRefused("pg_class's whole row is not allowed (name its columns; not reltuples/relpages)")
         raw = sql.encode("utf-8")
         start = statements[0].stmt_location or 0
         length = statements[0].stmt_len or len(raw) - start
@@ -257,15 +262,17 @@ class SqlGuard:
             raise QueryRefused(f"function {lowered} is not allowed (attribute notation .{lowered} calls it)")
 
     def _check_ColumnRef(self, node: Any) -> None:
-        fields = node.fields or ()
+        fields: tuple[Any, ...] = tuple(node.fields or ())
         for part in fields[1:]:
             if getattr(part, "sval", None) is not None:
                 self._field(part.sval)
         last = getattr(fields[-1], "sval", None) if fields else None
         if last is not None and last.lower() in DENIED_COLUMNS:
             raise QueryRefused(f"column {last.lower()} is not allowed (it counts every tenant's rows)")
-        if fields and type(fields[-1]).__name__ == "A_Star" and len(fields) <= 2:
+        if fields and type(fields[-1]).__name__ == "A_Star":
             self._star = True
+        if len(fields) == 1 and getattr(fields[0], "sval", None) is not None:
+            self._whole_rows.add(fields[0].sval.lower())  # `c` may be a whole row of relation c
 
     def _check_RangeVar(self, node: Any) -> None:
         schema = (node.schemaname or "").lower() or None
@@ -276,7 +283,7 @@ class SqlGuard:
         if schema in (None, "pg_catalog") and (name.startswith(DENIED_RELATION_PREFIXES) or name in DENIED_RELATIONS):
             raise QueryRefused(f"relation {name} is not allowed (it shows other tenants' activity)")
         if schema in (None, "pg_catalog") and name == "pg_class":
-            self._pg_class = True
+            self._pg_class.add((node.alias.aliasname if node.alias else name).lower())
 
     def _check_A_Indirection(self, node: Any) -> None:
         for part in node.indirection or ():

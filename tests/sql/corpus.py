@@ -179,6 +179,7 @@ WALL: list[Attack] = [
     _blocked("reltuples", "SELECT relname, reltuples FROM pg_class WHERE relnamespace = 'gateway'::regnamespace"),
     _blocked("relpages", "SELECT sum(relpages) FROM pg_class"),
     _blocked("pg_class_star", "SELECT * FROM pg_class WHERE relname = 'mcp_requests'"),
+    _blocked("pg_class_whole_row", "SELECT to_jsonb(c) FROM pg_class c WHERE relname = 'mcp_requests'"),
     # sizes grow with other tenants' rows
     _blocked("relation_size", "SELECT pg_relation_size('gateway.mcp_requests')"),
     _blocked("total_relation_size", "SELECT pg_total_relation_size('gateway.mcp_sessions')"),
