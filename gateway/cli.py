@@ -81,6 +81,8 @@ def migrate_command() -> None:
     else:
         typer.echo("database is up to date")
     typer.echo(f"policies applied: {len(report.policies)} file(s)")
+    for warning in report.warnings:
+        typer.secho(f"WARNING: {warning}", err=True, fg="yellow", bold=True)
 
 
 @db_app.command("start")

@@ -132,7 +132,7 @@ def sql_command(
 ) -> None:
     """Admin SQL console: one read-only SELECT, tenant-scoped by row-level security."""
     from gateway import cli
-    from gateway.sqlconsole import ConsoleError, SqlConsole, validate_sql
+    from gateway.sqlconsole import ConsoleError, SqlConsole, limits_from, validate_sql
 
     if (tenant is None) == (not all_tenants):
         raise UserError("give exactly one of --tenant T or --all-tenants")
@@ -147,7 +147,7 @@ def sql_command(
     principal = operator_principal(tenant)
 
     async def work(db: Any) -> Any:
-        console = SqlConsole(urls, db)
+        console = SqlConsole(urls, db, limits=limits_from(cli._settings()))
         return await console.run(principal, query)
 
     try:

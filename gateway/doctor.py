@@ -12,6 +12,7 @@ Checks, in order (a check that cannot run because an earlier one failed is `skip
   tools       tools/list works and includes whoami
   whoami      calling whoami works; prints the principal
   gateway     health_check: database up, tracking backlog
+  console     (WARN only) the admin SQL console's side channels are open: migrations ran without a superuser
 
 Every failure says what to fix. Exit 0 when nothing failed (warnings allowed), 1 when a check
 failed, 2 for bad input.
@@ -345,6 +346,7 @@ class Doctor:
                                     "in memory (and spilled to disk) until it returns"))
             else:
                 checks.append(Check("gateway", "ok", f"database up, tracking backlog {data.get('tracking_backlog')}"))
+            checks.extend(console_check(data))
         return checks
 
     def _client(self) -> Any:
@@ -358,6 +360,17 @@ class Doctor:
 
 _MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
                 "MCP-Protocol-Version": "2025-06-18"}
+
+
+def console_check(health: dict[str, Any]) -> list[Check]:
+    """A WARN line when the gateway reports its SQL console's side channels open (no superuser at migrate)."""
+    state = health.get("console_side_channels")
+    if not isinstance(state, str) or state in ("closed", "unknown"):
+        return []
+    return [Check("console", "warn", f"the admin SQL console's database wall is incomplete ({state[:200]})",
+                  "migrations ran without a PostgreSQL superuser: run `mcp-gateway migrate` once as a superuser "
+                  "so statistics, sizes, set_config, pg_sleep and backend signals are revoked from the console "
+                  "login (docs/admin-sql.md, \"Without a superuser\")")]
 
 
 def _initialize(request_id: int) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class MigrationReport:
     applied: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
     policies: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _sql_files(directory: Path) -> list[Path]:
@@ -101,6 +102,7 @@ def migrate(admin_url: str, *, login_password: str | None = None,
         for path in policies:
             _run_file(conn, path, path.read_text(), as_owner=True, record=None)
             report.policies.append(path.name)
+        report.warnings.extend(_hardening_warnings(conn))
         if login_password:
             for role in LOGIN_ROLES:
                 conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role),
@@ -121,6 +123,13 @@ def _run_file(conn: psycopg.Connection, path: Path, text: str, *, as_owner: bool
                              (path.name, record))
     except psycopg.Error as exc:
         raise UserError(f"{path.parent.name}/{path.name} failed: {_first_line(exc)}") from None
+
+
+def _hardening_warnings(conn: psycopg.Connection) -> list[str]:
+    from gateway.console_hardening import WARNING, open_channels
+
+    found = open_channels(conn)
+    return [WARNING.format(", ".join(found))] if found else []
 
 
 def status(admin_url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[tuple[str, str]]:

@@ -261,8 +261,9 @@ class Quotas:
                 " FROM gateway.usage_daily WHERE day = %s"
                 " GROUP BY GROUPING SETS ((tenant_id, user_id), (tenant_id))"
                 " UNION ALL"
-                " SELECT NULL, NULL, NULL, id FROM gateway.mcp_requests WHERE id = ANY(%s::uuid[])",
-                (today, pending_ids))
+                " SELECT NULL, NULL, NULL, r.id FROM gateway.mcp_requests r"
+                " JOIN unnest(%s::text[], %s::uuid[]) AS p(tenant_id, id) USING (tenant_id, id)",
+                (today, [self._pending[i][0] for i in pending_ids], pending_ids))
             for tenant_id, user_id, cost, request_id in await cur.fetchall():
                 if request_id is not None:
                     confirmed.add(request_id)

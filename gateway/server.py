@@ -15,6 +15,7 @@ from fastmcp.exceptions import ToolError
 
 from auth import Principal
 from gateway import __version__
+from gateway.console_hardening import SideChannelStatus
 from gateway.errors import UserError
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ def add_builtin_tools(mcp: FastMCP, services: Services) -> None:
             ],
         }
 
+    console_side_channels = SideChannelStatus(services.db)
+
     @mcp.tool(annotations={"readOnlyHint": True})
     async def health_check() -> dict[str, Any]:
         """Gateway status: version, database reachability and the tracking backlog."""
@@ -86,6 +89,7 @@ def add_builtin_tools(mcp: FastMCP, services: Services) -> None:
             "database": "up" if database_ok else "down",
             "tracking_backlog": services.writer.backlog,
             "open_sessions": len(services.sessions),
+            "console_side_channels": await console_side_channels.status(),
         }
 
 

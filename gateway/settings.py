@@ -41,6 +41,23 @@ class Settings(BaseSettings):
     queue_max: int = Field(200_000, ge=100, description="Records kept in memory while the database is away.")
     spill_dir: Path | None = Field(
         None, description="Where records beyond QUEUE_MAX are spilled while the database is away. Default DATA_DIR/spill.")
+    # The admin SQL console (POST /api/sql, run_sql, `mcp-gateway sql`; docs/admin-sql.md).
+    sql_row_cap: int = Field(10_000, ge=1, le=1_000_000, description="SQL console: most rows in one answer.")
+    sql_deadline: float = Field(10.0, ge=0.1, le=300, description="SQL console: seconds a query may run, "
+                                "counted from when it got a connection (time queued is not charged).")
+    sql_byte_budget: int = Field(32 * 1024 * 1024, ge=64 * 1024, le=1024 ** 3,
+                                 description="SQL console: bytes one answer may hold (rows as objects plus "
+                                             "their JSON); more rows are cut off with truncated=true.")
+    sql_value_cap: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024,
+                               description="SQL console: a value larger than this many bytes is cut (on the "
+                                           "database server) to its first characters as text.")
+    sql_slots: int = Field(4, ge=1, le=64, description="SQL console: queries running at once (connections).")
+    sql_slots_per_tenant: int = Field(2, ge=1, le=64, description="SQL console: queries one tenant (or all "
+                                      "auditors together) may run at once; the rest wait their turn.")
+    sql_queue_per_tenant: int = Field(8, ge=0, le=1000, description="SQL console: queries one tenant may have "
+                                      "waiting; more are answered 429.")
+    sql_queue_timeout: float = Field(30.0, gt=0, le=600, description="SQL console: seconds a query may wait "
+                                     "for a connection before it is answered 429.")
 
     allowed_origins: CsvList | None = Field(
         None, description="Origins (scheme://host[:port]) a browser may send to /mcp, /sse, /messages/ and /api, "

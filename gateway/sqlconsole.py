@@ -4,12 +4,10 @@ Used by `POST /api/sql`, `mcp-gateway sql` and the MCP tool `run_sql`. Layers, o
 first (docs/admin-sql.md has the whole argument and the tests that prove it):
 
 1. Who: members are refused before anything else (403 / absent tool).
-2. What: PostgreSQL's own parser (pglast) must see exactly one SELECT — no other
-   statement anywhere (also not inside CTEs), no SELECT INTO, no FOR UPDATE/SHARE, no
-   calls to functions that change settings, sleep, touch files, signal backends, take
-   advisory locks, use sequences or run SQL given as a string.
+2. What: PostgreSQL's own parser (pglast) must see exactly one SELECT made only of
+   allowed syntax, functions, operators and types (gateway/sqlguard.py: an allow-list).
 3. Where it runs: the dedicated login `mcp_gateway_console` (a fresh connection per
-   query, at most 4 at once), whose
+   query; connections shared fairly between tenants, gateway/console_slots.py), whose
    only privileges are SELECT on the reporting relations; member of no role, so
    `RESET ROLE` / `set_config('role', ...)` lead nowhere.
 4. Which rows: the console's row-level security policies admit rows only under a valid
@@ -17,9 +15,10 @@ first (docs/admin-sql.md has the whole argument and the tests that prove it):
    and expiry, HMAC-SHA256-signed with a key the console login cannot read, verified
    by the SECURITY DEFINER function gateway.console_scope(). Forged, replayed or
    missing → no rows.
-5. How much: a READ ONLY transaction, statement_timeout, a server-side cursor fetched
-   up to the row cap (default 10,000 → truncated=true) and a byte budget, and a
-   deadline (default 10 s) enforced by this client cancelling the query.
+5. How much: a READ ONLY transaction, statement_timeout, rows streamed one at a time up
+   to the row cap (default 10,000 → truncated=true) and a byte budget, values over the
+   value cap cut on the server, and a deadline (default 10 s, counted from when the query
+   got its connection) enforced by this client cancelling the query.
 """
 
 from __future__ import annotations
@@ -27,20 +26,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import math
-import os
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, time as dtime, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from auth import Principal
+from gateway.console_slots import FairSlots, SlotsBusy
+from gateway.sqlguard import QueryRefused as GuardRefused
+from gateway.sqlguard import SqlGuard
 
 if TYPE_CHECKING:
     from fastmcp import FastMCP
@@ -48,10 +52,10 @@ if TYPE_CHECKING:
     from gateway.db import Database, DatabaseUrls
     from gateway.services import Services
 
-MAX_SQL_LENGTH = 100_000
 DEFAULT_ROW_CAP = 10_000
 DEFAULT_DEADLINE = 10.0
 DEFAULT_BYTE_BUDGET = 32 * 1024 * 1024
+DEFAULT_VALUE_CAP = 1024 * 1024
 SCOPE_SETTING = "mcp_gateway.console_scope"
 KEY_TTL = 300.0  # seconds a fetched signing key is reused before it is read again
 
@@ -83,95 +87,23 @@ class ConsoleUnavailable(ConsoleError):
     """The database cannot be reached."""
 
 
+class ConsoleBusy(ConsoleError):
+    """This tenant already has too many console queries waiting (HTTP 429)."""
+
+
 # ---------------------------------------------------------------------------------- parsing
 
-# Function names (the last part of a possibly qualified name, lower case) that are refused.
-DENIED_FUNCTIONS = frozenset({
-    "set_config", "current_setting",
-    "nextval", "setval", "currval", "lastval",
-    "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile",
-    "pg_promote", "pg_switch_wal", "pg_create_restore_point", "pg_start_backup", "pg_stop_backup",
-    "pg_backup_start", "pg_backup_stop", "pg_export_snapshot", "pg_notify", "pg_stat_file",
-    "pg_import_system_collations", "pg_log_backend_memory_contexts", "pg_stat_get_activity",
-    "pg_stat_get_backend_activity", "pg_current_snapshot", "pg_current_xact_id",
-    "pg_current_xact_id_if_assigned", "pg_xact_status", "pg_snapshot_xmin",
-    "loread", "lowrite",
-    # run SQL handed to them as a string: a way around this parser
-    "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "cursor_to_xml",
-    "cursor_to_xmlschema", "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
-    "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema", "database_to_xml",
-    "database_to_xmlschema", "database_to_xml_and_xmlschema", "ts_stat", "ts_rewrite",
-    "pg_file_write", "pg_file_rename", "pg_file_unlink", "pg_file_sync", "pg_logdir_ls",
-})
-DENIED_PREFIXES = (
-    "pg_sleep", "dblink", "lo_", "pg_read_", "pg_ls_", "txid_", "pg_advisory", "pg_try_advisory",
-    "pg_stat_reset", "pg_replication_", "pg_logical_", "pg_create_", "pg_drop_", "pg_wal_",
-    "pg_file_",
-)
-_WRITE_STATEMENTS = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
 
-
-def _denied_function(name: str) -> bool:
-    name = name.lower()
-    return name in DENIED_FUNCTIONS or name.startswith(DENIED_PREFIXES)
-
-
-def _children(node: Any) -> Iterator[Any]:
-    from pglast import ast
-
-    if isinstance(node, (list, tuple)):
-        yield from node
-    elif isinstance(node, ast.Node):
-        for attr in node.__slots__:
-            value = getattr(node, attr, None)
-            if isinstance(value, (list, tuple, ast.Node)):
-                yield value
-
-
-def validate_sql(sql: str) -> None:
-    """Accept exactly one read-only SELECT, else raise QueryRefused with the reason."""
-    from pglast import ast, parse_sql
-    from pglast.parser import ParseError
-
-    if not isinstance(sql, str) or not sql.strip():
-        raise QueryRefused("the query is empty")
-    if len(sql) > MAX_SQL_LENGTH:
-        raise QueryRefused(f"the query is longer than {MAX_SQL_LENGTH} characters")
-    if "\x00" in sql:
-        raise QueryRefused("the query contains a NUL character")
+def validate_sql(sql: str, guard: SqlGuard | None = None) -> str:
+    """Accept exactly one read-only SELECT of allowed parts (gateway/sqlguard.py), else raise
+    QueryRefused with the reason. Returns the statement's own text (no trailing `;`)."""
     try:
-        sql.encode("utf-8")
-    except UnicodeEncodeError:
-        raise QueryRefused("the query is not valid UTF-8") from None
-    try:
-        statements = parse_sql(sql)
-    except ParseError as exc:
-        raise QueryRefused(f"syntax error: {_one_line(str(exc))}") from None
-    except RecursionError:
-        raise QueryRefused("the query is nested too deeply") from None
-    if len(statements) != 1 or not isinstance(statements[0].stmt, ast.SelectStmt):
-        raise QueryRefused("only a single SELECT is allowed")
-    stack: list[Any] = [statements[0].stmt]
-    seen = 0
-    while stack:
-        node = stack.pop()
-        seen += 1
-        if seen > 200_000:
-            raise QueryRefused("the query is too complex")
-        kind = type(node).__name__
-        if kind in _WRITE_STATEMENTS:
-            raise QueryRefused("data-modifying statements are not allowed")
-        if kind.endswith("Stmt") and kind != "SelectStmt":
-            raise QueryRefused("only a single SELECT is allowed")
-        if kind == "SelectStmt" and node.intoClause is not None:
-            raise QueryRefused("SELECT INTO is not allowed")
-        if kind == "LockingClause":
-            raise QueryRefused("FOR UPDATE/SHARE is not allowed")
-        if kind == "FuncCall":
-            name = node.funcname[-1].sval if node.funcname else ""
-            if _denied_function(name):
-                raise QueryRefused(f"function {name.lower()} is not allowed")
-        stack.extend(_children(node))
+        return (guard or _GUARD).validate(sql)
+    except GuardRefused as exc:
+        raise QueryRefused(str(exc)) from None
+
+
+_GUARD = SqlGuard()
 
 
 def _one_line(text: str) -> str:
@@ -206,6 +138,27 @@ class SqlResult:
     def as_dict(self) -> dict[str, Any]:
         return {"columns": self.columns, "rows": self.rows, "truncated": self.truncated}
 
+    def json_body(self) -> memoryview:
+        """The answer as JSON bytes, built row by row while the rows are released: the
+        answer never exists twice in memory (as objects and as one big string)."""
+        out = bytearray(b'{"columns":')
+        out += _dumps(self.columns)
+        out += b',"rows":['
+        rows, self.rows = self.rows, []
+        rows.reverse()
+        first = True
+        while rows:
+            if not first:
+                out += b","
+            out += _dumps(rows.pop())
+            first = False
+        out += b'],"truncated":' + (b"true" if self.truncated else b"false") + b"}"
+        return memoryview(out)
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
 
 def to_json_value(value: Any) -> Any:
     """A JSON-safe rendering of a PostgreSQL value (numeric as string, times ISO 8601)."""
@@ -230,8 +183,37 @@ def to_json_value(value: Any) -> Any:
     return str(value)
 
 
-def _approx_size(row: list[Any]) -> int:
-    return sum(len(v) if isinstance(v, str) else 16 for v in row) + 16
+def value_size(value: Any) -> int:
+    """What one JSON-ready value costs: its Python object plus its JSON text (an estimate that
+    errs high; the byte budget bounds the sum over an answer)."""
+    if value is None or isinstance(value, bool):
+        return 8 + 5
+    if isinstance(value, int):
+        return 40 + 20
+    if isinstance(value, float):
+        return 32 + 24
+    if isinstance(value, str):
+        # JSON escapes control characters as \u00XX: up to 6 bytes per character
+        return sys.getsizeof(value) + 8 + (len(value) * 6 if not value.isprintable() else len(value) * 4) + 2
+    if isinstance(value, dict):
+        return 240 + sum(value_size(k) + value_size(v) for k, v in value.items())
+    if isinstance(value, list):
+        return 64 + sum(value_size(v) for v in value)
+    return 64 + len(str(value)) * 8
+
+
+@dataclass(frozen=True)
+class ConsoleLimits:
+    """The console's bounds (settings MCP_GATEWAY_SQL_*; docs/admin-sql.md)."""
+
+    row_cap: int = DEFAULT_ROW_CAP
+    deadline: float = DEFAULT_DEADLINE
+    byte_budget: int = DEFAULT_BYTE_BUDGET
+    value_cap: int = DEFAULT_VALUE_CAP
+    slots: int = 4
+    slots_per_tenant: int = 2
+    queue_per_tenant: int = 8
+    queue_timeout: float = 30.0
 
 
 # ---------------------------------------------------------------------------------- console
@@ -240,34 +222,47 @@ def _approx_size(row: list[Any]) -> int:
 class SqlConsole:
     """Runs admin SQL on the console login under a signed tenant scope."""
 
-    def __init__(self, urls: DatabaseUrls, db: Database, *, row_cap: int = DEFAULT_ROW_CAP,
-                 deadline: float = DEFAULT_DEADLINE, byte_budget: int = DEFAULT_BYTE_BUDGET,
-                 max_connections: int = 4) -> None:
+    def __init__(self, urls: DatabaseUrls, db: Database, *, row_cap: int | None = None,
+                 deadline: float | None = None, byte_budget: int | None = None,
+                 limits: ConsoleLimits | None = None) -> None:
+        limits = limits or ConsoleLimits()
+        self.limits = limits
         self.db = db
-        self.row_cap = row_cap
-        self.deadline = deadline
-        self.byte_budget = byte_budget
+        self.row_cap = limits.row_cap if row_cap is None else row_cap
+        self.deadline = limits.deadline if deadline is None else deadline
+        self.byte_budget = limits.byte_budget if byte_budget is None else byte_budget
+        self.value_cap = max(64, min(limits.value_cap, self.byte_budget // 4))
         self.url = urls.console
-        self.max_connections = max_connections
-        self._slots = asyncio.Semaphore(max_connections)
+        self.slots = FairSlots(limits.slots, limits.slots_per_tenant, limits.queue_per_tenant)
         self._key: tuple[int, bytes, float] | None = None
+        self._guard: SqlGuard | None = None
 
     async def close(self) -> None:
         """Nothing to release: every query has its own connection, closed when it ends."""
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        # A fresh connection per query (at most `max_connections` at once): whatever a
-        # query did to its session cannot reach the next one, and there is no pool to
-        # close at shutdown.
-        async with self._slots:
-            conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, application_name="mcp-gateway console", prepare_threshold=None,
-                connect_timeout=10)
+        # A fresh connection per query: whatever a query did to its session cannot reach the
+        # next one, and there is no pool to close at shutdown.
+        conn = await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, application_name="mcp-gateway console", prepare_threshold=None,
+            connect_timeout=10)
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    async def guard(self) -> SqlGuard:
+        """The SQL guard, knowing every function name in this database (read once)."""
+        if self._guard is None:
             try:
-                yield conn
-            finally:
-                await conn.close()
+                async with self.db.as_system("authn") as conn:
+                    rows = await (await conn.execute(
+                        "SELECT DISTINCT proname::text FROM pg_catalog.pg_proc WHERE pronargs >= 1")).fetchall()
+                self._guard = SqlGuard(r[0] for r in rows)
+            except psycopg.Error:
+                return _GUARD  # built-in names; the database's own privileges still hold
+        return self._guard
 
     async def signing_key(self) -> tuple[int, bytes]:
         """The newest console key, read through the authn role and cached for KEY_TTL seconds."""
@@ -294,28 +289,36 @@ class SqlConsole:
     async def run(self, principal: Principal, sql: str, *, row_cap: int | None = None,
                   deadline: float | None = None) -> SqlResult:
         tenant = self.scope_of(principal)
-        validate_sql(sql)
-        return await self.execute_scoped(tenant, sql, row_cap=row_cap, deadline=deadline)
+        try:
+            guard = await self.guard()
+        except psycopg.OperationalError as exc:
+            raise ConsoleUnavailable(f"database unavailable: {_one_line(str(exc))}") from None
+        statement = validate_sql(sql, guard)
+        return await self.execute_scoped(tenant, statement, row_cap=row_cap, deadline=deadline)
 
     async def execute_scoped(self, tenant: str | None, sql: str, *, row_cap: int | None = None,
                              deadline: float | None = None) -> SqlResult:
-        """Run an already validated query under a signed scope (tenant None = all tenants)."""
+        """Run an already validated statement under a signed scope (tenant None = all tenants)."""
         row_cap = self.row_cap if row_cap is None else row_cap
         deadline = self.deadline if deadline is None else deadline
-        started = time.monotonic()
+        share = ("all",) if tenant is None else ("tenant", tenant)
         try:
             key_id, key = await self.signing_key()
-            async with self._connection() as conn:
-                try:
-                    return await self._execute(conn, key_id, key, tenant, sql, row_cap, deadline, started)
-                except QueryDeadline:
-                    raise
-                except psycopg.errors.QueryCanceled as exc:
-                    raise QueryDeadline(_pg_message(exc)) from None
-                except (psycopg.errors.Error) as exc:
-                    if isinstance(exc, psycopg.OperationalError) and conn.closed:
-                        raise ConsoleUnavailable("the database connection was lost") from None
-                    raise QueryFailed(_pg_message(exc)) from None
+            async with self.slots.slot(share, timeout=self.limits.queue_timeout):
+                started = time.monotonic()  # time spent waiting for a slot is not the query's
+                async with self._connection() as conn:
+                    try:
+                        return await self._execute(conn, key_id, key, tenant, sql, row_cap, deadline, started)
+                    except QueryDeadline:
+                        raise
+                    except psycopg.errors.QueryCanceled as exc:
+                        raise QueryDeadline(_pg_message(exc)) from None
+                    except (psycopg.errors.Error) as exc:
+                        if isinstance(exc, psycopg.OperationalError) and conn.closed:
+                            raise ConsoleUnavailable("the database connection was lost") from None
+                        raise QueryFailed(_pg_message(exc)) from None
+        except SlotsBusy as exc:
+            raise ConsoleBusy(f"the console is busy: {exc}; try again shortly") from None
         except ConsoleError:
             raise
         except psycopg.OperationalError as exc:
@@ -324,61 +327,86 @@ class SqlConsole:
     async def _execute(self, conn: psycopg.AsyncConnection, key_id: int, key: bytes, tenant: str | None,
                        sql: str, row_cap: int, deadline: float, started: float) -> SqlResult:
         timeout_ms = max(1, int(deadline * 1000) + 1000)  # backstop; the client cancels first
-        async with conn.transaction():
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            row = await (await conn.execute(
-                "SELECT pg_catalog.pg_backend_pid(), pg_catalog.pg_current_xact_id()::text")).fetchone()
-            assert row is not None
-            scope = sign_scope(key, key_id, tenant_id=tenant, pid=int(row[0]), xid=str(row[1]),
-                               expiry=int(time.time() + deadline + 60))
-            # Bind parameters: the scope never appears in query text.
-            await conn.execute(
-                "SELECT pg_catalog.set_config('mcp_gateway.console_scope', %s, true),"
-                " pg_catalog.set_config('statement_timeout', %s, true),"
-                " pg_catalog.set_config('lock_timeout', '2s', true),"
-                " pg_catalog.set_config('search_path', 'pg_catalog, gateway', true)",
-                (scope, f"{timeout_ms}ms"))
-            cur = conn.cursor()
-            work = asyncio.ensure_future(self._fetch(cur, sql, row_cap))
-            remaining = deadline - (time.monotonic() - started)
-            try:
-                done, _ = await asyncio.wait({work}, timeout=max(remaining, 0.001))
-            except BaseException:  # our caller was cancelled: stop the query before leaving
-                await _abort(conn, work)
-                raise
-            if not done:
-                await _abort(conn, work)
-                raise QueryDeadline(f"the query did not finish within {deadline:g} s and was cancelled")
-            return work.result()
+        # No transaction block to commit: the connection is closed after the answer, which
+        # ends the READ ONLY transaction whatever state an early stop left it in.
+        await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        row = await (await conn.execute(
+            "SELECT pg_catalog.pg_backend_pid(), pg_catalog.pg_current_xact_id()::text")).fetchone()
+        assert row is not None
+        scope = sign_scope(key, key_id, tenant_id=tenant, pid=int(row[0]), xid=str(row[1]),
+                           expiry=int(time.time() + deadline + 60))
+        # SET LOCAL, not set_config(): set_config is revoked from the console login. The
+        # scope is digits, hex and '|' only; quoted as a literal, never part of user text.
+        await conn.execute(sql_literal_settings(scope, f"{timeout_ms}ms"))
+        work = asyncio.ensure_future(self._fetch(conn, sql, row_cap))
+        remaining = deadline - (time.monotonic() - started)
+        try:
+            done, _ = await asyncio.wait({work}, timeout=max(remaining, 0.001))
+        except BaseException:  # our caller was cancelled: stop the query before leaving
+            await _abort(conn, work)
+            raise
+        if not done:
+            await _abort(conn, work)
+            raise QueryDeadline(f"the query did not finish within {deadline:g} s and was cancelled")
+        return work.result()
 
-    async def _fetch(self, cur: psycopg.AsyncCursor[Any], sql: str, row_cap: int) -> SqlResult:
-        # binary=True forces the extended protocol: the server accepts exactly one
-        # statement, whatever the text holds (the parser already said so).
-        await cur.execute(b"DECLARE console_cursor NO SCROLL CURSOR FOR " + sql.encode("utf-8"), binary=True)
-        columns: list[str] = []
+    async def _fetch(self, conn: psycopg.AsyncConnection, sql: str, row_cap: int) -> SqlResult:
+        statement = sql.encode("utf-8")
+        cur = conn.cursor()
+        # The columns first (LIMIT 0 evaluates no row). binary=True forces the extended
+        # protocol: the server accepts exactly one statement, whatever the text holds.
+        await cur.execute(b"SELECT * FROM (\n" + statement + b"\n) AS q LIMIT 0", binary=True)
+        columns = [d.name for d in cur.description or ()]
+        if not columns:
+            return SqlResult(columns=[], rows=[], truncated=False)
+        # Each value over the value cap is cut on the server (to its first characters as text),
+        # so no single row can be large; rows are streamed one at a time (libpq single-row
+        # mode) and the stream stops at the row cap or the byte budget.
+        cap = self.value_cap
+        count = len(columns)
+        names = ", ".join(f"c{i}" for i in range(count))
+        sizes = ", ".join(f"pg_catalog.pg_column_size(q.c{i}) AS s{i}" for i in range(count))
+        picks = ", ".join(f"CASE WHEN s.s{i} <= {cap} THEN s.c{i} END, "
+                          f"CASE WHEN s.s{i} > {cap} THEN pg_catalog.left(s.c{i}::text, {cap // 4}) END"
+                          for i in range(count))
+        wrapped = (f"SELECT {picks} FROM (SELECT q.*, {sizes} FROM (\n").encode() + statement + \
+            f"\n) AS q({names})) AS s LIMIT {row_cap + 1}".encode()
         rows: list[list[Any]] = []
         size = 0
         truncated = False
-        batch = 500
-        while True:
-            want = min(batch, row_cap + 1 - len(rows))
-            await cur.execute(f"FETCH FORWARD {want} FROM console_cursor".encode())
-            if not columns and cur.description:
-                columns = [d.name for d in cur.description]
-            fetched = await cur.fetchall()
-            for raw in fetched:
-                if len(rows) >= row_cap:
-                    truncated = True
-                    break
-                converted = [to_json_value(v) for v in raw]
-                size += _approx_size(converted)
-                rows.append(converted)
-                if size > self.byte_budget:
-                    truncated = True
-                    break
-            if truncated or len(fetched) < want:
+        async for raw in cur.stream(wrapped, binary=True):
+            if len(rows) >= row_cap:
+                truncated = True
                 break
+            converted = []
+            for i in range(count):
+                whole, cut = raw[2 * i], raw[2 * i + 1]
+                if cut is not None:
+                    truncated = True
+                    converted.append(cut)
+                else:
+                    converted.append(to_json_value(whole))
+            row_size = 64 + sum(value_size(v) for v in converted)
+            if size + row_size > self.byte_budget:
+                truncated = True
+                break
+            size += row_size
+            rows.append(converted)
         return SqlResult(columns=columns, rows=rows, truncated=truncated)
+
+
+_SETTING_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789|")
+
+
+def sql_literal_settings(scope: str, statement_timeout: str) -> bytes:
+    """The per-transaction settings of a console query, as SET LOCAL statements."""
+    for value in (scope, statement_timeout):
+        if not all(c in _SETTING_CHARACTERS for c in value):
+            raise ValueError("unexpected character in a console setting")
+    return (f"SET LOCAL mcp_gateway.console_scope = '{scope}';"
+            f" SET LOCAL statement_timeout = '{statement_timeout}';"
+            " SET LOCAL lock_timeout = '2s';"
+            " SET LOCAL search_path = pg_catalog, gateway").encode()
 
 
 async def _abort(conn: psycopg.AsyncConnection, work: asyncio.Future[Any]) -> None:
@@ -399,25 +427,19 @@ def _pg_message(exc: BaseException) -> str:
     return _one_line(primary or str(exc) or type(exc).__name__)
 
 
-def _env_number(name: str, default: float) -> Any:
-    """MCP_GATEWAY_SQL_ROW_CAP (1..1,000,000) / MCP_GATEWAY_SQL_DEADLINE (seconds, 0.1..300)."""
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = type(default)(raw)
-    except ValueError:
-        return default
-    low, high = (1, 1_000_000) if isinstance(default, int) else (0.1, 300.0)
-    return min(max(value, low), high)
+def limits_from(settings: Any) -> ConsoleLimits:
+    """ConsoleLimits from the settings model (gateway/settings.py, MCP_GATEWAY_SQL_*)."""
+    return ConsoleLimits(
+        row_cap=settings.sql_row_cap, deadline=settings.sql_deadline, byte_budget=settings.sql_byte_budget,
+        value_cap=settings.sql_value_cap, slots=settings.sql_slots, slots_per_tenant=settings.sql_slots_per_tenant,
+        queue_per_tenant=settings.sql_queue_per_tenant, queue_timeout=settings.sql_queue_timeout)
 
 
 def console_for(services: Services) -> SqlConsole:
     """The process's one console, made on first use and kept in services.extras."""
     console = services.extras.get("sql_console")
     if console is None:
-        console = SqlConsole(services.urls, services.db, row_cap=_env_number("MCP_GATEWAY_SQL_ROW_CAP", DEFAULT_ROW_CAP),
-                             deadline=_env_number("MCP_GATEWAY_SQL_DEADLINE", DEFAULT_DEADLINE))
+        console = SqlConsole(services.urls, services.db, limits=limits_from(services.settings))
         services.extras["sql_console"] = console
     return console  # type: ignore[no-any-return]
 

@@ -345,7 +345,7 @@ class TrackingWriter:
             " SELECT * FROM unnest(%b::uuid[], %b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[],"
             " %b::text[], %b::text[], %b::float8[], %b::int[], %b::int[], %b::numeric[], %b::text[],"
             " %b::text[], %b::timestamptz[])"
-            " ON CONFLICT (id) DO NOTHING",
+            " ON CONFLICT (tenant_id, id) DO NOTHING",
             ([c.id for c in calls], session_ids, [c.tenant_id for c in calls], [c.user_id for c in calls],
              [c.method for c in calls], [c.tool_name for c in calls], [c.status for c in calls],
              [c.error_message for c in calls], [float(c.duration_ms) for c in calls],

@@ -54,11 +54,11 @@ GRANT EXECUTE ON FUNCTION
     gateway.get_active_mcp_clients()
     TO mcp_gateway_member, mcp_gateway_tenant_admin, mcp_gateway_auditor;
 
--- Ingest: the tracking writer. Requests are append-only (INSERT ... ON CONFLICT (id)
--- DO NOTHING); the rollup trigger runs as ingest and upserts usage_daily.
--- SELECT (id) only because `ON CONFLICT (id)` needs it on its arbiter column (and
+-- Ingest: the tracking writer. Requests are append-only (INSERT ... ON CONFLICT
+-- (tenant_id, id) DO NOTHING); the rollup trigger runs as ingest and upserts usage_daily.
+-- SELECT (tenant_id, id) only because `ON CONFLICT` needs it on its arbiter columns (and
 -- then the SELECT policy is checked against the new row, see 020_rls.sql).
-GRANT INSERT, SELECT (id) ON gateway.mcp_requests TO mcp_gateway_ingest;
+GRANT INSERT, SELECT (tenant_id, id) ON gateway.mcp_requests TO mcp_gateway_ingest;
 GRANT SELECT, INSERT ON gateway.mcp_sessions TO mcp_gateway_ingest;
 GRANT UPDATE (status, last_activity, disconnected_at, total_duration, disconnect_reason,
               user_email, user_name, client_type, client_version, protocol_version, transport,

@@ -107,8 +107,8 @@ CREATE POLICY rls_auditor_select ON gateway.usage_daily FOR SELECT TO mcp_gatewa
 -- ---------------------------------------------------------------- ingest (tracking writer)
 CREATE POLICY rls_ingest_insert ON gateway.mcp_requests FOR INSERT TO mcp_gateway_ingest
     WITH CHECK (true);
--- INSERT ... ON CONFLICT (id) needs SELECT on id, and PostgreSQL then checks the
--- SELECT policies against each new row; ingest can read nothing but the id column.
+-- INSERT ... ON CONFLICT (tenant_id, id) needs SELECT on them, and PostgreSQL then checks the
+-- SELECT policies against each new row; ingest can read nothing but those two columns.
 CREATE POLICY rls_ingest_select ON gateway.mcp_requests FOR SELECT TO mcp_gateway_ingest
     USING (true);
 CREATE POLICY rls_ingest_select ON gateway.mcp_sessions FOR SELECT TO mcp_gateway_ingest

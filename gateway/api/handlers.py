@@ -19,7 +19,8 @@ from auth.provider import authenticated_principal
 from auth.starlette import require_principal
 from gateway import reports
 from gateway.api import models as m
-from gateway.sqlconsole import (ConsoleForbidden, ConsoleUnavailable, QueryFailed, QueryRefused, console_for)
+from gateway.sqlconsole import (ConsoleBusy, ConsoleForbidden, ConsoleUnavailable, QueryFailed, QueryRefused,
+                                console_for)
 
 if TYPE_CHECKING:
     from gateway.services import Services
@@ -291,7 +292,9 @@ class Handlers:
             raise ApiError(400, "query_failed", str(exc)) from None
         except ConsoleUnavailable as exc:
             raise ApiError(503, "unavailable", str(exc)) from None
-        return JSONResponse(result.as_dict())
+        except ConsoleBusy as exc:
+            raise ApiError(429, "busy", str(exc)) from None
+        return Response(result.json_body(), media_type="application/json")
 
 
 def endpoints(services: Services) -> list[Endpoint]:

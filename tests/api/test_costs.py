@@ -166,7 +166,8 @@ def test_cli_sql(cli: Callable[..., CliResult]) -> None:
         (["--tenant", A, "DELETE FROM gateway.mcp_requests"], "only a single SELECT"),
         (["SELECT 1"], "--tenant"),
         (["--tenant", A, "--all-tenants", "SELECT 1"], "--tenant"),
-        (["--tenant", A, "SELECT * FROM mcp_gateway_private.console_keys"], "permission denied"),
+        (["--tenant", A, "SELECT * FROM mcp_gateway_private.console_keys"],
+         "relation mcp_gateway_private.console_keys is not allowed"),
         (["--tenant", A, "SELECT nosuchcolumn FROM gateway.users"], "nosuchcolumn"),
     ]:
         result = cli("sql", *args)

@@ -30,6 +30,12 @@ SECURITY_DEFINER_ALLOWED: dict[str, str] = {
                        "read (migrations/010_console_scope.sql); returns only the verified scope",
 }
 
+# Indexes on tenant tables that may lead with something other than tenant_id: name -> reason.
+INDEX_NOT_LEADING_ALLOWED: dict[str, str] = {
+    "mcp_sessions_open_key": "the analytics session key index; its key is replaced by a hash in its own migration",
+}
+CONSOLE_LOGIN = "mcp_gateway_console"
+
 Check = Callable[[psycopg.Connection], list[str]]
 
 
@@ -87,6 +93,34 @@ def check_tenant_tables_are_fenced(conn: psycopg.Connection) -> list[str]:
 
 
 _HELPER_CALL = re.compile(r"gateway\.(" + "|".join(IDENTITY_HELPERS) + r")\(\)")
+
+
+def check_tenant_indexes_lead_with_tenant_id(conn: psycopg.Connection) -> list[str]:
+    """Every index and unique constraint on a table with tenant_id has tenant_id as its first key.
+
+    An index scan touches every entry in its key range, whoever's row it is, before row-level
+    security filters: with another first column the console could probe other tenants' keys
+    through any counter. Allowed otherwise: indexes whose key columns the console login cannot
+    read at all (no predicate can reach them), and the named exceptions above.
+    """
+    problems = []
+    for table, index, leading, console_blind in _rows(conn, """
+        SELECT c.oid::regclass::text, i.indexrelid::regclass::text,
+               i.indkey[0] <> 0 AND i.indkey[0] = (SELECT a.attnum FROM pg_attribute a
+                                                    WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'),
+               i.indexprs IS NULL AND NOT EXISTS (
+                   SELECT 1 FROM unnest(i.indkey::int2[]) k(attnum)
+                    WHERE has_column_privilege(%s, c.oid, k.attnum, 'SELECT'))
+          FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+         WHERE c.relnamespace = 'gateway'::regnamespace AND c.relkind IN ('r', 'p')
+           AND EXISTS (SELECT 1 FROM pg_attribute a
+                        WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+         ORDER BY 1, 2""", (CONSOLE_LOGIN,)):
+        if leading or console_blind or index.removeprefix("gateway.") in INDEX_NOT_LEADING_ALLOWED:
+            continue
+        problems.append(f"{table}: index {index} does not lead with tenant_id (another tenant's keys "
+                        "could be probed through it)")
+    return problems
 
 
 def check_policy_shape(conn: psycopg.Connection) -> list[str]:
@@ -252,6 +286,7 @@ def check_money_is_numeric(conn: psycopg.Connection) -> list[str]:
 CHECKS: dict[str, Check] = {
     "rls_enabled_forced_and_policed": check_rls_enabled_forced_and_policed,
     "tenant_tables_are_fenced": check_tenant_tables_are_fenced,
+    "tenant_indexes_lead_with_tenant_id": check_tenant_indexes_lead_with_tenant_id,
     "policy_shape": check_policy_shape,
     "views_are_security_invoker": check_views_are_security_invoker,
     "role_attributes": check_role_attributes,

@@ -45,6 +45,15 @@ VIOLATIONS = {
                                   "gateway.lint_bad: no RESTRICTIVE tenant fence"),
     "new-tenant-table-unindexed": (AS_OWNER + "CREATE TABLE gateway.lint_bad (tenant_id text, user_id text)",
                                    "gateway.lint_bad: no index leading with tenant_id"),
+    "index-not-leading-with-tenant": (
+        AS_OWNER + "CREATE INDEX lint_i ON gateway.mcp_requests (tool_name, tenant_id)",
+        "gateway.mcp_requests: index gateway.lint_i does not lead with tenant_id"),
+    "unique-not-leading-with-tenant": (
+        AS_OWNER + "ALTER TABLE gateway.mcp_sessions ADD CONSTRAINT lint_u UNIQUE (session_id)",
+        "gateway.mcp_sessions: index gateway.lint_u does not lead with tenant_id"),
+    "expression-index": (
+        AS_OWNER + "CREATE INDEX lint_i ON gateway.users (lower(tenant_id))",
+        "gateway.users: index gateway.lint_i does not lead with tenant_id"),
     "fence-dropped": ("DROP POLICY rls_tenant_fence ON gateway.mcp_requests",
                       "gateway.mcp_requests: no RESTRICTIVE tenant fence"),
     "policy-unwrapped-helper": (
@@ -131,6 +140,13 @@ def test_lint_catches(conn: psycopg.Connection, case: str) -> None:
     found = problems_with(conn, sql)
     assert any(expected in p for p in found), f"lint missed {case!r}; it said: {found}"
     assert lint.all_problems(conn) == []  # rolled back
+
+
+def test_an_index_the_console_cannot_read_may_lead_with_anything(conn: psycopg.Connection) -> None:
+    """api_tokens (token_hash): the console has no privilege on token_hash, so no predicate reaches it."""
+    assert lint.check_tenant_indexes_lead_with_tenant_id(conn) == []
+    found = problems_with(conn, "GRANT SELECT (token_hash) ON gateway.api_tokens TO mcp_gateway_console")
+    assert any("api_tokens_token_hash_key does not lead with tenant_id" in p for p in found), found
 
 
 def test_console_select_grants_are_allowed(conn: psycopg.Connection) -> None:

@@ -162,7 +162,7 @@ def insert_sql(table: str, who: Who) -> tuple[str, tuple[Any, ...]]:
                 " VALUES (%s, %s, %s, 'matrix-new')", (new, t, u))
     if table == "mcp_requests":  # exactly the writer's shape
         return ("INSERT INTO gateway.mcp_requests (id, session_id, tenant_id, user_id, tool_name, status)"
-                " VALUES (%s, %s, %s, %s, 'matrix', 'success') ON CONFLICT (id) DO NOTHING",
+                " VALUES (%s, %s, %s, %s, 'matrix', 'success') ON CONFLICT (tenant_id, id) DO NOTHING",
                 (new, S.sid(t, u, "s1"), t, u))
     if table == "usage_daily":
         return ("INSERT INTO gateway.usage_daily (tenant_id, user_id, day, tool_name, calls)"

@@ -1,7 +1,7 @@
 """gateway.usage_daily equals a GROUP BY over gateway.mcp_requests, however requests arrive.
 
 Requests are written the way the tracking writer writes them: as mcp_gateway_ingest,
-`INSERT ... ON CONFLICT (id) DO NOTHING`, in batches, retried batches included.
+`INSERT ... ON CONFLICT (tenant_id, id) DO NOTHING`, in batches, retried batches included.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ INSERT = (
     " prompt_tokens, completion_tokens, estimated_cost, client_type, \"timestamp\")"
     " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[],"
     " %s::float8[], %s::int[], %s::int[], %s::numeric[], %s::text[], %s::timestamptz[])"
-    " ON CONFLICT (id) DO NOTHING")
+    " ON CONFLICT (tenant_id, id) DO NOTHING")
 
 
 def _sessions(admin: psycopg.Connection) -> dict[tuple[str, str], uuid.UUID]:
@@ -121,7 +121,7 @@ def test_day_is_the_utc_date(admin_conn: psycopg.Connection, database) -> None:
         # 23:30 UTC on the 20th is already the 21st in Tokyo: the rollup day must be the 20th.
         conn.execute("INSERT INTO gateway.mcp_requests (id, session_id, tenant_id, user_id, status, \"timestamp\")"
                      " VALUES (gen_random_uuid(), %s, %s, %s, 'error', '2026-11-20 23:30:00+00')"
-                     " ON CONFLICT (id) DO NOTHING", (session, tenant, user))
+                     " ON CONFLICT (tenant_id, id) DO NOTHING", (session, tenant, user))
     assert admin_conn.execute("SELECT day::text, tool_name, client_type, calls, errors FROM gateway.usage_daily"
                               ).fetchall() == [("2026-11-20", "", "", 1, 1)]
 

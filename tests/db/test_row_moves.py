@@ -83,7 +83,7 @@ def test_a_request_cannot_claim_another_owner_than_its_session(runtime: psycopg.
             runtime.execute(_SET_IDENTITY, ("mcp_gateway_ingest", "", ""))
             runtime.execute(
                 "INSERT INTO gateway.mcp_requests (id, session_id, tenant_id, user_id, status)"
-                " VALUES (%s, %s, %s, %s, 'success') ON CONFLICT (id) DO NOTHING",
+                " VALUES (%s, %s, %s, %s, 'success') ON CONFLICT (tenant_id, id) DO NOTHING",
                 (uuid.uuid4(), A_ALICE_S1, tenant, user))
 
 

@@ -4,6 +4,9 @@ Each attack must be refused, fail, or return only tenant A's rows — through th
 (with the parser) and directly on the console login with a valid tenant-A scope
 (without the parser). `snoop`: the attacker does not know B's tenant id, so the
 result must not contain it either. `resource`: bounded by row cap / deadline.
+`blocked`: refused by the parser AND failing in the database without it (the second wall:
+migrations/012_console_side_channels.sql). `refused`: refused by the parser (the database
+allows it, harmlessly).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ class Attack:
     sql: str
     snoop: bool = False
     resource: bool = False
+    blocked: bool = False
+    refused: bool = False
 
 
 FORGED_SCOPE = "v1|1|a||1|1|9999999999|" + "0" * 64
@@ -122,3 +127,138 @@ CORPUS: list[Attack] = [
                                "gateway.console_all_tenants()"),
     Attack("request_identity_helpers", "SELECT gateway.current_tenant_id()"),
 ]
+
+B_PROBE = "'globex'"  # B's tenant id: what a counter oracle would confirm
+
+
+def _blocked(name: str, sql: str, resource: bool = False) -> Attack:
+    return Attack(name, sql, resource=resource, blocked=True)
+
+
+# Walking around the parser, and side channels: each must be refused by the parser and fail
+# in the database too (permission denied, or no such function/operator/collation/method).
+WALL: list[Attack] = [
+    # attribute notation: x.f is f(x)
+    _blocked("attr_sleep", "SELECT x.pg_sleep FROM unnest(ARRAY[3.0::float8]) x", resource=True),
+    _blocked("attr_sleep_paren", "SELECT (x).pg_sleep FROM unnest(ARRAY[3.0::float8]) x", resource=True),
+    _blocked("attr_sleep_quoted", 'SELECT x."pg_sleep" FROM unnest(ARRAY[3.0::float8]) AS x', resource=True),
+    _blocked("attr_sleep_in_where", "SELECT 1 FROM unnest(ARRAY[3.0::float8]) x WHERE x.pg_sleep IS NULL",
+             resource=True),
+    _blocked("attr_cancel_all", "SELECT count(p.pg_cancel_backend) FROM generate_series(1, 4194304) p"),
+    _blocked("attr_terminate", "SELECT p.pg_terminate_backend FROM unnest(ARRAY[1, 2, 3]) p"),
+    _blocked("attr_advisory", "SELECT k.pg_advisory_lock FROM unnest(ARRAY[42::bigint]) k"),
+    _blocked("attr_try_advisory", "SELECT k.pg_try_advisory_lock FROM unnest(ARRAY[42::bigint]) k"),
+    _blocked("attr_lo_unlink", "SELECT o.lo_unlink FROM unnest(ARRAY[1::oid]) o"),
+    _blocked("attr_lo_get", "SELECT o.lo_get FROM unnest(ARRAY[1::oid]) o"),
+    _blocked("attr_txid_status", "SELECT x.txid_status FROM unnest(ARRAY[1::bigint]) x"),
+    _blocked("attr_relation_size", "SELECT r.pg_relation_size FROM unnest(ARRAY['gateway.mcp_sessions'::regclass]) r"),
+    _blocked("attr_numscans", "SELECT r.pg_stat_get_numscans"
+                              " FROM unnest(ARRAY['gateway.mcp_requests'::regclass::oid]) r"),
+    _blocked("attr_xact_returned", "SELECT r.pg_stat_get_xact_tuples_returned"
+                                   " FROM unnest(ARRAY['gateway.mcp_sessions_pkey'::regclass::oid]) r"),
+    _blocked("attr_read_file", "SELECT f.pg_read_file FROM unnest(ARRAY['/etc/passwd']) f"),
+    # statistics counters: the index-probing oracle
+    _blocked("xact_tuples_returned",
+             "SELECT count(*) FROM gateway.mcp_sessions WHERE user_id >= 'zz';"
+             " SELECT pg_stat_get_xact_tuples_returned('gateway.mcp_sessions_tenant_user'::regclass)"),
+    _blocked("xact_tuples_fetched", "SELECT pg_stat_get_xact_tuples_fetched('gateway.mcp_requests'::regclass)"),
+    _blocked("tuples_returned", "SELECT pg_stat_get_tuples_returned(c.oid) FROM pg_class c"
+                                " WHERE c.relnamespace = 'gateway'::regnamespace"),
+    _blocked("live_tuples", "SELECT pg_stat_get_live_tuples('gateway.mcp_requests'::regclass)"),
+    _blocked("numscans_qualified", "SELECT pg_catalog.pg_stat_get_numscans('gateway.mcp_requests'::regclass)"),
+    _blocked("blocks_fetched", "SELECT pg_stat_get_blocks_fetched('gateway.users'::regclass)"),
+    _blocked("db_tuples", "SELECT pg_stat_get_db_tup_inserted(oid) FROM pg_database"),
+    _blocked("stat_user_tables", "SELECT relname, n_live_tup, idx_tup_fetch FROM pg_stat_user_tables"),
+    _blocked("stat_user_indexes", "SELECT * FROM pg_stat_user_indexes"),
+    _blocked("stat_xact_tables", "SELECT * FROM pg_stat_xact_user_tables"),
+    _blocked("statio_indexes", "SELECT * FROM pg_statio_user_indexes"),
+    _blocked("stat_database", "SELECT tup_inserted, xact_commit FROM pg_stat_database"),
+    _blocked("stat_all_tables_qualified", "SELECT * FROM pg_catalog.pg_stat_all_tables"),
+    _blocked("stat_statements", "SELECT query FROM pg_stat_statements"),
+    _blocked("pg_stats_values", "SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'mcp_requests'"),
+    _blocked("reltuples", "SELECT relname, reltuples FROM pg_class WHERE relnamespace = 'gateway'::regnamespace"),
+    _blocked("relpages", "SELECT sum(relpages) FROM pg_class"),
+    _blocked("pg_class_star", "SELECT * FROM pg_class WHERE relname = 'mcp_requests'"),
+    _blocked("pg_class_whole_row", "SELECT to_jsonb(c) FROM pg_class c WHERE relname = 'mcp_requests'"),
+    # sizes grow with other tenants' rows
+    _blocked("relation_size", "SELECT pg_relation_size('gateway.mcp_requests')"),
+    _blocked("total_relation_size", "SELECT pg_total_relation_size('gateway.mcp_sessions')"),
+    _blocked("table_size", "SELECT pg_table_size('gateway.users')"),
+    _blocked("indexes_size", "SELECT pg_indexes_size('gateway.mcp_requests')"),
+    _blocked("database_size", "SELECT pg_database_size(current_database())"),
+    _blocked("relation_size_fork", "SELECT pg_relation_size('gateway.mcp_requests', 'main')"),
+    # other transactions and backends
+    _blocked("locks", "SELECT locktype, relation, pid FROM pg_locks"),
+    _blocked("lock_status", "SELECT * FROM pg_lock_status()"),
+    _blocked("prepared_xacts", "SELECT * FROM pg_prepared_xacts"),
+    _blocked("blocking_pids", "SELECT pg_blocking_pids(1)"),
+    _blocked("txid_current", "SELECT txid_current()"),
+    _blocked("txid_snapshot", "SELECT txid_current_snapshot()"),
+    _blocked("current_snapshot", "SELECT pg_current_snapshot()"),
+    _blocked("xact_status", "SELECT pg_xact_status('3'::xid8)"),
+    _blocked("txid_status", "SELECT txid_status(3)"),
+    _blocked("visible_in_snapshot", "SELECT pg_visible_in_snapshot('3'::xid8, '10:20:'::pg_snapshot)"),
+    _blocked("wal_lsn", "SELECT pg_current_wal_lsn()"),
+    _blocked("wal_insert_lsn", "SELECT pg_current_wal_insert_lsn()"),
+    _blocked("export_snapshot", "SELECT pg_export_snapshot()"),
+    _blocked("commit_timestamp", "SELECT pg_last_committed_xact()"),
+    _blocked("notification_queue", "SELECT pg_notification_queue_usage()"),
+    # SQL given as text
+    _blocked("table_to_xml", "SELECT table_to_xml('gateway.mcp_requests', true, false, '')"),
+    _blocked("schema_to_xml", "SELECT schema_to_xml('gateway', true, false, '')"),
+    _blocked("database_to_xml", "SELECT database_to_xml(true, false, '')"),
+    _blocked("cursor_to_xml", "SELECT cursor_to_xml('c', 10, true, false, '')"),
+    _blocked("query_to_xmlschema", "SELECT query_to_xmlschema('SELECT 1', true, false, '')"),
+    _blocked("ts_stat", "SELECT * FROM ts_stat('SELECT to_tsvector(tool_name) FROM gateway.mcp_requests')"),
+    _blocked("ts_rewrite", "SELECT ts_rewrite('a'::tsquery, 'SELECT ''a''::tsquery, ''b''::tsquery')"),
+    _blocked("xpath_over_query", "SELECT xpath('//text()', query_to_xml('SELECT tenant_id FROM gateway.tenants',"
+                                 " true, false, ''))"),
+    _blocked("dblink_exec", "SELECT dblink_exec('dbname=postgres', 'SELECT 1')"),
+    # settings, sleep, locks, notify, signals
+    _blocked("set_config_search_path", "SELECT set_config('search_path', 'public', true)"),
+    _blocked("set_config_in_order_by", "SELECT 1 ORDER BY set_config('statement_timeout', '0', true)"),
+    _blocked("sleep_until", "SELECT pg_sleep_until(now() + interval '3 seconds')", resource=True),
+    _blocked("sleep_for", "SELECT pg_sleep_for('3 seconds')", resource=True),
+    _blocked("sleep_unicode_name", 'SELECT U&"\\0070g_sleep"(3)', resource=True),
+    _blocked("sleep_where_false", "SELECT pg_sleep(3) FROM gateway.users WHERE false"),
+    _blocked("sleep_in_cte", "WITH x AS MATERIALIZED (SELECT pg_sleep(3)) SELECT * FROM x", resource=True),
+    _blocked("sleep_lateral", "SELECT * FROM (VALUES (3.0::float8)) v(x), LATERAL (SELECT pg_sleep(v.x)) s",
+             resource=True),
+    _blocked("sleep_rows_from", "SELECT * FROM ROWS FROM (pg_sleep(3))", resource=True),
+    _blocked("sleep_in_window", "SELECT row_number() OVER (ORDER BY pg_try_advisory_lock(1)) FROM gateway.users"),
+    _blocked("advisory_in_filter", "SELECT count(*) FILTER (WHERE pg_try_advisory_lock(1)) FROM gateway.users"),
+    _blocked("advisory_within_group",
+             "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY pg_try_advisory_xact_lock(2)) FROM gateway.users"),
+    _blocked("advisory_shared", "SELECT pg_advisory_lock_shared(7)"),
+    _blocked("advisory_xact", "SELECT pg_advisory_xact_lock(7)"),
+    _blocked("advisory_in_subselect_order", "SELECT 1 ORDER BY (SELECT pg_try_advisory_lock(7))"),
+    _blocked("notify", "SELECT pg_notify('gateway', 'hello')"),
+    _blocked("listening_channels", "SELECT * FROM pg_listening_channels()"),
+    _blocked("cancel_self", "SELECT pg_cancel_backend(pg_backend_pid())"),
+    _blocked("terminate_self", "SELECT pg_terminate_backend(pg_backend_pid(), 1)"),
+    _blocked("reload_conf", "SELECT pg_reload_conf()"),
+    _blocked("log_memory", "SELECT pg_log_backend_memory_contexts(pg_backend_pid())"),
+    # files and large objects
+    _blocked("read_binary_file", "SELECT pg_read_binary_file('/etc/passwd')"),
+    _blocked("stat_file", "SELECT pg_stat_file('postgresql.conf')"),
+    _blocked("ls_waldir", "SELECT * FROM pg_ls_waldir()"),
+    _blocked("lo_creat", "SELECT lo_creat(-1)"),
+    _blocked("lo_from_bytea", "SELECT lo_from_bytea(0, 'stolen')"),
+    _blocked("lo_put", "SELECT lo_put(1, 0, 'x')"),
+    _blocked("loread", "SELECT loread(0, 10)"),
+    # other ways to name or reach a function
+    _blocked("operator_foreign_schema", "SELECT 'a' OPERATOR(public.~~~) 'b'"),
+    _blocked("order_using_foreign_operator", "SELECT 1 ORDER BY 1 USING OPERATOR(public.<<<)"),
+    _blocked("collate_foreign", "SELECT tool_name COLLATE public.evil FROM gateway.mcp_requests"),
+    _blocked("tablesample_method", "SELECT * FROM gateway.mcp_requests TABLESAMPLE system_rows(5)"),
+    _blocked("cast_foreign_type", "SELECT 'x'::public.evil_type"),
+    _blocked("json_table", "SELECT * FROM JSON_TABLE('[1]'::jsonb, '$[*]' COLUMNS (x int PATH '$')) jt"),
+    Attack("pgcrypto_schema", "SELECT public.gen_random_bytes(16)", refused=True),
+    _blocked("private_schema_function", "SELECT mcp_gateway_private.nothing()"),
+    Attack("scope_helper", "SELECT gateway.console_scope()", refused=True),
+    # refused by the parser only: harmless in the database (its own transaction, its own settings)
+    Attack("own_xid", "SELECT pg_current_xact_id()", refused=True),
+    Attack("read_scope_setting", "SELECT current_setting('mcp_gateway.console_scope', true)", refused=True),
+    Attack("param_ref", "SELECT $1", refused=True),
+]
+CORPUS = CORPUS + WALL

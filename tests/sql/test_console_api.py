@@ -32,6 +32,8 @@ def test_hostile_corpus_as_tenant_admin(api_env: ApiEnv, attack: Attack) -> None
     body = r.json()
     if r.status_code == 400:
         assert body["error"] in ("refused", "query_failed") and body["detail"] and "\n" not in body["detail"]
+    if attack.blocked or attack.refused:
+        assert r.status_code == 400 and body["error"] == "refused", f"{attack.name} was not refused: {r.text[:300]}"
     assert elapsed < 6, f"{attack.name} took {elapsed:.1f}s (deadline 2s)"
 
 
@@ -44,7 +46,11 @@ def test_refusals_and_failures_say_why(api_env: ApiEnv) -> None:
     assert answer("SELECT set_config('role', 'x', true)") == (400, "function set_config is not allowed")
     assert answer("SELECT nope FROM gateway.users") == (400, 'column "nope" does not exist')
     assert answer("SELECT * FROM mcp_gateway_private.console_keys") == \
-        (400, "permission denied for schema mcp_gateway_private")
+        (400, "relation mcp_gateway_private.console_keys is not allowed (schemas: gateway, pg_catalog, "
+              "information_schema)")
+    assert answer("SELECT x.pg_sleep FROM unnest(ARRAY[1.0]) x") == \
+        (400, "function pg_sleep is not allowed (attribute notation .pg_sleep calls it)")
+    assert answer("SELECT count(*) FROM gateway.tenants") == (200, "")
     assert answer("SELECT 1/0") == (400, "division by zero")
 
 
@@ -109,6 +115,8 @@ async def test_run_sql_tool_for_admins_unknown_for_members(api_env: ApiEnv) -> N
         assert result.structured_content["rows"] == [[A]]
         with pytest.raises(ToolError, match="function set_config is not allowed"):
             await client.call_tool("run_sql", {"sql": "SELECT set_config('role', 'x', true)"})
+        health = await client.call_tool("health_check", {})
+        assert health.structured_content["console_side_channels"] == "closed"
     async with Client(url, auth=make_jwt("audrey", A, "auditor")) as client:
         result = await client.call_tool("run_sql", {"sql": "SELECT count(DISTINCT tenant_id) FROM gateway.users"})
         assert result.structured_content["rows"] == [[2]]

@@ -4,12 +4,12 @@ ONLY); plus forged, replayed, expired and missing scopes, and the login's own pr
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from gateway.sqlconsole import sign_scope
 from tests.api.conftest import ApiEnv
@@ -42,8 +42,14 @@ def begin_scoped(conn: psycopg.Connection, key: tuple[int, bytes], tenant: str |
     conn.execute("BEGIN")
     pid, xid = conn.execute("SELECT pg_backend_pid(), pg_current_xact_id()::text").fetchone()  # type: ignore[misc]
     scope = sign_scope(key[1], key[0], tenant_id=tenant, pid=pid, xid=xid, expiry=int(time.time()) + expiry_in)
-    conn.execute("SELECT set_config('mcp_gateway.console_scope', %s, true)", (scope,))
+    set_scope(conn, scope)
     return scope
+
+
+def set_scope(conn: psycopg.Connection, value: str, local: bool = True) -> None:
+    """SET [LOCAL] the scope (set_config() is revoked from the console login)."""
+    conn.execute(sql.SQL("SET {} mcp_gateway.console_scope = {}").format(
+        sql.SQL("LOCAL" if local else "SESSION"), sql.Literal(value)))
 
 
 def probe(conn: psycopg.Connection) -> set[str]:
@@ -53,7 +59,7 @@ def probe(conn: psycopg.Connection) -> set[str]:
 def _run_raw(conn: psycopg.Connection, sql: str, resource: bool) -> str:
     """Run without the parser; return everything the attacker saw (rows or error) as text."""
     seen: list[str] = []
-    conn.execute("SELECT set_config('statement_timeout', '1500ms', true)")
+    conn.execute("SET LOCAL statement_timeout = '1500ms'")
     try:
         with conn.cursor() as cur:
             if sql.lstrip().upper().startswith("COPY"):  # COPY TO STDOUT runs (RLS applies): read it all
@@ -82,6 +88,8 @@ def test_corpus_without_parser_leaks_nothing(api_env: ApiEnv, key: tuple[int, by
     assert probe(console) == {A}
     seen = _run_raw(console, attack.sql, attack.resource)
     assert leaked(seen, attack.snoop) is None, f"{attack.name} leaked: {seen[:800]}"
+    if attack.blocked:  # the second wall: the database refuses it without the parser
+        assert "ERROR" in seen and "QueryCanceled" not in seen, f"{attack.name} ran on the console login: {seen[:500]}"
     status = console.info.transaction_status
     if status == psycopg.pq.TransactionStatus.INTRANS:
         assert probe(console) <= {A}, f"{attack.name}: the rest of the transaction saw another tenant"
@@ -129,9 +137,9 @@ def test_missing_and_forged_scopes_see_nothing(key: tuple[int, bytes], console: 
                    pid=pid, xid=xid, expiry=expiry),
     ]
     for value in forged:
-        console.execute("SELECT set_config('mcp_gateway.console_scope', %s, true)", (value,))
+        set_scope(console, value)
         assert probe(console) == set(), value
-    console.execute("SELECT set_config('mcp_gateway.console_scope', %s, true)", (good,))
+    set_scope(console, good)
     assert probe(console) == {A}
     console.execute("ROLLBACK")
 
@@ -143,46 +151,49 @@ def test_a_leaked_scope_cannot_be_replayed(api_env: ApiEnv, key: tuple[int, byte
         b_scope = begin_scoped(other, key, B)
         assert probe(other) == {B}
         console.execute("BEGIN")
-        console.execute("SELECT set_config('mcp_gateway.console_scope', %s, true)", (b_scope,))
+        set_scope(console, b_scope)
         assert probe(console) == set()  # other backend
         console.execute("ROLLBACK")
         other.execute("COMMIT")
         other.execute("BEGIN")
         other.execute("SELECT pg_current_xact_id()")
-        other.execute("SELECT set_config('mcp_gateway.console_scope', %s, true)", (b_scope,))
+        set_scope(other, b_scope)
         assert probe(other) == set()  # same backend, later transaction
         other.execute("ROLLBACK")
-        other.execute("SELECT set_config('mcp_gateway.console_scope', %s, false)", (b_scope,))  # session-level
+        set_scope(other, b_scope, local=False)  # session-level
         assert probe(other) == set()
 
 
-def test_other_console_sessions_query_text_is_invisible(api_env: ApiEnv, key: tuple[int, bytes],
-                                                        console: psycopg.Connection) -> None:
-    """Every tenant's console runs as the same login: pg_stat_activity must not show B's SQL to A."""
-    started = threading.Event()
-
-    def tenant_b_query() -> None:
-        with psycopg.connect(api_env.database.urls.console, autocommit=True) as other:
-            begin_scoped(other, key, B)
-            started.set()
-            other.execute("SELECT 'zz-secret-query-text', pg_sleep(1.5)")
-            other.execute("ROLLBACK")
-
-    thread = threading.Thread(target=tenant_b_query)
-    thread.start()
-    try:
-        assert started.wait(10)
-        time.sleep(0.2)
-        for sql in ("SELECT query FROM pg_stat_activity",
-                    "SELECT pg_stat_get_backend_activity(s) FROM pg_stat_get_backend_idset() s",
-                    "SELECT * FROM pg_stat_get_activity(NULL)"):
+def test_other_console_sessions_are_invisible_and_untouchable(api_env: ApiEnv, key: tuple[int, bytes],
+                                                             console: psycopg.Connection) -> None:
+    """Every tenant's console runs as the same login, and PostgreSQL lets a role see the query
+    text of its own other backends and signal them: B's console must be invisible to A, and A
+    must not be able to cancel or terminate it."""
+    with psycopg.connect(api_env.database.urls.console, autocommit=True) as other:
+        begin_scoped(other, key, B)
+        other.execute("SELECT 'zz-secret-query-text'")  # stays the backend's last query text
+        b_pid = other.info.backend_pid
+        console.execute("BEGIN")
+        for sql_text in ("SELECT query FROM pg_stat_activity",
+                         "SELECT pg_stat_get_backend_activity(s) FROM pg_stat_get_backend_idset() s",
+                         "SELECT * FROM pg_stat_get_activity(NULL)",
+                         "SELECT pid FROM pg_locks",
+                         f"SELECT pg_cancel_backend({b_pid})",
+                         f"SELECT pg_terminate_backend({b_pid})",
+                         "SELECT pg_stat_get_backend_pid(s) FROM pg_stat_get_backend_idset() s",
+                         f"SELECT pg_blocking_pids({b_pid})"):
+            console.execute("SAVEPOINT s")
             try:
-                text = repr(console.execute(sql).fetchall())
+                text = repr(console.execute(sql_text).fetchall())
             except psycopg.errors.InsufficientPrivilege:
                 text = ""
-            assert "zz-secret" not in text, sql
-    finally:
-        thread.join()
+            console.execute("ROLLBACK TO SAVEPOINT s")
+            assert "zz-secret" not in text and str(b_pid) not in text, sql_text
+        console.execute("ROLLBACK")
+        # B's backend is alive and its transaction was not cancelled.
+        assert other.execute("SELECT 1").fetchone() == (1,)
+        assert probe(other) == {B}
+        other.execute("ROLLBACK")
 
 
 def test_console_login_privileges(api_env: ApiEnv) -> None:
