@@ -63,3 +63,12 @@ def keys() -> str:
 def weather(city: str) -> str:
     """A resource template."""
     return f"sunny in {city}"
+
+
+@mcp.tool
+async def nap(seconds: float) -> str:
+    """Take a while (parallel-call tests need calls that overlap)."""
+    import asyncio
+
+    await asyncio.sleep(min(seconds, 5.0))
+    return "rested"
