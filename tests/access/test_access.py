@@ -187,9 +187,10 @@ async def test_prompts_and_resources_follow_the_same_rules_and_every_use_is_reco
     assert got[("mia", "prompts/get", "greet")] == ("success", None)
     assert got[("mia", "resources/read", "docs://readme")] == ("success", None)
     assert got[("mia", "resources/read", "weather://oslo")] == ("success", None)
-    assert got[("mia", "prompts/get", "audit_brief")] == ("denied", "prompt 'audit_brief' is an admin prompt (role member)")
-    assert got[("mia", "resources/read", "vault://keys")] == ("denied",
-                                                              "resource 'vault://keys' is an admin resource (role member)")
+    assert got[("mia", "prompts/get", "audit_brief")] == (
+        "denied", "prompt 'audit_brief' is an admin prompt (role member)")
+    assert got[("mia", "resources/read", "vault://keys")] == (
+        "denied", "resource 'vault://keys' is an admin resource (role member)")
     assert got[("mia", "prompts/get", "audxt_brief")][0] == "error"
     assert got[("ada", "resources/read", "vault://keys")] == ("success", None)
     assert got[("gus", "resources/read", "docs://readme")] == (
