@@ -87,6 +87,10 @@ def unknown_tool(name: str) -> NotFoundError:
     return NotFoundError(f"Unknown tool: {name!r}")
 
 
+HIDDEN_PROMPT = "mcp-gateway-hidden"          # a completion for a hidden ref asks about these instead
+HIDDEN_URI = "mcp-gateway-hidden://unknown"
+
+
 def unknown(kind: str, name: str) -> NotFoundError:
     """What FastMCP raises for a tool, prompt or resource that does not exist (same text, same error)."""
     return NotFoundError(f"Unknown {kind}: {name!r}")
@@ -176,32 +180,51 @@ class AccessMiddleware(Middleware):
         return await call_next(context)
 
     async def on_request(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
-        if context.method == COMPLETE:
-            # Completing an argument of a hidden prompt or template would reveal it: judged like using it.
-            name, _ = completion_target(context.message)
-            ref = context.message.get("ref") if isinstance(context.message, dict) else None
-            if name is not None:
-                if isinstance(ref, dict) and ref.get("type") == "ref/prompt":
-                    await self._enforce(context, "prompt", name, lambda server: server.get_prompt(name))
-                else:
-                    await self._enforce(context, "resource", name,
-                                        lambda server: server.get_resource_template(name))
-        return await call_next(context)
+        if context.method != COMPLETE or not isinstance(context.message, dict):
+            return await call_next(context)
+        # Completing an argument of a hidden prompt or template would reveal it: judged like using it,
+        # and answered as the same request for a reference that does not exist.
+        name, _ = completion_target(context.message)
+        ref = context.message.get("ref")
+        if name is None or not isinstance(ref, dict):
+            return await call_next(context)
+        if ref.get("type") == "ref/prompt":
+            reason = await self._refusal(context, "prompt", name, lambda server: server.get_prompt(name))
+            placeholder = {**ref, "name": HIDDEN_PROMPT}
+        else:
+            reason = await self._refusal(context, "resource", name, lambda server: server.get_resource_template(name))
+            placeholder = {**ref, "uri": HIDDEN_URI}
+        if reason is None:
+            return await call_next(context)
+        unknown_ref = context.copy(message={**context.message, "ref": placeholder})
+        try:
+            answer = await call_next(unknown_ref)
+        except Exception as exc:
+            if self.principal_of() is None:
+                raise
+            raise AccessDenied(reason, public=exc) from None
+        if self.principal_of() is None:
+            return answer
+        raise AccessDenied(reason, result=answer)
 
     async def _enforce(self, context: MiddlewareContext[Any], kind: str, name: str,
                        lookup: Callable[[Any], Awaitable[Any]]) -> None:
-        principal = self.principal_of()
-        tenant_id, role = self._who(principal)
+        reason = await self._refusal(context, kind, name, lookup)
+        if reason is None:
+            return
+        if self.principal_of() is None:
+            raise unknown(kind, name)
+        raise AccessDenied(reason, public=unknown(kind, name))
+
+    async def _refusal(self, context: MiddlewareContext[Any], kind: str, name: str,
+                       lookup: Callable[[Any], Awaitable[Any]]) -> str | None:
+        tenant_id, role = self._who(self.principal_of())
         reason = self.policy.decide(tenant_id, role, name, (), kind)
         if reason is None and self.policy.needs_tags(role):
             component = await self._component(context, kind, name, lookup)
             if component is not None and component.tags:
                 reason = self.policy.decide(tenant_id, role, name, component.tags, kind)
-        if reason is None:
-            return
-        if principal is None:
-            raise unknown(kind, name)
-        raise AccessDenied(reason, public=unknown(kind, name))
+        return reason
 
     async def _component(self, context: MiddlewareContext[Any], kind: str, name: str,
                          lookup: Callable[[Any], Awaitable[Any]]) -> Any:

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from fastmcp import Client
 from mcp.shared.exceptions import MCPError
+from mcp_types import PromptReference
 
 from tests.gateway.conftest import query, wait_rows
 from tests.gateway_proc import GatewayProcess, make_jwt, running_gateway
@@ -171,6 +172,12 @@ async def test_prompts_and_resources_follow_the_same_rules_and_every_use_is_reco
         hidden = await _error_of(client.read_resource("vault://keys"))
         missing = await _error_of(client.read_resource("vault://kexs"))
         assert repr(hidden).replace("keys", "N") == repr(missing).replace("kexs", "N"), (hidden, missing)
+        # completion/complete is governed too (the gateway serves no completions: method not found), and a
+        # completion for a hidden prompt answers like one for a missing prompt.
+        completions = [await _error_of(client.complete(PromptReference(type="ref/prompt", name=name),
+                                                       {"name": "topic", "value": "x"}))
+                       for name in ("greet", "audit_brief", "audxt_brief")]
+        assert completions[0] == completions[1] == completions[2], completions
 
     async with Client(gateway.mcp_url, auth=make_jwt("ada", "acme", "admin"), mode=mode) as admin:
         assert "audit_brief" in {p.name for p in await admin.list_prompts()}
@@ -182,7 +189,7 @@ async def test_prompts_and_resources_follow_the_same_rules_and_every_use_is_reco
         await _error_of(globex.read_resource("docs://readme"))
 
     rows = wait_rows(admin_conn, "SELECT user_id, method, tool_name, status, error_message FROM gateway.mcp_requests"
-                     " WHERE method <> 'tools/call'", 9)
+                     " WHERE method <> 'tools/call'", 12)
     got = {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}
     assert got[("mia", "prompts/get", "greet")] == ("success", None)
     assert got[("mia", "resources/read", "docs://readme")] == ("success", None)
@@ -193,6 +200,10 @@ async def test_prompts_and_resources_follow_the_same_rules_and_every_use_is_reco
         "denied", "resource 'vault://keys' is an admin resource (role member)")
     assert got[("mia", "prompts/get", "audxt_brief")][0] == "error"
     assert got[("ada", "resources/read", "vault://keys")] == ("success", None)
+    assert got[("mia", "completion/complete", "greet")][0] == "error"
+    assert got[("mia", "completion/complete", "audxt_brief")][0] == "error"
+    assert got[("mia", "completion/complete", "audit_brief")] == (
+        "denied", "prompt 'audit_brief' is an admin prompt (role member)")
     assert got[("gus", "resources/read", "docs://readme")] == (
         "denied", "resource 'docs://readme' not in access.tenants.globex.roles.member.allow")
     # Listing is discovery, not a call: nothing recorded for it.
