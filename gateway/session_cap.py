@@ -180,27 +180,27 @@ class SessionCap:
         if session_id is not None:
             self._open.setdefault(key, {})[session_id] = _Open(kind, self._clock(), stop=stop)
 
-    def begin(self, principal: Principal, session_id: str) -> _Open | None:
-        """A request for an open session starts: it is not idle while the request is in flight."""
-        state = self._open.get(principal.key, {}).get(session_id)
+    def begin(self, key: str, session_id: str) -> _Open | None:
+        """A request for an open session of principal `key` starts: not idle while it is in flight."""
+        state = self._open.get(key, {}).get(session_id)
         if state is not None:
             state.in_flight += 1
         return state
 
-    def end(self, principal: Principal, session_id: str, state: _Open | None, gone: bool) -> None:
+    def end(self, key: str, session_id: str, state: _Open | None, gone: bool) -> None:
         """That request ended; `gone` when it ended the session (DELETE) or found it ended (404)."""
         if state is not None:
             state.in_flight -= 1
             state.last_active = self._clock()
         if gone:
-            self.forget(principal, session_id)
+            self.forget(key, session_id)
 
-    def forget(self, principal: Principal, session_id: str) -> None:
-        sessions = self._open.get(principal.key)
+    def forget(self, key: str, session_id: str) -> None:
+        sessions = self._open.get(key)
         if sessions is not None:
             sessions.pop(session_id, None)
             if not sessions:
-                del self._open[principal.key]
+                del self._open[key]
 
     async def reap(self, principal: Principal, session_id: str, state: _Open) -> None:
         """End a capped principal's idle session to make room for a new one."""
@@ -233,19 +233,25 @@ class SessionCapMiddleware:
         if scope["type"] != "http" or not self._concerns_sessions(scope):
             await self.app(scope, receive, send)  # e.g. 2026-07-28 traffic: no session to count
             return
-        principal = _principal(scope)
-        if principal is None:  # no session can open without a principal: FastMCP answers 401
+        user = scope.get("user")
+        if not isinstance(user, AuthenticatedUser):  # no session opens without a principal: FastMCP answers 401
             await self.app(scope, receive, send)
             return
+        # The key the SDK binds a session to (auth.provider.access_token_for: client_id = principal key).
+        key = user.access_token.client_id
         if self.kind == "sse":
-            await self._sse(principal, scope, receive, send)
+            posted_to = _query_param(scope, b"session_id") if scope["method"] == "POST" else None
+            if posted_to is not None:  # /messages/?session_id=...: activity of an open SSE session
+                await self._in_session(key, posted_to, scope, receive, send)
+            else:
+                await self._sse(user, scope, receive, send)
             return
         self.cap.bind(scope.get("app"))
         session_id = _header(scope, b"mcp-session-id")
         if session_id is not None:
-            await self._in_session(principal, session_id, scope, receive, send)
+            await self._in_session(key, session_id, scope, receive, send)
         else:
-            await self._opening(principal, scope, receive, send)
+            await self._opening(user, scope, receive, send)
 
     def _concerns_sessions(self, scope: Scope) -> bool:
         if self.kind == "sse":
@@ -256,9 +262,9 @@ class SessionCapMiddleware:
         # What the SDK would open a session for: a POST without id, in the handshake era.
         return scope["method"] == "POST" and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS)
 
-    async def _opening(self, principal: Principal, scope: Scope, receive: Receive, send: Send) -> None:
-        admission = await self._admit(principal, scope, receive, send)
-        if admission is None:
+    async def _opening(self, user: AuthenticatedUser, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = await self._admit(user, scope, receive, send)
+        if principal is None:
             return
         status, new_id = 0, None
 
@@ -274,9 +280,8 @@ class SessionCapMiddleware:
         finally:
             self.cap.opened(principal, new_id if 0 < status < 400 else None, "mcp")
 
-    async def _in_session(self, principal: Principal, session_id: str, scope: Scope, receive: Receive,
-                          send: Send) -> None:
-        state = self.cap.begin(principal, session_id)
+    async def _in_session(self, key: str, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.cap.begin(key, session_id)
         status = 0
 
         async def watch(message: Message) -> None:
@@ -289,22 +294,15 @@ class SessionCapMiddleware:
             await self.app(scope, receive, watch)
         finally:
             gone = status == 404 or (scope["method"] == "DELETE" and 200 <= status < 300)
-            self.cap.end(principal, session_id, state, gone)
+            self.cap.end(key, session_id, state, gone)
 
-    async def _sse(self, principal: Principal, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _sse(self, user: AuthenticatedUser, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        if scope["method"] == "POST":  # /messages/?session_id=...: activity of an open SSE session
-            posted_to = _query_param(scope, b"session_id")
-            if posted_to is None:
-                await self.app(scope, receive, send)
-            else:
-                await self._in_session(principal, posted_to, scope, receive, send)
-            return
         if scope["method"] != "GET" or not path.rstrip("/").endswith("/sse"):
             await self.app(scope, receive, send)
             return
-        admission = await self._admit(principal, scope, receive, send)
-        if admission is None:
+        principal = await self._admit(user, scope, receive, send)
+        if principal is None:
             return
         session_id: str | None = None
         started = finished = False
@@ -331,16 +329,21 @@ class SessionCapMiddleware:
             if session_id is None:
                 self.cap.opened(principal, None, "sse")
             else:
-                self.cap.forget(principal, session_id)  # the stream is the session: it ended
+                self.cap.forget(principal.key, session_id)  # the stream is the session: it ended
 
-    async def _admit(self, principal: Principal, scope: Scope, receive: Receive, send: Send) -> Admission | None:
+    async def _admit(self, user: AuthenticatedUser, scope: Scope, receive: Receive, send: Send) -> Principal | None:
+        """The principal, admitted to open one more session (counted as opening); None if refused."""
+        principal = principal_from_access_token(user.access_token)
+        if principal is None:  # not one of our tokens: the SDK decides, nothing to count it under
+            await self.app(scope, receive, send)
+            return None
         admission = self.cap.admit(principal)
         if not admission.admitted:
             await _too_many(self.cap.limit, admission)(scope, receive, send)
             return None
         if admission.victim is not None:
             await self.cap.reap(principal, *admission.victim)
-        return admission
+        return principal
 
 
 def _too_many(limit: int, admission: Admission) -> Response:
@@ -354,11 +357,6 @@ def _too_many(limit: int, admission: Admission) -> Response:
                                "retry_after_seconds": retry}}}
     return Response(json.dumps(body), status_code=429, media_type="application/json",
                     headers={"Retry-After": str(retry)})
-
-
-def _principal(scope: Scope) -> Principal | None:
-    user = scope.get("user")
-    return principal_from_access_token(user.access_token) if isinstance(user, AuthenticatedUser) else None
 
 
 def _header(scope: Scope | Message, name: bytes) -> str | None:

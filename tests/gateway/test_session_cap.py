@@ -18,6 +18,8 @@ import httpx
 import psycopg
 import pytest
 from fastmcp import Client
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auth import Principal
 from gateway.session_cap import SessionCap
@@ -206,7 +208,7 @@ def test_ended_sessions_are_forgotten_without_the_sdk_table() -> None:
             cap.opened(p, f"{p.user_id}-{n}", "mcp")
         assert not cap.admit(p).admitted
     assert len(cap) == 100
-    state = cap.begin(principals[0], "u0-0")  # a request in flight holds its session open
+    state = cap.begin(principals[0].key, "u0-0")  # a request in flight holds its session open
     now[0] = 100.0
     assert cap.count(principals[1].key) == 0 and cap.admit(principals[1]).admitted
     cap.opened(principals[1], None, "mcp")  # that opening failed: nothing counted
@@ -215,5 +217,68 @@ def test_ended_sessions_are_forgotten_without_the_sdk_table() -> None:
     assert cap.admit(principals[2]).admitted
     cap.opened(principals[2], "new", "mcp")
     assert len(cap) == 2 and cap.count(principals[0].key) == 1  # the in-flight one, and the new one
-    cap.end(principals[0], "u0-0", state, gone=True)
+    cap.end(principals[0].key, "u0-0", state, gone=True)
     assert len(cap) == 1
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["open", "fail", "request", "delete", "expire", "wait"]),
+                         st.integers(0, 3), st.integers(0, 5), st.floats(0, 90)), max_size=80)
+
+
+@settings(max_examples=200, deadline=None)
+@given(OPS)
+def test_no_principal_ever_holds_more_than_the_cap_and_ended_sessions_are_forgotten(
+        ops: list[tuple[str, int, int, float]]) -> None:
+    """Any interleaving of opens (some failing), requests, DELETEs, SDK-side ends and time: the count a
+    principal is admitted against never exceeds the cap, nobody's sessions are reaped for someone else,
+    and once everything has ended and a sweep ran, nothing is remembered."""
+    now = [0.0]
+    sdk: dict[str, object] = {}  # stands in for the SDK manager's session table
+
+    class Holder:
+        class session_manager:  # noqa: N801 - the shape FastMCP's ASGI app has
+            _server_instances = sdk
+
+    reaped: list[tuple[str, str]] = []
+    cap = SessionCap(limit=3, reap_after=30, idle_timeout=60, clock=lambda: now[0],
+                     on_reaped=lambda p, kind, sid: reaped.append((p.key, sid)))
+    cap._holder = Holder
+    owners: dict[str, str] = {}
+    people = [Principal(user_id=f"u{i}", tenant_id="t", role="member", token_kind="jwt_hs")  # type: ignore[arg-type]
+              for i in range(4)]
+    serial = 0
+    for op, who, which, seconds in ops:
+        principal = people[who]
+        mine = sorted(s for s, o in owners.items() if o == principal.key and s in sdk)
+        if op in ("open", "fail"):
+            admission = cap.admit(principal)
+            if admission.admitted:
+                if admission.victim is not None:
+                    victim_id = admission.victim[0]
+                    assert owners[victim_id] == principal.key  # only one's own sessions are reaped
+                    sdk.pop(victim_id, None)
+                serial += 1
+                new_id = f"s{serial}" if op == "open" else None
+                if new_id:
+                    sdk[new_id] = object()
+                    owners[new_id] = principal.key
+                cap.opened(principal, new_id, "mcp")
+            assert len([s for s, o in owners.items() if o == principal.key and s in sdk]) <= 3
+        elif op == "request" and mine:
+            sid = mine[which % len(mine)]
+            cap.end(principal.key, sid, cap.begin(principal.key, sid), gone=False)
+        elif op == "delete" and mine:
+            sid = mine[which % len(mine)]
+            sdk.pop(sid)
+            cap.end(principal.key, sid, cap.begin(principal.key, sid), gone=True)
+        elif op == "expire" and mine:  # idle timeout or a transport failure: only the SDK knows
+            sdk.pop(mine[which % len(mine)])
+        else:
+            now[0] += seconds
+        for p in people:
+            assert cap.count(p.key) == len([s for s, o in owners.items() if o == p.key and s in sdk])
+    sdk.clear()
+    now[0] += 120
+    cap.admit(people[0])
+    cap.opened(people[0], None, "mcp")
+    assert len(cap) == 0 and not cap._opening
