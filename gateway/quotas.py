@@ -246,8 +246,8 @@ class Quotas:
             wait = bucket.take(now_mono)
             if wait > 0:
                 retry = math.ceil(wait * 10) / 10  # tenths, rounded up: retrying then succeeds
-                return (f"calls_per_minute exceeded: user made {bucket.recent()} calls in the last minute,"
-                        f" limit {limits.calls_per_minute:g}/min (burst {limits.burst})",
+                return ((f"calls_per_minute exceeded: user made {bucket.recent()} calls in the last minute,"
+                         f" limit {limits.calls_per_minute:g}/min (burst {limits.burst})"),
                         {"error": "rate_limited", "limit": "calls_per_minute", "scope": "user",
                          "current": bucket.recent(), "limit_value": limits.calls_per_minute,
                          "burst": limits.burst, "unit": "calls/minute", "retry_after_seconds": retry}), None

@@ -167,14 +167,14 @@ async def test_idle_sessions_of_a_capped_member_are_reaped_longest_idle_first(
 
         # A legacy SSE connection idle past the threshold is reaped too: its stream (its session) ends.
         sid = make_jwt("sid", "acme")
-        async with httpx.AsyncClient(base_url=gw.base_url, timeout=15) as http:
-            async with _sse(http, sid) as first_sse, _sse(http, sid) as second_sse:
-                await asyncio.sleep(1.2)
-                assert await _post_sse(http, sid, second_sse) == 202  # used: `first_sse` is the longest idle
-                await _open(http, sid)
-                assert await _post_sse(http, sid, first_sse) == 404
-                assert await _post_sse(http, sid, second_sse) == 202
-                _assert_too_many(await _initialize(http, sid), 2, 2)  # `second_sse` was just used
+        async with httpx.AsyncClient(base_url=gw.base_url, timeout=15) as http, \
+                _sse(http, sid) as first_sse, _sse(http, sid) as second_sse:
+            await asyncio.sleep(1.2)
+            assert await _post_sse(http, sid, second_sse) == 202  # used: `first_sse` is the longest idle
+            await _open(http, sid)
+            assert await _post_sse(http, sid, first_sse) == 404
+            assert await _post_sse(http, sid, second_sse) == 202
+            _assert_too_many(await _initialize(http, sid), 2, 2)  # `second_sse` was just used
 
 
 async def test_sessions_ended_by_the_sdk_idle_timeout_stop_counting(database: TestDatabase, tmp_path: Path) -> None:
@@ -236,7 +236,7 @@ def test_no_principal_ever_holds_more_than_the_cap_and_ended_sessions_are_forgot
     sdk: dict[str, object] = {}  # stands in for the SDK manager's session table
 
     class Holder:
-        class session_manager:  # noqa: N801 - the shape FastMCP's ASGI app has
+        class session_manager:  # the shape of FastMCP's ASGI app
             _server_instances = sdk
 
     reaped: list[tuple[str, str]] = []
