@@ -40,6 +40,7 @@ from gateway.origins import guard_http
 from gateway.quotas import install_quotas
 from gateway.server import add_builtin_tools, add_demo_tools, mount_servers
 from gateway.services import Services
+from gateway.session_cap import install_session_cap
 from gateway.settings import Settings
 from gateway.sqlconsole import add_admin_tools
 from gateway.tracking import ClientInfo, TrackingMiddleware
@@ -75,9 +76,11 @@ class GatewayApp:
         self.services = services
         self.mcp = mcp
         settings = services.settings
+        cap = install_session_cap(services)  # per-principal session cap, inside FastMCP's authentication
         self.mcp_http = mcp.http_app(path="/mcp", json_response=settings.json_response,
-                                     session_idle_timeout=settings.session_idle_timeout)
-        self.mcp_sse = mcp.http_app(path="/sse", transport="sse")
+                                     session_idle_timeout=settings.session_idle_timeout,
+                                     middleware=[cap.middleware("mcp")])
+        self.mcp_sse = mcp.http_app(path="/sse", transport="sse", middleware=[cap.middleware("sse")])
         api_app = create_api_app(services)
         api = services.gateway_auth.protect(api_app)
         self.metrics = GatewayMetrics(services)

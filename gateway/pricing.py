@@ -42,7 +42,8 @@ class Pricing(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: str | None = Field(None, description="Stored on every row; default: a hash of this section")
-    call_price: Decimal = Field(Decimal("0"), ge=0, description="USD per call, every tool")
+    call_price: Decimal = Field(Decimal("0"), ge=0,
+                                description="USD per call: every tools/call, resources/read, prompts/get, completion")
     input_price_per_mtok: Decimal = Field(DEFAULT_INPUT_PRICE_PER_MTOK, ge=0)
     output_price_per_mtok: Decimal = Field(DEFAULT_OUTPUT_PRICE_PER_MTOK, ge=0)
     tools: dict[str, ToolPrice] = Field(default_factory=dict, description="Per-tool overrides")

@@ -1,10 +1,16 @@
 """Rate limits and budgets: per-user calls per minute, per-user and per-tenant daily cost budgets.
 
 Configured per role in `[quotas.roles.<role>]`, per tenant in `[quotas.tenants.<tenant>]`
-(see docs/quotas.md). Checked by QuotaMiddleware before every tools/call, inside
-TrackingMiddleware: a refused call is recorded as `denied` with the reason, and the
-caller gets an isError tool result whose text and structured content say which limit,
-the current figure, the limit, and how many seconds until it may retry.
+(see docs/quotas.md). Checked by QuotaMiddleware before every governed call (tools/call,
+resources/read, prompts/get, completion/complete), inside TrackingMiddleware: a refused call
+is recorded as `denied` with the reason. A refused tool call gets an isError tool result,
+the other methods a JSON-RPC error (code BUDGET_OR_RATE_ERROR); both carry which limit, the
+current figure, the limit, and how many seconds until the caller may retry.
+
+Reservations: a call admitted under a budget reserves its known price (the per-call price
+plus its arguments' tokens) until it ends, so parallel calls see each other: a budget is
+never overrun by more than one call's price plus the result tokens of the calls in flight
+(docs/quotas.md, "Bounds"). Reservations are per process.
 
 Rate limit: a token bucket per (tenant, user) in this process's memory — N replicas
 allow up to N x the rate unless a load balancer pins users to replicas.
@@ -33,13 +39,14 @@ from typing import TYPE_CHECKING, Any
 import mcp_types
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from fastmcp.tools.base import ToolResult
+from mcp.shared.exceptions import MCPError
 
 from auth import Principal
 from gateway.config import QuotaConfig, RoleQuota
 from gateway.pricing import Pricing, arguments_text, count_tokens
 from gateway.records import ToolCalled
 from gateway.tasks import cancel_and_wait
-from gateway.tracking import AccessDenied
+from gateway.tracking import COMPLETE, AccessDenied, completion_target
 
 if TYPE_CHECKING:
     from gateway.db import Database
@@ -48,6 +55,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcp_gateway.quotas")
 
 PENDING_MAX = 200_000  # local not-yet-confirmed calls remembered for budgets
+BUDGET_OR_RATE_ERROR = -32029  # JSON-RPC error code of a refused resources/read, prompts/get, completion
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A call's known price, held against its user's and tenant's budgets while it runs."""
+
+    tenant_id: str
+    user_id: str
+    day: date
+    amount: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +150,8 @@ class Quotas:
         self._pending: dict[uuid.UUID, tuple[str, str, date, Decimal]] = {}
         self._pending_user: dict[tuple[str, str, date], Decimal] = collections.defaultdict(Decimal)
         self._pending_tenant: dict[tuple[str, date], Decimal] = collections.defaultdict(Decimal)
+        self._reserved_user: dict[tuple[str, str, date], Decimal] = collections.defaultdict(Decimal)
+        self._reserved_tenant: dict[tuple[str, date], Decimal] = collections.defaultdict(Decimal)
         self.last_refresh: datetime | None = None
         self.last_refresh_error: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -181,21 +201,42 @@ class Quotas:
         tenant += self._pending_tenant.get((tenant_id, today), Decimal(0))
         return user, tenant
 
-    def check(self, principal: Principal) -> tuple[str, dict[str, Any]] | None:
-        """None if the call may go (a rate token is taken), else (reason, details)."""
+    def reserved(self, tenant_id: str, user_id: str, today: date) -> tuple[Decimal, Decimal]:
+        """(user, tenant) prices held by this process's calls in flight."""
+        return (self._reserved_user.get((tenant_id, user_id, today), Decimal(0)),
+                self._reserved_tenant.get((tenant_id, today), Decimal(0)))
+
+    def budgeted(self, principal: Principal) -> bool:
         limits = self.limits_for(principal.tenant_id, principal.role)
+        return limits.user_daily_budget is not None or limits.tenant_daily_budget is not None
+
+    def check(self, principal: Principal) -> tuple[str, dict[str, Any]] | None:
+        """None if the call may go (a rate token is taken), else (reason, details). Reserves nothing."""
+        return self.admit(principal)[0]
+
+    def admit(self, principal: Principal, price: Decimal = Decimal(0)
+              ) -> tuple[tuple[str, dict[str, Any]] | None, Reservation | None]:
+        """(None, reservation) if the call may go — a rate token is taken and `price` is held against the
+        budgets until `release` — else ((reason, details), None).
+
+        A budget refuses once spend + the prices held by calls in flight reaches it, so parallel calls
+        cannot all pass a check that none of them has paid for yet."""
+        limits = self.limits_for(principal.tenant_id, principal.role)
+        today: date | None = None
         if limits.user_daily_budget is not None or limits.tenant_daily_budget is not None:
             now = datetime.now(UTC)
-            user_spent, tenant_spent = self.spent(principal.tenant_id, principal.user_id, now.date())
+            today = now.date()
+            user_spent, tenant_spent = self.spent(principal.tenant_id, principal.user_id, today)
+            user_held, tenant_held = self.reserved(principal.tenant_id, principal.user_id, today)
             for scope, limit_name, spent, limit in (
-                    ("user", "user_daily_budget", user_spent, limits.user_daily_budget),
-                    ("tenant", "tenant_daily_budget", tenant_spent, limits.tenant_daily_budget)):
+                    ("user", "user_daily_budget", user_spent + user_held, limits.user_daily_budget),
+                    ("tenant", "tenant_daily_budget", tenant_spent + tenant_held, limits.tenant_daily_budget)):
                 if limit is not None and spent >= limit:
                     seconds, resets_at = _seconds_to_midnight(now)
                     return (f"{limit_name} exceeded: {scope} spent {_usd(spent)} of {_usd(limit)} today (UTC)",
                             {"error": "budget_exceeded", "limit": limit_name, "scope": scope,
                              "current": float(spent), "limit_value": float(limit), "unit": "USD",
-                             "retry_after_seconds": seconds, "resets_at": resets_at.isoformat()})
+                             "retry_after_seconds": seconds, "resets_at": resets_at.isoformat()}), None
         if limits.calls_per_minute is not None:
             key = (principal.tenant_id, principal.user_id)
             now_mono = self.clock()
@@ -205,12 +246,29 @@ class Quotas:
             wait = bucket.take(now_mono)
             if wait > 0:
                 retry = math.ceil(wait * 10) / 10  # tenths, rounded up: retrying then succeeds
-                return (f"calls_per_minute exceeded: user made {bucket.recent()} calls in the last minute,"
-                        f" limit {limits.calls_per_minute:g}/min (burst {limits.burst})",
+                return ((f"calls_per_minute exceeded: user made {bucket.recent()} calls in the last minute,"
+                         f" limit {limits.calls_per_minute:g}/min (burst {limits.burst})"),
                         {"error": "rate_limited", "limit": "calls_per_minute", "scope": "user",
                          "current": bucket.recent(), "limit_value": limits.calls_per_minute,
-                         "burst": limits.burst, "unit": "calls/minute", "retry_after_seconds": retry})
-        return None
+                         "burst": limits.burst, "unit": "calls/minute", "retry_after_seconds": retry}), None
+        if today is None or price <= 0:
+            return None, None
+        reservation = Reservation(principal.tenant_id, principal.user_id, today, price)
+        self._reserved_user[(reservation.tenant_id, reservation.user_id, today)] += price
+        self._reserved_tenant[(reservation.tenant_id, today)] += price
+        return None, reservation
+
+    def release(self, reservation: Reservation | None) -> None:
+        """The call ended: its held price goes (its actual cost arrives through `on_recorded`)."""
+        if reservation is None:
+            return
+        self._dec_key(self._reserved_user, (reservation.tenant_id, reservation.user_id, reservation.day),
+                      reservation.amount)
+        self._dec_key(self._reserved_tenant, (reservation.tenant_id, reservation.day), reservation.amount)
+
+    def price_of(self, name: str | None, arguments: Any) -> Decimal:
+        """What a call is known to cost before it runs: its per-call price and its arguments' tokens."""
+        return self.pricing.cost(name, 0, count_tokens(arguments_text(arguments)) if arguments else 0)
 
     # -- spend accounting ---------------------------------------------------------------------------
 
@@ -332,22 +390,54 @@ def limit_result(reason: str, details: dict[str, Any]) -> ToolResult:
                       structured_content={**details, "message": text}, is_error=True)
 
 
+def limit_error(reason: str, details: dict[str, Any]) -> MCPError:
+    """What a refused resources/read, prompts/get or completion gets: a JSON-RPC error, same facts."""
+    text = limit_result(reason, details).content[0].text  # type: ignore[union-attr]
+    return MCPError(BUDGET_OR_RATE_ERROR, text, {**details, "message": text})
+
+
 class QuotaMiddleware(Middleware):
-    """Refuses tools/call over a rate limit or budget. Runs inside TrackingMiddleware."""
+    """Refuses governed calls over a rate limit or budget; holds a budgeted call's known price while it
+    runs. Runs inside TrackingMiddleware, whose record (on_recorded) takes over the spend when it ends."""
 
     def __init__(self, quotas: Quotas, principal_of: Callable[[], Principal | None]) -> None:
         self.quotas = quotas
         self.principal_of = principal_of
 
     async def on_call_tool(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        message = context.message
+        return await self._govern(context, call_next, message.name, message.arguments, as_result=True)
+
+    async def on_read_resource(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        return await self._govern(context, call_next, str(context.message.uri), None, as_result=False)
+
+    async def on_get_prompt(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        message = context.message
+        return await self._govern(context, call_next, message.name, message.arguments, as_result=False)
+
+    async def on_request(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        if context.method != COMPLETE:
+            return await call_next(context)
+        name, argument = completion_target(context.message)
+        return await self._govern(context, call_next, name, argument, as_result=False)
+
+    async def _govern(self, context: MiddlewareContext[Any], call_next: Any, name: str | None, arguments: Any,
+                      *, as_result: bool) -> Any:
         principal = self.principal_of()
         if principal is None:  # nobody to attribute a quota to (in-memory transport)
             return await call_next(context)
-        refused = self.quotas.check(principal)
-        if refused is None:
+        price = self.quotas.price_of(name, arguments) if self.quotas.budgeted(principal) else Decimal(0)
+        refused, reservation = self.quotas.admit(principal, price)
+        if refused is not None:
+            reason, details = refused
+            if as_result:
+                raise AccessDenied(reason, result=limit_result(reason, details))
+            raise AccessDenied(reason, public=limit_error(reason, details))
+        try:
             return await call_next(context)
-        reason, details = refused
-        raise AccessDenied(reason, result=limit_result(reason, details))
+        finally:
+            # No await between here and the tracker's record: other calls never see the spend missing.
+            self.quotas.release(reservation)
 
 
 def install_quotas(services: Services) -> QuotaMiddleware | None:

@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     port: int = Field(8051, ge=0, le=65535, description="Listen port.")
     public_url: str | None = Field(None, description="External base URL (RFC 9728). Default http://HOST:PORT.")
     session_idle_timeout: float = Field(1800, gt=0, description="Seconds before an idle session ends (timeout).")
+    max_sessions_per_principal: int = Field(
+        100, ge=1, description="Open protocol sessions (handshake-era /mcp sessions plus /sse connections) one "
+                               "principal may hold per process; one more gets HTTP 429 on initialize.")
+    session_reap_after: float = Field(
+        60, ge=0, description="At its session cap, a principal's session idle this many seconds (no request in "
+                              "flight) is ended to admit a new one, the longest-idle first.")
     config: Path | None = Field(None, description="TOML: upstream servers, pricing, tool access, quotas.")
     json_response: bool = Field(
         True, description="Answer /mcp POSTs with JSON rather than an SSE stream (faster; in-flight calls finish "

@@ -1,6 +1,12 @@
-"""Tracking: every tools/call becomes one row, on one code path.
+"""Tracking: every governed request becomes one row, on one code path.
 
-`TrackingMiddleware.on_call_tool` sees every call the gateway serves (its own tools,
+Governed requests ("calls") are `tools/call`, `resources/read`, `prompts/get` and
+`completion/complete`: each is one `mcp_requests` row with its `method`, and `tool_name`
+holds what was addressed (tool name, resource URI, prompt name, completion reference).
+Discovery and housekeeping (`initialize`, `server/discover`, `ping`, the `*/list` methods,
+`logging/setLevel`, notifications) are not calls and are not recorded.
+
+`TrackingMiddleware` sees every call the gateway serves (its own tools,
 mounted servers, upstreams), including those that never reach a tool body: unknown
 tool, invalid arguments, denied. `track_tool_execution` decorates a user's own tool;
 under the gateway it defers to the middleware (so nothing is recorded twice), and in a
@@ -175,6 +181,7 @@ class Tracker:
         tool_name: str | None,
         arguments: Any,
         call: Callable[[], Awaitable[Any]],
+        method: str = "tools/call",
     ) -> Any:
         started = time.perf_counter()
         status: CallStatus = "success"
@@ -200,21 +207,22 @@ class Tracker:
             _tracked_by_middleware.reset(token)
             duration_ms = (time.perf_counter() - started) * 1000.0
             try:
-                self._submit(principal, client, tool_name, arguments, result, status, error, duration_ms)
+                self._submit(principal, client, tool_name, arguments, result, status, error, duration_ms, method)
             except Exception:  # tracking must never break a call
                 log.exception("tracking failed for tool %s", tool_name)
 
     def _submit(self, principal: Principal, client: ClientInfo, tool_name: str | None, arguments: Any,
-                result: Any, status: CallStatus, error: str | None, duration_ms: float) -> None:
+                result: Any, status: CallStatus, error: str | None, duration_ms: float,
+                method: str = "tools/call") -> None:
         session_id, key = self.sessions.session_for(principal, client)
         record = ToolCalled(
             id=uuid.uuid4(), session_id=session_id, session_key=key, tenant_id=principal.tenant_id,
             user_id=principal.user_id, tool_name=tool_name, status=status, error_message=error,
             duration_ms=duration_ms, at=utcnow(), client_type=client.name, arguments=arguments,
-            result_text=_result_text(result) if status == "success" else error)
+            result_text=_result_text(result) if status == "success" else error, method=method)
         self.writer.submit(record)
         # One structured line per call; never tokens, never argument values.
-        log.info("tool call", extra={"event": "tool_call", "tenant": principal.tenant_id,
+        log.info("tool call", extra={"event": "tool_call", "method": method, "tenant": principal.tenant_id,
                                      "user": principal.user_id, "session": str(session_id), "tool": tool_name,
                                      "status": status, "duration_ms": round(duration_ms, 3)})
         for hook in self.on_recorded:
@@ -222,11 +230,25 @@ class Tracker:
 
 
 def _result_text(result: Any) -> str | None:
-    """The text a result puts into the model's context (content blocks, else structured content)."""
+    """The text a result puts into the model's context (content blocks, else structured content;
+    a resource's contents; a prompt's messages). Binary resource contents are not counted."""
     if result is None:
         return None
     parts: list[str] = []
-    for block in getattr(result, "content", None) or []:
+    blocks = getattr(result, "content", None)
+    if blocks is None and isinstance(getattr(result, "messages", None), list):  # a rendered prompt
+        blocks = [getattr(message, "content", None) for message in result.messages]
+    if blocks is None and isinstance(getattr(result, "contents", None), list):  # a resource read
+        blocks = [c.content for c in result.contents if isinstance(getattr(c, "content", None), str)]
+    if blocks is None:  # completion/complete: the offered values
+        plain = _plain(result)
+        completion = _plain(plain.get("completion")) if isinstance(plain, dict) else None
+        if isinstance(completion, dict):
+            blocks = [str(v) for v in completion.get("values") or []]
+    for block in blocks or []:
+        if isinstance(block, str):
+            parts.append(block)
+            continue
         text = getattr(block, "text", None)
         if isinstance(text, str):
             parts.append(text)
@@ -277,14 +299,50 @@ class TrackingMiddleware(Middleware):
         self.principal_of = principal_of
 
     async def on_call_tool(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        message = context.message
+        return await self._record(context, call_next, "tools/call", getattr(message, "name", None),
+                                  getattr(message, "arguments", None))
+
+    async def on_read_resource(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        uri = getattr(context.message, "uri", None)
+        return await self._record(context, call_next, "resources/read", None if uri is None else str(uri), None)
+
+    async def on_get_prompt(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        message = context.message
+        return await self._record(context, call_next, "prompts/get", getattr(message, "name", None),
+                                  getattr(message, "arguments", None))
+
+    async def on_request(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        if context.method != COMPLETE:  # the other methods have typed hooks, or are not calls
+            return await call_next(context)
+        ref, argument = completion_target(context.message)
+        return await self._record(context, call_next, COMPLETE, ref, argument)
+
+    async def _record(self, context: MiddlewareContext[Any], call_next: Any, method: str, name: str | None,
+                      arguments: Any) -> Any:
         principal = self.principal_of()
         if principal is None:  # no authenticated caller (e.g. in-memory transport): nothing to attribute
             return await call_next(context)
-        message = context.message
-        name = getattr(message, "name", None)
         return await self.tracker.record_call(
             principal, client_info(context.fastmcp_context), _text(name)[:500] if name else name,
-            getattr(message, "arguments", None), lambda: call_next(context))
+            arguments, lambda: call_next(context), method=method)
+
+
+COMPLETE = "completion/complete"
+
+
+def completion_target(message: Any) -> tuple[str | None, Any]:
+    """(the prompt name or resource template URI a completion is for, the argument being completed)."""
+    params = _plain(message)  # the outer middleware pass sees the raw params mapping
+    ref = _plain(params.get("ref")) if isinstance(params, dict) else {}
+    name = ref.get("name") or ref.get("uri") if isinstance(ref, dict) else None
+    argument = params.get("argument") if isinstance(params, dict) else None
+    return (None if name is None else str(name)), _plain(argument)
+
+
+def _plain(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    return dump(by_alias=True, exclude_none=True) if dump else value
 
 
 # -- the decorator for users' own tools ------------------------------------------------------

@@ -12,8 +12,10 @@ import httpx
 import psycopg
 import pytest
 from fastmcp import Client
+from mcp.shared.exceptions import MCPError
+from mcp_types import PromptReference
 
-from tests.gateway.conftest import wait_rows
+from tests.gateway.conftest import query, wait_rows
 from tests.gateway_proc import GatewayProcess, make_jwt, running_gateway
 from tests.pg import TestDatabase
 
@@ -139,3 +141,73 @@ async def test_hidden_tool_answers_exactly_like_unknown_tool_and_is_recorded_den
                                                            " 'github_*'")
     assert by_tool[("pxrge", "mia")][0] == "error"  # a missing tool is an error, a hidden one is denied
     assert by_tool[("purge", "ada")] == ("success", None)
+
+
+async def _error_of(call: Any) -> tuple[int, str, Any]:
+    with pytest.raises(MCPError) as caught:
+        await call
+    return caught.value.code, caught.value.message, caught.value.data
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_prompts_and_resources_follow_the_same_rules_and_every_use_is_recorded(
+        gateway: GatewayProcess, admin_conn: psycopg.Connection, mode: str) -> None:
+    async with Client(gateway.mcp_url, auth=make_jwt("mia", "acme", "member"), mode=mode) as client:
+        prompts = {p.name for p in await client.list_prompts()}
+        resources = {str(r.uri) for r in await client.list_resources()}
+        templates = {t.uri_template for t in await client.list_resource_templates()}
+        assert "greet" in prompts and "audit_brief" not in prompts  # tagged admin: hidden from members
+        assert "docs://readme" in resources and "vault://keys" not in resources
+        assert "weather://{city}" in templates
+
+        greeting = await client.get_prompt("greet", {"name": "Mia"})
+        assert greeting.messages[0].content.text == "Hello Mia, welcome."
+        assert (await client.read_resource("docs://readme"))[0].text == "read me first"
+        assert (await client.read_resource("weather://oslo"))[0].text == "sunny in oslo"
+
+        # Hidden answers exactly like missing (same code, same message and data modulo the name).
+        hidden = await _error_of(client.get_prompt("audit_brief", {"topic": "x"}))
+        missing = await _error_of(client.get_prompt("audxt_brief", {"topic": "x"}))
+        assert repr(hidden).replace("audit_brief", "N") == repr(missing).replace("audxt_brief", "N"), (hidden, missing)
+        hidden = await _error_of(client.read_resource("vault://keys"))
+        missing = await _error_of(client.read_resource("vault://kexs"))
+        assert repr(hidden).replace("keys", "N") == repr(missing).replace("kexs", "N"), (hidden, missing)
+        # completion/complete is governed too (the gateway serves no completions: method not found), and a
+        # completion for a hidden prompt answers like one for a missing prompt.
+        completions = [await _error_of(client.complete(PromptReference(type="ref/prompt", name=name),
+                                                       {"name": "topic", "value": "x"}))
+                       for name in ("greet", "audit_brief", "audxt_brief")]
+        assert completions[0] == completions[1] == completions[2], completions
+
+    async with Client(gateway.mcp_url, auth=make_jwt("ada", "acme", "admin"), mode=mode) as admin:
+        assert "audit_brief" in {p.name for p in await admin.list_prompts()}
+        assert (await admin.read_resource("vault://keys"))[0].text == "the keys"
+
+    # A tenant allow list governs prompts and resources too: globex members may use only what it names.
+    async with Client(gateway.mcp_url, auth=make_jwt("gus", "globex", "member"), mode=mode) as globex:
+        assert await globex.list_prompts() == [] and await globex.list_resources() == []
+        await _error_of(globex.read_resource("docs://readme"))
+
+    rows = wait_rows(admin_conn, "SELECT user_id, method, tool_name, status, error_message FROM gateway.mcp_requests"
+                     " WHERE method <> 'tools/call'", 12)
+    got = {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}
+    assert got[("mia", "prompts/get", "greet")] == ("success", None)
+    assert got[("mia", "resources/read", "docs://readme")] == ("success", None)
+    assert got[("mia", "resources/read", "weather://oslo")] == ("success", None)
+    assert got[("mia", "prompts/get", "audit_brief")] == (
+        "denied", "prompt 'audit_brief' is an admin prompt (role member)")
+    assert got[("mia", "resources/read", "vault://keys")] == (
+        "denied", "resource 'vault://keys' is an admin resource (role member)")
+    assert got[("mia", "prompts/get", "audxt_brief")][0] == "error"
+    assert got[("ada", "resources/read", "vault://keys")] == ("success", None)
+    assert got[("mia", "completion/complete", "greet")][0] == "error"
+    assert got[("mia", "completion/complete", "audxt_brief")][0] == "error"
+    assert got[("mia", "completion/complete", "audit_brief")] == (
+        "denied", "prompt 'audit_brief' is an admin prompt (role member)")
+    assert got[("gus", "resources/read", "docs://readme")] == (
+        "denied", "resource 'docs://readme' not in access.tenants.globex.roles.member.allow")
+    # Listing is discovery, not a call: nothing recorded for it.
+    assert not [r for r in rows if r[1].endswith("/list")]
+    costs = query(admin_conn, "SELECT prompt_tokens, estimated_cost FROM gateway.mcp_requests"
+                              " WHERE method = 'resources/read' AND status = 'success' AND tool_name = 'docs://readme'")
+    assert costs and costs[0][0] > 0 and costs[0][1] > 0  # the content read is counted like a tool result

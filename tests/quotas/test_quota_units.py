@@ -70,3 +70,26 @@ def test_local_spend_counts_until_the_database_has_it() -> None:
     quotas._confirmed({calls[0].id, calls[1].id})
     assert quotas.spent("acme", "alice") == (Decimal("0.03"), Decimal("0.03"))
     assert quotas.spent("acme", "bob") == (Decimal(0), Decimal("0.03"))
+
+
+def test_prices_held_by_calls_in_flight_count_against_the_budget_until_released() -> None:
+    config = QuotaConfig.model_validate({"roles": {"member": {"daily_budget": 3}}, "tenant_daily_budget": 4})
+    quotas = Quotas(config, Pricing(call_price=Decimal("1"), input_price_per_mtok=Decimal(0),
+                                    output_price_per_mtok=Decimal(0)))
+    alice, bob = _principal("alice", "acme"), _principal("bob", "acme")
+    price = quotas.price_of("echo", {"text": "hi"})
+    assert price == Decimal("1")
+    held = [quotas.admit(alice, price) for _ in range(5)]
+    assert [refused is None for refused, _ in held] == [True, True, True, False, False]
+    refused = held[3][0]
+    assert refused is not None and refused[1]["limit"] == "user_daily_budget" and refused[1]["current"] == 3.0
+    # The tenant's budget sees alice's held prices too: bob gets one call of the tenant's 4.
+    assert quotas.admit(bob, price)[0] is None
+    assert quotas.admit(bob, price)[0][1]["limit"] == "tenant_daily_budget"  # type: ignore[index]
+    # A call that ends releases its hold; its cost (if it ran) arrives through its record.
+    quotas.release(held[0][1])
+    quotas.release(held[1][1])
+    assert quotas.reserved("acme", "alice", datetime.now(UTC).date()) == (Decimal("1"), Decimal("2"))
+    quotas.on_recorded(_call("acme", "alice"))  # one of them ran and cost $1
+    assert quotas.admit(alice, price)[0] is None  # spent 1 + held 1 < 3
+    assert quotas.admit(alice, price)[0] is not None  # spent 1 + held 2 = 3
