@@ -11,8 +11,12 @@ Usage (see docs/auth.md):
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from fastmcp.server.auth import AccessToken, RemoteAuthProvider, TokenVerifier
@@ -22,9 +26,10 @@ from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend
 from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
 from pydantic import AnyHttpUrl, ValidationError
+from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth.authenticator import Authenticator, token_fingerprint
 from auth.errors import AuthConfigError, TokenRejected
@@ -71,6 +76,102 @@ def current_principal() -> Principal | None:
     return principal_from_access_token(get_access_token())
 
 
+class Refusal:
+    """Why this request's token was refused; filled in by the verifier, read when the 401 is sent."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+
+_refusal: ContextVar[Refusal | None] = ContextVar("mcp_gateway_refusal", default=None)
+
+
+@contextmanager
+def noting_refusal() -> Iterator[Refusal]:
+    """Within this block, the verifier notes why it refused a token (nested blocks share the outer note)."""
+    outer = _refusal.get()
+    if outer is not None:
+        yield outer
+        return
+    note = Refusal()
+    reset = _refusal.set(note)
+    try:
+        yield note
+    finally:
+        _refusal.reset(reset)
+
+
+_DESCRIPTION = re.compile(r'error_description="[^"]*"')
+
+
+def safe_description(reason: str) -> str:
+    """A refusal reason as a quoted-string value: printable ASCII, no quote or backslash."""
+    return "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "'" for ch in reason)[:200]
+
+
+def describe_challenge(www_authenticate: str, reason: str) -> str:
+    """The challenge with `error_description` set to `reason`."""
+    return _DESCRIPTION.sub(lambda _: f'error_description="{safe_description(reason)}"', www_authenticate, 1)
+
+
+class RefusalReasons:
+    """ASGI middleware: a 401 for a refused bearer token names the reason in `error_description`
+    (header and JSON body), e.g. "token subject contains a NUL character". Reasons are short fixed
+    phrases made by auth, never the token or a claim value."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _refusal.get() is not None:  # nested: the outer one rewrites
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None
+
+        async def describing(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start" and message["status"] == 401 and note.reason:
+                held = message  # the body decides the content-length
+                return
+            if held is not None and message["type"] == "http.response.body":
+                start, held = held, None
+                await _send_described(send, start, message, note.reason or "")
+                return
+            await send(message)
+
+        with noting_refusal() as note:
+            await self.app(scope, receive, describing)
+
+
+async def _send_described(send: Send, start: Message, body: Message, reason: str) -> None:
+    headers = list(start.get("headers", []))
+    challenge = next((v.decode("latin-1") for k, v in headers if k.lower() == b"www-authenticate"), "")
+    if 'error="invalid_token"' not in challenge or body.get("more_body"):
+        await send(start)
+        await send(body)
+        return
+    description = safe_description(reason)
+    payload = json.dumps({"error": "invalid_token", "error_description": description}).encode()
+    rewritten = []
+    for key, value in headers:
+        if key.lower() == b"www-authenticate":
+            value = describe_challenge(challenge, description).encode("latin-1")
+        elif key.lower() == b"content-length":
+            value = str(len(payload)).encode()
+        rewritten.append((key, value))
+    await send({**start, "headers": rewritten})
+    await send({**body, "body": payload})
+
+
+class _GatewayRemoteAuth(RemoteAuthProvider):
+    """RemoteAuthProvider whose 401s say why a token was refused."""
+
+    def get_middleware(self) -> list[Any]:
+        return [Middleware(RefusalReasons), *super().get_middleware()]
+
+
 class GatewayTokenVerifier(TokenVerifier):
     """FastMCP's view of the Authenticator. Never raises: a refusal is None (FastMCP answers 401)."""
 
@@ -87,6 +188,9 @@ class GatewayTokenVerifier(TokenVerifier):
             shown = "(oversized)" if len(token) > self.authenticator.settings.max_token_bytes \
                 else token_fingerprint(token)
             log.info("bearer token %s refused: %s", shown, exc.reason)
+            note = _refusal.get()
+            if note is not None:
+                note.reason = exc.reason
             for hook in self.on_refused:
                 try:
                     hook(exc.reason)
@@ -134,7 +238,7 @@ class GatewayAuth:
         if not self.authorization_servers:
             self.authorization_servers = [default_authorization_server(settings, self.public_url)]
         self.verifier = GatewayTokenVerifier(self.authenticator, base_url=self.public_url)
-        self.provider = RemoteAuthProvider(
+        self.provider = _GatewayRemoteAuth(
             token_verifier=self.verifier,
             authorization_servers=self.authorization_servers,
             base_url=_url(self.public_url, "MCP_GATEWAY_PUBLIC_URL"),
@@ -166,7 +270,8 @@ class GatewayAuth:
         Inside, `require_principal(request)` (auth.starlette) returns the caller.
         """
         guarded = RequireAuthMiddleware(app, [], self.resource_metadata_url, [])
-        inner = AuthenticationMiddleware(AuthContextMiddleware(guarded), backend=BearerAuthBackend(self.verifier))
+        inner = RefusalReasons(
+            AuthenticationMiddleware(AuthContextMiddleware(guarded), backend=BearerAuthBackend(self.verifier)))
 
         async def with_auth_in_scope(scope: Scope, receive: Receive, send: Send) -> None:
             scope[SCOPE_KEY] = self  # lets require_principal find us from any nested app

@@ -70,8 +70,8 @@ async def test_without_a_spill_directory_overflow_is_counted_and_logged(
     assert "dropped 1 tracking records" in caplog.text  # type: ignore[attr-defined]
 
 
-async def test_a_record_the_database_refuses_is_dropped_alone(database: TestDatabase,
-                                                              admin_conn: psycopg.Connection) -> None:
+async def test_a_record_the_database_refuses_is_cleaned_and_stored(database: TestDatabase,
+                                                                   admin_conn: psycopg.Connection) -> None:
     db = Database(database.urls, min_size=1, max_size=2)
     await db.open(wait=True)
     writer = TrackingWriter(db, instance_id="w3", flush_interval=0.1)
@@ -88,5 +88,7 @@ async def test_a_record_the_database_refuses_is_dropped_alone(database: TestData
     finally:
         await writer.stop()
         await db.close()
-    assert writer.stats.dropped == 1
-    assert admin_conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone() == (2,)
+    assert (writer.stats.dropped, writer.stats.repaired, writer.stats.quarantined) == (0, 1, 0)
+    assert admin_conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone() == (3,)
+    assert admin_conn.execute("SELECT count(*) FROM gateway.mcp_requests WHERE tool_name = 'nul\ufffdbyte'"
+                              ).fetchone() == (1,)
