@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     queue_max: int = Field(200_000, ge=100, description="Records kept in memory while the database is away.")
     writer_stall_seconds: float = Field(
         60, gt=0, description="/ready answers 503 when tracking records wait and none has been written for this "
-                              "many seconds (database away, or records it keeps refusing).")
+                              "many seconds (database away, or refusing every write).")
     spill_dir: Path | None = Field(
         None, description="Where records beyond QUEUE_MAX are spilled while the database is away. Default DATA_DIR/spill.")
 
