@@ -198,7 +198,12 @@ class TrackingWriter:
                         self._unspill()
                         if not self._queue:
                             continue
-                    await self._flush_once()
+                    try:
+                        await self._flush_once()
+                    except Exception as exc:
+                        if not is_record_fault(exc):
+                            raise
+                        await self._isolate(exc)  # refused or unencodable records, not an outage
                     if not self._stopping and len(self._queue) < self.flush_rows:
                         break
                 if not self.backlog:
@@ -209,13 +214,6 @@ class TrackingWriter:
                 self.stats.last_error = None
                 backoff = 0.5
             except Exception as exc:
-                if is_record_fault(exc):
-                    # Refused or unencodable records, not an outage: write around them.
-                    try:
-                        await self._isolate(exc)
-                        continue
-                    except Exception as again:
-                        exc = again
                 # Connection lost, pool timeout, anything unforeseen: keep every record, retry.
                 self._note_outage(exc)
                 if self._stopping:
