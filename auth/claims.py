@@ -2,8 +2,13 @@
 
 User ids: ``sub`` as-is when the token's issuer is absent or one of the configured issuers
 (MCP_GATEWAY_OIDC_ISSUER, MCP_GATEWAY_JWT_ISSUER), or when neither is configured. A token
-from any other issuer gets ``"<iss>|<sub>"``, so a second IdP cannot name an existing user.
+from any other issuer gets ``"<iss>|<sub>"``, so a second IdP cannot name an existing user
+(an issuer holding ``|`` is refused, so that split is unambiguous).
 Roles: ``admin`` > ``auditor`` > member when the roles claim lists several.
+
+Identifiers (subject, issuer, tenant) are taken verbatim or refused (auth.claimtext:
+NUL, lone surrogates, control or bidi characters, too long); display claims (email,
+name) are cleaned and truncated, never refused.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from auth.claimtext import MAX_EMAIL, MAX_NAME, MAX_TENANT_ID, MAX_USER_ID, display_text, identifier_problem
 from auth.errors import TokenRejected
 from auth.principal import Principal, Role, TokenKind, normalize_role
 from auth.settings import AuthSettings
@@ -62,8 +68,10 @@ def _issuer_is_primary(issuer: str | None, settings: AuthSettings) -> bool:
     return issuer is None or not primaries or issuer.rstrip("/") in primaries
 
 
-def _optional_str(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
+def _check_identifier(value: str, what: str, limit: int) -> None:
+    problem = identifier_problem(value, limit)
+    if problem is not None:
+        raise TokenRejected(f"token {what} {problem}")
 
 
 def principal_from_claims(claims: Mapping[str, Any], *, kind: TokenKind, settings: AuthSettings) -> Principal:
@@ -73,7 +81,17 @@ def principal_from_claims(claims: Mapping[str, Any], *, kind: TokenKind, setting
     issuer = claims.get("iss")
     if issuer is not None and not isinstance(issuer, str):
         raise TokenRejected("token issuer is not a string")
-    user_id = subject if _issuer_is_primary(issuer, settings) else f"{issuer}|{subject}"
+    _check_identifier(subject, "subject", MAX_USER_ID)
+    if issuer is not None:
+        _check_identifier(issuer, "issuer", MAX_USER_ID)
+    if issuer is None or _issuer_is_primary(issuer, settings):
+        user_id = subject
+    else:
+        if "|" in issuer:
+            raise TokenRejected("token issuer contains '|'")
+        user_id = f"{issuer}|{subject}"
+        if len(user_id) > MAX_USER_ID:
+            raise TokenRejected(f"token issuer and subject are longer than {MAX_USER_ID} characters together")
 
     tenant = claim(claims, settings.tenant_claim)
     if tenant is None:
@@ -82,15 +100,17 @@ def principal_from_claims(claims: Mapping[str, Any], *, kind: TokenKind, setting
             raise TokenRejected("token has no tenant claim and there is no default tenant")
     elif not isinstance(tenant, str) or not tenant.strip():
         raise TokenRejected("token tenant claim is not a non-empty string")
+    tenant = tenant.strip()
+    _check_identifier(tenant, "tenant", MAX_TENANT_ID)
 
     exp = claims.get("exp")
     jti = claims.get("jti")
     try:
         return Principal(
             user_id=user_id,
-            tenant_id=tenant.strip(),
-            email=_optional_str(claim(claims, settings.email_claim)),
-            name=_optional_str(claim(claims, settings.name_claim)),
+            tenant_id=tenant,
+            email=display_text(claim(claims, settings.email_claim), MAX_EMAIL),
+            name=display_text(claim(claims, settings.name_claim), MAX_NAME),
             role=best_role(claim(claims, settings.roles_claim)),
             scopes=scopes_of(claims),
             token_kind=kind,

@@ -37,5 +37,9 @@ class Principal(BaseModel):
 
     @property
     def key(self) -> str:
-        """Stable identity across requests: tenant and user, never the token."""
-        return f"{self.tenant_id}/{self.user_id}"
+        """Stable identity across requests: tenant and user, never the token.
+
+        Length-prefixed, because both may hold `/` and `|` (the gateway itself makes user ids
+        `<iss>|<sub>`): tenant `a/b` + user `c` is `3:a/b/c`, tenant `a` + user `b/c` is `1:a/b/c`.
+        """
+        return f"{len(self.tenant_id)}:{self.tenant_id}/{self.user_id}"

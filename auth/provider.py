@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from fastmcp.server.auth import AccessToken, RemoteAuthProvider, TokenVerifier
@@ -38,14 +40,6 @@ from auth.store import TokenStore, UserProvisioner
 log = logging.getLogger("auth")
 
 PRINCIPAL_CLAIM = "mcp_gateway_principal"
-
-# Said in every 401 for a token that was sent but refused (RFC 6750 error_description: printable
-# ASCII without '"' or '\\'). FastMCP's default tells clients to "automatically re-register", which only
-# OAuth clients can do; a person with a personal access token needs to be told what to do instead.
-INVALID_TOKEN_DESCRIPTION = (
-    "The bearer token is invalid, expired or revoked. A personal access token (mcpgw_...) is not renewed "
-    "by your client: ask your gateway operator for a new one (mcp-gateway token create) and put it in the "
-    "Authorization header of your client config. A token from your identity provider: sign in again.")
 SCOPE_KEY = "mcp_gateway_auth"
 
 
@@ -82,6 +76,112 @@ def current_principal() -> Principal | None:
     return principal_from_access_token(get_access_token())
 
 
+class Refusal:
+    """Why this request's token was refused; filled in by the verifier, read when the 401 is sent."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+
+_refusal: ContextVar[Refusal | None] = ContextVar("mcp_gateway_refusal", default=None)
+
+
+@contextmanager
+def noting_refusal() -> Iterator[Refusal]:
+    """Within this block, the verifier notes why it refused a token (nested blocks share the outer note)."""
+    outer = _refusal.get()
+    if outer is not None:
+        yield outer
+        return
+    note = Refusal()
+    reset = _refusal.set(note)
+    try:
+        yield note
+    finally:
+        _refusal.reset(reset)
+
+
+_DESCRIPTION = re.compile(r'error_description="[^"]*"')
+
+# Said after the reason in every 401 for a token that was sent but refused. FastMCP's default tells
+# clients to "automatically re-register", which only OAuth clients can do; a person with a personal
+# access token needs to be told what to do instead.
+WHAT_TO_DO = ("A personal access token (mcpgw_...) is not renewed by your client: get a new one "
+              "(mcp-gateway token create) and put it in your client config. A token from your identity "
+              "provider: sign in again.")
+
+
+def safe_description(reason: str | None) -> str:
+    """`error_description` for a refused token: the reason, then what to do. A quoted-string value
+    (RFC 6750): printable ASCII, no quote or backslash."""
+    text = f"{reason[:160]}. {WHAT_TO_DO}" if reason else f"The bearer token was refused. {WHAT_TO_DO}"
+    return "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "'" for ch in text)
+
+
+def describe_challenge(www_authenticate: str, reason: str | None) -> str:
+    """The challenge with `error_description` set to the reason and what to do."""
+    return _DESCRIPTION.sub(lambda _: f'error_description="{safe_description(reason)}"', www_authenticate, 1)
+
+
+class RefusalReasons:
+    """ASGI middleware: a 401 for a refused bearer token names the reason in `error_description`
+    (header and JSON body), e.g. "token subject contains a NUL character", then what a person should do
+    about it. Reasons are short fixed
+    phrases made by auth, never the token or a claim value."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _refusal.get() is not None:  # nested: the outer one rewrites
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None
+
+        async def describing(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                held = message  # the body decides the content-length
+                return
+            if held is not None and message["type"] == "http.response.body":
+                start, held = held, None
+                await _send_described(send, start, message, note.reason)
+                return
+            await send(message)
+
+        with noting_refusal() as note:
+            await self.app(scope, receive, describing)
+
+
+async def _send_described(send: Send, start: Message, body: Message, reason: str | None) -> None:
+    headers = list(start.get("headers", []))
+    challenge = next((v.decode("latin-1") for k, v in headers if k.lower() == b"www-authenticate"), "")
+    if 'error="invalid_token"' not in challenge or body.get("more_body"):
+        await send(start)
+        await send(body)
+        return
+    description = safe_description(reason)
+    payload = json.dumps({"error": "invalid_token", "error_description": description}).encode()
+    rewritten = []
+    for key, value in headers:
+        if key.lower() == b"www-authenticate":
+            value = describe_challenge(challenge, reason).encode("latin-1")
+        elif key.lower() == b"content-length":
+            value = str(len(payload)).encode()
+        rewritten.append((key, value))
+    await send({**start, "headers": rewritten})
+    await send({**body, "body": payload})
+
+
+class _GatewayRemoteAuth(RemoteAuthProvider):
+    """RemoteAuthProvider whose 401s say why a token was refused."""
+
+    def get_middleware(self) -> list[Any]:
+        return [Middleware(RefusalReasons), *super().get_middleware()]
+
+
 class GatewayTokenVerifier(TokenVerifier):
     """FastMCP's view of the Authenticator. Never raises: a refusal is None (FastMCP answers 401)."""
 
@@ -98,6 +198,9 @@ class GatewayTokenVerifier(TokenVerifier):
             shown = "(oversized)" if len(token) > self.authenticator.settings.max_token_bytes \
                 else token_fingerprint(token)
             log.info("bearer token %s refused: %s", shown, exc.reason)
+            note = _refusal.get()
+            if note is not None:
+                note.reason = exc.reason
             for hook in self.on_refused:
                 try:
                     hook(exc.reason)
@@ -108,57 +211,6 @@ class GatewayTokenVerifier(TokenVerifier):
             log.error("bearer token verification failed: %s", type(exc).__name__)
             return None
         return access_token_for(token, principal, self.authenticator.settings.leeway_seconds)
-
-
-def describe_invalid_token(send: Send) -> Send:
-    """Wrap an ASGI `send`: a 401 `invalid_token` says what a person should do (header and JSON body)."""
-    rewriting = False
-
-    async def rewrite(message: Message) -> None:
-        nonlocal rewriting
-        if message["type"] == "http.response.start" and message["status"] == 401:
-            headers = list(message.get("headers", []))
-            for i, (name, value) in enumerate(headers):
-                if name.lower() == b"www-authenticate" and b'error="invalid_token"' in value:
-                    rewriting = True
-                    headers[i] = (name, _DESCRIPTION.sub(
-                        f'error_description="{INVALID_TOKEN_DESCRIPTION}"', value.decode("latin-1"), count=1
-                    ).encode("latin-1"))
-            if rewriting:
-                body = json.dumps({"error": "invalid_token", "error_description": INVALID_TOKEN_DESCRIPTION}).encode()
-                headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
-                headers.append((b"content-length", str(len(body)).encode()))
-                await send({**message, "headers": headers})
-                await send({"type": "http.response.body", "body": body, "more_body": False})
-                return
-        if rewriting:
-            return  # the original body: replaced above
-        await send(message)
-
-    return rewrite
-
-
-class InvalidTokenDescription:
-    """ASGI middleware applying `describe_invalid_token` to every HTTP response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        await self.app(scope, receive, describe_invalid_token(send))
-
-
-_DESCRIPTION = re.compile(r'error_description="[^"]*"')
-
-
-class _GatewayAuthProvider(RemoteAuthProvider):
-    """RemoteAuthProvider whose 401s on /mcp and /sse carry our invalid-token description."""
-
-    def get_middleware(self) -> list[Any]:
-        return [*super().get_middleware(), Middleware(InvalidTokenDescription)]
 
 
 def _url(value: str, what: str) -> AnyHttpUrl:
@@ -196,7 +248,7 @@ class GatewayAuth:
         if not self.authorization_servers:
             self.authorization_servers = [default_authorization_server(settings, self.public_url)]
         self.verifier = GatewayTokenVerifier(self.authenticator, base_url=self.public_url)
-        self.provider = _GatewayAuthProvider(
+        self.provider = _GatewayRemoteAuth(
             token_verifier=self.verifier,
             authorization_servers=self.authorization_servers,
             base_url=_url(self.public_url, "MCP_GATEWAY_PUBLIC_URL"),
@@ -227,8 +279,9 @@ class GatewayAuth:
 
         Inside, `require_principal(request)` (auth.starlette) returns the caller.
         """
-        guarded = InvalidTokenDescription(RequireAuthMiddleware(app, [], self.resource_metadata_url, []))
-        inner = AuthenticationMiddleware(AuthContextMiddleware(guarded), backend=BearerAuthBackend(self.verifier))
+        guarded = RequireAuthMiddleware(app, [], self.resource_metadata_url, [])
+        inner = RefusalReasons(
+            AuthenticationMiddleware(AuthContextMiddleware(guarded), backend=BearerAuthBackend(self.verifier)))
 
         async def with_auth_in_scope(scope: Scope, receive: Receive, send: Send) -> None:
             scope[SCOPE_KEY] = self  # lets require_principal find us from any nested app

@@ -7,13 +7,22 @@ Authorization header itself and raises `Unauthorized` with FastMCP's exact WWW-A
 
 from __future__ import annotations
 
+import json
+
 from fastmcp.server.auth.middleware import RequireAuthMiddleware
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import Message
 
 from auth.principal import Principal
-from auth.provider import SCOPE_KEY, GatewayAuth, authenticated_principal, describe_invalid_token
+from auth.provider import (
+    SCOPE_KEY,
+    GatewayAuth,
+    authenticated_principal,
+    describe_challenge,
+    noting_refusal,
+    safe_description,
+)
 
 STATE_KEY = "mcp_gateway_auth"
 
@@ -25,7 +34,8 @@ class Unauthorized(HTTPException):
         super().__init__(status_code=401, detail=detail, headers=headers)
 
 
-async def challenge_headers(gateway_auth: GatewayAuth, *, token_presented: bool) -> tuple[dict[str, str], str]:
+async def challenge_headers(gateway_auth: GatewayAuth, *, token_presented: bool,
+                            reason: str | None = None) -> tuple[dict[str, str], str]:
     """Run FastMCP's RequireAuthMiddleware responder and keep what it sends: one challenge builder."""
     middleware = RequireAuthMiddleware(None, [], gateway_auth.resource_metadata_url, [])
     sent: list[Message] = []
@@ -34,11 +44,13 @@ async def challenge_headers(gateway_auth: GatewayAuth, *, token_presented: bool)
         sent.append(message)
 
     if token_presented:
-        await middleware._send_auth_error(describe_invalid_token(capture), 401, "invalid_token",
-                                          "Authentication required")
+        await middleware._send_auth_error(capture, 401, "invalid_token", "Authentication required")
     else:
         await middleware._send_missing_auth(capture)
     headers = {k.decode(): v.decode() for k, v in sent[0]["headers"] if k.lower() == b"www-authenticate"}
+    if token_presented:
+        headers = {k: describe_challenge(v, reason) for k, v in headers.items()}
+        return headers, json.dumps({"error": "invalid_token", "error_description": safe_description(reason)})
     return headers, sent[1].get("body", b"").decode() or "Authentication required"
 
 
@@ -60,9 +72,10 @@ async def require_principal(conn: HTTPConnection, gateway_auth: GatewayAuth | No
         return principal
     gateway_auth = gateway_auth or gateway_auth_of(conn)
     header = conn.headers.get("authorization")
-    principal = await gateway_auth.principal_for_header(header)
+    with noting_refusal() as note:
+        principal = await gateway_auth.principal_for_header(header)
     if principal is not None:
         return principal
     presented = bool(header) and header[:7].lower() == "bearer "
-    headers, body = await challenge_headers(gateway_auth, token_presented=presented)
+    headers, body = await challenge_headers(gateway_auth, token_presented=presented, reason=note.reason)
     raise Unauthorized(headers, body)

@@ -33,6 +33,7 @@ from bench._harness import bench_database, cores  # noqa: E402
 from gateway.db import Database, resolve_urls  # noqa: E402
 from gateway.records import SessionOpened, ToolCalled  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
+from gateway.tracking import session_key  # noqa: E402
 from gateway.writer import TrackingWriter, utcnow  # noqa: E402
 
 
@@ -40,7 +41,8 @@ def make_records(n: int, users: int) -> tuple[list[SessionOpened], list[ToolCall
     sessions = []
     for u in range(users):
         sessions.append(SessionOpened(
-            session_id=uuid.uuid4(), session_key=f"t{u % 10}/user{u}|client|bench|1", tenant_id=f"t{u % 10}",
+            session_id=uuid.uuid4(), session_key=session_key(f"t{u % 10}", f"user{u}", "client", "bench", "1"),
+            tenant_id=f"t{u % 10}",
             user_id=f"user{u}", user_email=f"user{u}@example.com", user_name=f"User {u}", user_role="member",
             client_type="bench", client_version="1", protocol_version="2026-07-28", transport="streamable-http",
             mcp_session_id=None, at=utcnow()))

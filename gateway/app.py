@@ -192,22 +192,15 @@ class GatewayApp:
     async def ready(self, request: Request) -> JSONResponse:
         services = self.services
         database_ok = await services.db.ping()
-        stats = services.writer.stats
+        writer = services.writer.health()  # a backlog nothing has been written from for a while: not ready
         body: dict[str, Any] = {
-            "status": "ready" if database_ok else "unavailable",
+            "status": "ready" if database_ok and writer["healthy"] else "unavailable",
             "database": "up" if database_ok else "down",
-            "writer": {
-                "backlog": services.writer.backlog,
-                "database_up": stats.database_up,
-                "written": stats.written,
-                "dropped": stats.dropped,
-                "spilled": stats.spilled,
-                "last_error": stats.last_error,
-            },
+            "writer": writer,
         }
         for name, probe in services.extras.get("ready_probes", {}).items():
             body[name] = await probe()
-        return JSONResponse(body, status_code=200 if database_ok else 503)
+        return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

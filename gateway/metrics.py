@@ -10,7 +10,8 @@ What is measured, and where it comes from:
 - Authentication failures by reason: `GatewayTokenVerifier.on_refused` (the verifier's short, fixed
   reasons), plus `no token` for a 401 to a request without an Authorization header.
 - Tracking writer: queue depth (records not yet in the database), flush batch sizes, records written,
-  dropped and spilled, whether the database is reachable. Read from `writer.stats` at scrape time.
+  dropped, spilled, repaired and quarantined, whether the database is reachable. Read from `writer.stats`
+  at scrape time.
 - Active analytics sessions in this process (`len(services.sessions)`).
 - Upstream health, read at scrape time: `services.extras["upstreams"]` (gateway.upstreams.Upstreams: each
   item's `.name` and `.health.state`), or, if set, `services.extras["upstream_health"]`: a mapping
@@ -187,6 +188,12 @@ class _StateCollector(Collector):
         yield CounterMetricFamily("mcp_gateway_writer_records_spilled",
                                   "Tracking records spilled to disk while the queue was full.", value=stats.spilled)
         yield CounterMetricFamily("mcp_gateway_writer_flushes", "Writer flushes committed.", value=stats.flushes)
+        yield CounterMetricFamily("mcp_gateway_writer_records_repaired",
+                                  "Tracking records the database refused as they were, stored with text cleaned.",
+                                  value=stats.repaired)
+        yield CounterMetricFamily("mcp_gateway_writer_records_quarantined",
+                                  "Tracking records the database refused even cleaned: set aside, not stored.",
+                                  value=stats.quarantined)
         upstreams = GaugeMetricFamily("mcp_gateway_upstream_up", "1 when an upstream MCP server is healthy.",
                                       labels=["upstream"])
         for name, up in upstream_health(_upstream_source(services.extras)).items():

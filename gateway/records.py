@@ -12,7 +12,10 @@ CallStatus = Literal["success", "error", "denied"]
 
 @dataclass(slots=True)
 class SessionOpened:
-    """The first tracked call under a key: the analytics session starts here (lazily)."""
+    """The first tracked call under a key: the analytics session starts here (lazily).
+
+    `session_key` is the hex SHA-256 of the key's parts (gateway.tracking.session_key), never the
+    identifiers themselves."""
 
     session_id: UUID
     session_key: str
@@ -20,7 +23,7 @@ class SessionOpened:
     user_id: str
     user_email: str | None
     user_name: str | None
-    user_role: str
+    user_role: str | None  # None: not known (a session row rebuilt from a call); the user row keeps its role
     client_type: str | None
     client_version: str | None
     protocol_version: str | None
@@ -72,4 +75,6 @@ class WriterStats:
     last_flush_size: int = 0
     last_error: str | None = None
     database_up: bool = True
+    repaired: int = 0      # refused as they were, stored with their text cleaned
+    quarantined: int = 0   # refused even cleaned: set aside, counted, logged
     flush_sizes: list[int] = field(default_factory=list)

@@ -46,7 +46,7 @@ class Services:
         writer = TrackingWriter(
             db, instance_id=instance_id, pricing=config.pricing, flush_interval=settings.flush_interval,
             flush_rows=settings.flush_rows, queue_max=settings.queue_max, spill_dir=spill_dir,
-            idle_timeout=settings.session_idle_timeout)
+            idle_timeout=settings.session_idle_timeout, stall_seconds=settings.writer_stall_seconds)
         sessions = AnalyticsSessions(writer, settings.session_idle_timeout)
         tracker = Tracker(writer, sessions)
         if auth_settings is None:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     flush_interval: float = Field(1.0, gt=0, le=60, description="Seconds between tracking writer flushes.")
     flush_rows: int = Field(2000, ge=1, description="A flush starts early when this many records wait.")
     queue_max: int = Field(200_000, ge=100, description="Records kept in memory while the database is away.")
+    writer_stall_seconds: float = Field(
+        60, gt=0, description="/ready answers 503 when tracking records wait and none has been written for this "
+                              "many seconds (database away, or refusing every write).")
     spill_dir: Path | None = Field(
         None, description="Where records beyond QUEUE_MAX are spilled while the database is away. Default DATA_DIR/spill.")
     # The admin SQL console (POST /api/sql, run_sql, `mcp-gateway sql`; docs/admin-sql.md).

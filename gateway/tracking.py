@@ -12,20 +12,24 @@ tool, invalid arguments, denied. `track_tool_execution` decorates a user's own t
 under the gateway it defers to the middleware (so nothing is recorded twice), and in a
 server of its own it records through the same `Tracker.record_call`.
 
-Analytics sessions are opened lazily at the first tracked call under a key:
+Analytics sessions are opened lazily at the first tracked call under a key made of:
 - a handshake-era protocol session (Mcp-Session-Id, bound to its principal by the SDK)
-  or a legacy SSE connection: `<tenant>/<user>|mcp|<id>` / `|sse|<id>`;
-- sessionless traffic (2026-07-28 era): `<tenant>/<user>|client|<name>|<version>`,
+  or a legacy SSE connection: tenant, user, `mcp`/`sse`, the protocol session id;
+- sessionless traffic (2026-07-28 era): tenant, user, `client`, client name, version,
   continuing while gaps stay under the idle timeout.
-Keys always begin with the authenticated principal: a forged session id can at most
-open a session for the forger, never add to someone else's.
+Keys always include the authenticated principal: a forged session id can at most open a
+session for the forger, never add to someone else's. The parts are JSON-encoded (so tenant
+`a/b` + user `c` and tenant `a` + user `b/c` stay apart, whatever `/` or `|` they hold) and
+hashed: the database keeps a SHA-256, never the identifiers or a live session id, in its index.
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
+import hashlib
 import inspect
+import json
 import logging
 import re
 import time
@@ -38,6 +42,7 @@ from fastmcp.server.middleware import Middleware, MiddlewareContext
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from auth import Principal
+from auth.claimtext import MAX_CLIENT_NAME, MAX_CLIENT_VERSION, display_text, storable
 from gateway.records import CallStatus, SessionEnded, SessionOpened, ToolCalled
 from gateway.writer import TrackingWriter, utcnow
 
@@ -78,21 +83,23 @@ class ClientInfo:
     protocol_session_id: str | None  # validated handshake-era / SSE session id, else None
 
     def key_for(self, principal: Principal) -> str:
+        """The analytics session key: hex SHA-256 of an unambiguous encoding of its parts."""
         if self.protocol_session_id:
             kind = "sse" if self.transport == "sse" else "mcp"
-            return f"{principal.key}|{kind}|{self.protocol_session_id}"
-        return f"{principal.key}|client|{self.name or '-'}|{self.version or '-'}"
+            return session_key(principal.tenant_id, principal.user_id, kind, self.protocol_session_id)
+        return session_key(principal.tenant_id, principal.user_id, "client", self.name, self.version)
+
+
+def session_key(*parts: str | None) -> str:
+    """JSON keeps every part whole (any `/`, `|`, quote or lone surrogate; None is not "-")."""
+    encoded = json.dumps(parts, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode("ascii")).hexdigest()
 
 
 def redact(message: str) -> str:
-    """Bounded, and without anything shaped like a credential."""
+    """Bounded, storable, and without anything shaped like a credential."""
     cleaned = _SECRETISH.sub(lambda m: (m.group(1) or m.group(2) or "") + "[redacted]", message)
-    return _text(cleaned)[:ERROR_MESSAGE_MAX]
-
-
-def _text(value: str) -> str:
-    """PostgreSQL text cannot hold NUL; a client-chosen name must not be able to poison a batch."""
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    return storable(cleaned[:ERROR_MESSAGE_MAX])
 
 
 @dataclass(slots=True)
@@ -283,12 +290,14 @@ def client_info(fastmcp_context: Any) -> ClientInfo:
             else:
                 # Stateful mode: the SDK answered 404 unless this id exists and belongs to this principal.
                 session_header = request.headers.get("mcp-session-id")
-    return ClientInfo(name=_short(name), version=_short(version), protocol_version=protocol,
-                      transport=transport, protocol_session_id=_short(session_header))
+    # The client names itself as it likes: display text, cleaned and bounded.
+    return ClientInfo(name=display_text(name, MAX_CLIENT_NAME), version=display_text(version, MAX_CLIENT_VERSION),
+                      protocol_version=_short(protocol), transport=transport,
+                      protocol_session_id=_short(session_header))
 
 
 def _short(value: str | None, limit: int = 200) -> str | None:
-    return _text(value[:limit]) if isinstance(value, str) and value else None
+    return storable(value[:limit]) if isinstance(value, str) and value else None
 
 
 class TrackingMiddleware(Middleware):
@@ -324,7 +333,7 @@ class TrackingMiddleware(Middleware):
         if principal is None:  # no authenticated caller (e.g. in-memory transport): nothing to attribute
             return await call_next(context)
         return await self.tracker.record_call(
-            principal, client_info(context.fastmcp_context), _text(name)[:500] if name else name,
+            principal, client_info(context.fastmcp_context), storable(name[:500]) if name else name,
             arguments, lambda: call_next(context), method=method)
 
 

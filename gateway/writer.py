@@ -13,6 +13,15 @@ database does. Only if the spill file cannot be written are records dropped, and
 then they are counted and logged. Shutdown drains the queue, then closes this
 instance's open sessions as `server_shutdown`.
 
+A batch the database refuses (a DataError or IntegrityError: a constraint, text it cannot
+hold) or that cannot even be encoded (a lone surrogate) is not an outage: it is bisected
+until the refused record stands alone, and every other record is written. The refused
+record is written again with its free text cleaned (counted as `repaired`), and only if
+that fails too is it set aside (counted as `quarantined`, one log line). A call whose
+session row is missing gets a minimal session row rather than being lost. Anything else
+(connection lost, pool timeout, missing privilege or schema) keeps every record and retries.
+`health()` says when records wait and nothing has been written for `stall_seconds`.
+
 The same loop heartbeats this instance and closes sessions that outlived their
 idle timeout (`timeout`) or whose process stopped heartbeating (`server_crash`).
 """
@@ -21,9 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
+import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -34,6 +46,7 @@ from typing import Any
 
 import psycopg
 
+from auth.claimtext import MAX_CLIENT_NAME, MAX_CLIENT_VERSION, MAX_EMAIL, MAX_NAME, display_text, storable
 from gateway.db import Database
 from gateway.pricing import Pricing, arguments_text, count_tokens
 from gateway.records import Record, SessionEnded, SessionOpened, ToolCalled, WriterStats
@@ -50,9 +63,17 @@ _CLOSE_SESSIONS = ("UPDATE gateway.mcp_sessions s SET status = 'disconnected', d
                    " total_duration = extract(epoch FROM now() - s.connected_at), disconnect_reason = %s")
 
 
-def _is_refusal(exc: BaseException) -> bool:
-    """The database answered and said no (as opposed to: the database is not there)."""
-    return isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+# Faults of the records themselves: the database refused their content (DataError: text it cannot
+# hold, a value out of range; IntegrityError: a constraint), or psycopg could not encode them
+# (UnicodeEncodeError for a lone surrogate). Retrying the same batch can never succeed.
+# Everything else (OperationalError, InterfaceError, pool timeouts, a missing privilege or
+# table) is about the database, not the records: keep them and retry.
+_RECORD_FAULTS = (psycopg.DataError, psycopg.IntegrityError, UnicodeError, ValueError, TypeError, OverflowError)
+_REASON = re.compile(r"error:[A-Za-z0-9_.]{1,100}|client_disconnect|timeout|server_shutdown|server_crash")
+
+
+def is_record_fault(exc: BaseException) -> bool:
+    return isinstance(exc, _RECORD_FAULTS)
 
 
 def utcnow() -> datetime:
@@ -71,6 +92,7 @@ class TrackingWriter:
         queue_max: int = 200_000,
         spill_dir: Path | None = None,
         idle_timeout: float = 1800.0,
+        stall_seconds: float = 60.0,
         on_session_gone: Callable[[str, uuid.UUID], None] | None = None,
         on_session_canonical: Callable[[str, uuid.UUID, uuid.UUID], None] | None = None,
     ) -> None:
@@ -82,6 +104,7 @@ class TrackingWriter:
         self.queue_max = queue_max
         self.spill_path = (spill_dir / f"{_safe(instance_id)}-{os.getpid()}.jsonl") if spill_dir else None
         self.idle_timeout = idle_timeout
+        self.stall_seconds = stall_seconds
         self.on_session_gone = on_session_gone
         self.on_session_canonical = on_session_canonical
         self.stats = WriterStats()
@@ -93,6 +116,7 @@ class TrackingWriter:
         self._spilled_count = 0
         self._next_maintenance = 0.0
         self._price_version = self.pricing.effective_version
+        self._last_progress = time.monotonic()  # last write, or last moment nothing was waiting
 
     # -- hot path ----------------------------------------------------------------------
 
@@ -109,9 +133,26 @@ class TrackingWriter:
     def backlog(self) -> int:
         return len(self._queue) + self._spilled_count
 
+    def health(self) -> dict[str, Any]:
+        """What /ready reports. `healthy` is False when the loop has stopped, or when records wait and
+        nothing has been written for `stall_seconds` (an outage, or a fault no retry can fix)."""
+        problem: str | None = None
+        stalled_for = time.monotonic() - self._last_progress
+        if self._task is not None and self._task.done() and not self._stopping:
+            problem = "the writer loop has stopped"
+        elif self.backlog and stalled_for > self.stall_seconds:
+            problem = (f"{self.backlog} records waiting and nothing written for {int(stalled_for)} s"
+                       + (f" ({self.stats.last_error})" if self.stats.last_error else ""))
+        stats = self.stats
+        return {"healthy": problem is None, "problem": problem, "backlog": self.backlog,
+                "database_up": stats.database_up, "written": stats.written, "dropped": stats.dropped,
+                "spilled": stats.spilled, "repaired": stats.repaired, "quarantined": stats.quarantined,
+                "last_error": stats.last_error}
+
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._last_progress = time.monotonic()
         self._task = asyncio.create_task(self._run(), name="mcp-gateway-writer")
 
     async def stop(self, drain_timeout: float = 15.0) -> None:
@@ -160,23 +201,24 @@ class TrackingWriter:
                 while self._queue or self._spilled_count:
                     if not self._queue:
                         self._unspill()
-                    await self._flush_once()
+                        if not self._queue:
+                            continue
+                    try:
+                        await self._flush_once()
+                    except Exception as exc:
+                        if not is_record_fault(exc):
+                            raise
+                        await self._isolate(exc)  # refused or unencodable records, not an outage
                     if not self._stopping and len(self._queue) < self.flush_rows:
                         break
+                if not self.backlog:
+                    self._last_progress = time.monotonic()
                 if not self.stats.database_up:
                     log.warning("writer: database reachable again; backlog %d", self.backlog)
                 self.stats.database_up = True
                 self.stats.last_error = None
                 backoff = 0.5
             except Exception as exc:
-                if _is_refusal(exc):
-                    # The database refused the batch (a constraint, bad data): not an outage.
-                    # Write what it accepts one record at a time; drop and count only the rest.
-                    try:
-                        await self._isolate_refused(exc)
-                        continue
-                    except Exception as again:
-                        exc = again
                 # Connection lost, pool timeout, anything unforeseen: keep every record, retry.
                 self._note_outage(exc)
                 if self._stopping:
@@ -246,24 +288,51 @@ class TrackingWriter:
         # Committed: only now do the records leave the queue.
         for _ in range(count):
             self._queue.popleft()
+        self._last_progress = time.monotonic()
         self.stats.flushes += 1
         self.stats.last_flush_size = count
         self.stats.flush_sizes.append(count)
         del self.stats.flush_sizes[:-100]
 
-    async def _isolate_refused(self, cause: BaseException) -> None:
+    async def _isolate(self, cause: BaseException) -> None:
+        """Write the head batch in halves, down to the single records at fault; each part leaves the
+        queue as soon as it commits, so an outage midway keeps exactly what is not yet written."""
         count = min(len(self._queue), MAX_BATCH)
-        log.error("writer: batch of %d refused (%s); writing its records one by one", count, _one_line(cause))
-        for _ in range(count):
-            record = self._queue[0]
+        log.warning("writer: a batch of %d was refused (%s); isolating the records at fault", count, _one_line(cause))
+        sizes = [count]  # parts still to write, in queue order (a stack: the next part is last)
+        while sizes:
+            size = sizes.pop()
+            part = [self._queue[i] for i in range(size)]
             try:
-                await self._write([record])
+                await self._write(part)
             except Exception as exc:
-                if not _is_refusal(exc):
-                    raise  # an outage after all: keep the rest queued
-                self._drop(1, f"refused by the database: {_one_line(exc)}")
-                self.stats.last_error = _one_line(exc)
-            self._queue.popleft()
+                if not is_record_fault(exc):
+                    raise  # an outage after all: what is left stays queued
+                if size > 1:
+                    sizes += [size - size // 2, size // 2]
+                    continue
+                await self._salvage(part[0], exc)
+            for _ in range(size):
+                self._queue.popleft()
+            self._last_progress = time.monotonic()
+
+    async def _salvage(self, record: Record, cause: BaseException) -> None:
+        """One record the database refused as it is: write a cleaned version, else set it aside."""
+        for attempt in _repairs(record):
+            try:
+                await self._write(attempt)
+            except Exception as exc:
+                if not is_record_fault(exc):
+                    raise
+                cause = exc
+                continue
+            self.stats.repaired += 1
+            log.warning("writer: stored a %s record after cleaning it (%s)", type(record).__name__, _one_line(cause))
+            return
+        self.stats.quarantined += 1
+        self.stats.last_error = _one_line(cause)
+        log.error("writer: quarantined a %s record the database refuses (%s): session %s; %d quarantined in total",
+                  type(record).__name__, _one_line(cause), record.session_id, self.stats.quarantined)
 
     async def _write(self, batch: list[Record]) -> None:
         opened = [r for r in batch if isinstance(r, SessionOpened)]
@@ -287,32 +356,40 @@ class TrackingWriter:
 
     def _count_tokens(self, call: ToolCalled) -> None:
         if call.completion_tokens is None:
-            call.completion_tokens = count_tokens(arguments_text(call.arguments))
+            call.completion_tokens = _count_safely(lambda: arguments_text(call.arguments))
         if call.prompt_tokens is None:
-            call.prompt_tokens = count_tokens(call.result_text)
+            call.prompt_tokens = _count_safely(lambda: call.result_text)
         call.arguments = None
         call.result_text = None
 
     async def _open_sessions(self, conn: psycopg.AsyncConnection, opened: list[SessionOpened]) -> None:
         users: dict[tuple[str, str], SessionOpened] = {}
         for s in opened:
-            users[(s.tenant_id, s.user_id)] = s
+            if s.user_role is not None or (s.tenant_id, s.user_id) not in users:
+                users[(s.tenant_id, s.user_id)] = s
         tenants = sorted({t for t, _ in users})
         await conn.execute(
             "INSERT INTO gateway.tenants (tenant_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING", (tenants,))
         keys = sorted(users)
-        rows = [users[k] for k in keys]
-        await conn.execute(
-            "INSERT INTO gateway.users AS u (tenant_id, user_id, email, name, role)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
-            " ON CONFLICT (tenant_id, user_id) DO UPDATE SET"
-            "  email = coalesce(EXCLUDED.email, u.email), name = coalesce(EXCLUDED.name, u.name),"
-            "  role = EXCLUDED.role, last_seen_at = now()"
-            " WHERE (u.email, u.name, u.role) IS DISTINCT FROM"
-            "  (coalesce(EXCLUDED.email, u.email), coalesce(EXCLUDED.name, u.name), EXCLUDED.role)"
-            "  OR u.last_seen_at < now() - interval '1 hour'",
-            ([r.tenant_id for r in rows], [r.user_id for r in rows], [r.user_email for r in rows],
-             [r.user_name for r in rows], [r.user_role for r in rows]))
+        rows = [users[k] for k in keys if users[k].user_role is not None]
+        unknown = [users[k] for k in keys if users[k].user_role is None]
+        if unknown:  # a session row rebuilt from a call: make sure the user exists, change nothing
+            await conn.execute(
+                "INSERT INTO gateway.users (tenant_id, user_id) SELECT * FROM unnest(%s::text[], %s::text[])"
+                " ON CONFLICT (tenant_id, user_id) DO NOTHING",
+                ([r.tenant_id for r in unknown], [r.user_id for r in unknown]))
+        if rows:
+            await conn.execute(
+                "INSERT INTO gateway.users AS u (tenant_id, user_id, email, name, role)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+                " ON CONFLICT (tenant_id, user_id) DO UPDATE SET"
+                "  email = coalesce(EXCLUDED.email, u.email), name = coalesce(EXCLUDED.name, u.name),"
+                "  role = EXCLUDED.role, last_seen_at = now()"
+                " WHERE (u.email, u.name, u.role) IS DISTINCT FROM"
+                "  (coalesce(EXCLUDED.email, u.email), coalesce(EXCLUDED.name, u.name), EXCLUDED.role)"
+                "  OR u.last_seen_at < now() - interval '1 hour'",
+                ([r.tenant_id for r in rows], [r.user_id for r in rows], [r.user_email for r in rows],
+                 [r.user_name for r in rows], [r.user_role for r in rows]))
         for s in opened:
             # One open session per key, across replicas: adopt the one already open.
             cur = await conn.execute(
@@ -320,7 +397,7 @@ class TrackingWriter:
                 " client_type, client_version, protocol_version, transport, connected_at, last_activity,"
                 " session_key, mcp_session_id, instance_id)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (session_key) WHERE status <> 'disconnected'"
+                " ON CONFLICT (tenant_id, session_key) WHERE status <> 'disconnected'"
                 " DO UPDATE SET last_activity = greatest(m.last_activity, EXCLUDED.last_activity)"
                 " RETURNING session_id",
                 (s.session_id, s.tenant_id, s.user_id, s.user_email, s.user_name, s.client_type,
@@ -404,11 +481,69 @@ class TrackingWriter:
             self._spilled_count = 0
             return
         self._spilled_count = 0
-        self._queue.extend(_decode(json.loads(line)) for line in lines if line.strip())
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                self._queue.append(_decode(json.loads(line)))
+            except (ValueError, KeyError, TypeError):
+                self._drop(1, "spilled record unreadable")
 
     def _drop(self, count: int, why: str) -> None:
         self.stats.dropped += count
         log.error("writer: dropped %d tracking records (%s); %d dropped in total", count, why, self.stats.dropped)
+
+
+def _count_safely(text_of: Callable[[], str | None]) -> int:
+    """Token count of text a client chose (it may hold lone surrogates): never raises."""
+    try:
+        text = text_of()
+    except Exception:
+        return 0
+    try:
+        return count_tokens(text)
+    except Exception:
+        try:
+            return count_tokens(storable(text)) if text else 0
+        except Exception:
+            return (len(text) + 3) // 4 if text else 0
+
+
+def _repairs(record: Record) -> list[list[Record]]:
+    """What to try, in order, for a record the database refused: its text cleaned, then less of it."""
+    if isinstance(record, SessionOpened):
+        cleaned = dataclasses.replace(
+            record, user_email=display_text(record.user_email, MAX_EMAIL),
+            user_name=display_text(record.user_name, MAX_NAME),
+            client_type=display_text(record.client_type, MAX_CLIENT_NAME),
+            client_version=display_text(record.client_version, MAX_CLIENT_VERSION),
+            protocol_version=_clean(record.protocol_version, 100), transport=_clean(record.transport, 100),
+            mcp_session_id=_clean(record.mcp_session_id, 200))
+        bare = dataclasses.replace(record, user_email=None, user_name=None, client_type=None, client_version=None,
+                                   protocol_version=None, transport=None, mcp_session_id=None)
+        return [[cleaned], [bare]]
+    if isinstance(record, ToolCalled):
+        duration = float(record.duration_ms)
+        cleaned_call = dataclasses.replace(
+            record, tool_name=_clean(record.tool_name, 500), error_message=_clean(record.error_message, 2000),
+            client_type=display_text(record.client_type, MAX_CLIENT_NAME),
+            method=_clean(record.method, 100) or "tools/call",
+            duration_ms=duration if math.isfinite(duration) and duration >= 0 else 0.0,
+            prompt_tokens=max(record.prompt_tokens or 0, 0), completion_tokens=max(record.completion_tokens or 0, 0))
+        # Its session row may be what is missing (refused itself): a minimal one keeps the call.
+        # Role unknown (None): an existing user row keeps its role.
+        session = SessionOpened(
+            session_id=record.session_id, session_key=record.session_key, tenant_id=record.tenant_id,
+            user_id=record.user_id, user_email=None, user_name=None, user_role=None,
+            client_type=cleaned_call.client_type, client_version=None, protocol_version=None, transport=None,
+            mcp_session_id=None, at=record.at)
+        return [[cleaned_call], [session, cleaned_call]]
+    reason = record.reason if _REASON.fullmatch(record.reason) else "error:unknown"
+    return [[dataclasses.replace(record, reason=reason)]]
+
+
+def _clean(value: str | None, limit: int) -> str | None:
+    return storable(value[:limit]) if isinstance(value, str) else None
 
 
 _KINDS: dict[str, type] = {"SessionOpened": SessionOpened, "ToolCalled": ToolCalled, "SessionEnded": SessionEnded}

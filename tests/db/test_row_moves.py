@@ -38,7 +38,7 @@ MOVES = {
         " ON CONFLICT (tenant_id, user_id) DO UPDATE SET tenant_id = 'globex'",
         f"INSERT INTO gateway.mcp_sessions AS m (session_id, tenant_id, user_id, session_key)"
         f" VALUES (gen_random_uuid(), 'acme', 'alice', 'key/{A_ALICE_S1}')"
-        " ON CONFLICT (session_key) WHERE status <> 'disconnected' DO UPDATE SET user_id = 'bob'",
+        " ON CONFLICT (tenant_id, session_key) WHERE status <> 'disconnected' DO UPDATE SET user_id = 'bob'",
     ],
     "mcp_gateway_authn": [
         "UPDATE gateway.users SET tenant_id = 'globex' WHERE user_id = 'alice'",

@@ -7,10 +7,11 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from auth import Principal
 from gateway.db import Database
-from gateway.records import ToolCalled
+from gateway.records import SessionOpened, ToolCalled
 from gateway.tracking import AnalyticsSessions, ClientInfo
 from gateway.writer import TrackingWriter, utcnow
 from tests.gateway.conftest import wait_for
@@ -70,8 +71,8 @@ async def test_without_a_spill_directory_overflow_is_counted_and_logged(
     assert "dropped 1 tracking records" in caplog.text  # type: ignore[attr-defined]
 
 
-async def test_a_record_the_database_refuses_is_dropped_alone(database: TestDatabase,
-                                                              admin_conn: psycopg.Connection) -> None:
+async def test_a_record_the_database_refuses_is_cleaned_and_stored(database: TestDatabase,
+                                                                   admin_conn: psycopg.Connection) -> None:
     db = Database(database.urls, min_size=1, max_size=2)
     await db.open(wait=True)
     writer = TrackingWriter(db, instance_id="w3", flush_interval=0.1)
@@ -88,5 +89,116 @@ async def test_a_record_the_database_refuses_is_dropped_alone(database: TestData
     finally:
         await writer.stop()
         await db.close()
-    assert writer.stats.dropped == 1
-    assert admin_conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone() == (2,)
+    assert (writer.stats.dropped, writer.stats.repaired, writer.stats.quarantined) == (0, 1, 0)
+    assert admin_conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone() == (3,)
+    assert admin_conn.execute("SELECT count(*) FROM gateway.mcp_requests WHERE tool_name = 'nul\ufffdbyte'"
+                              ).fetchone() == (1,)
+
+
+def _opened(tenant: str, user: str, name: str | None = None, key: str | None = None) -> SessionOpened:
+    return SessionOpened(session_id=uuid.uuid4(), session_key=key or uuid.uuid4().hex * 2, tenant_id=tenant,
+                         user_id=user, user_email=None, user_name=name, user_role="member", client_type="pytest",
+                         client_version="1", protocol_version="2026-07-28", transport="streamable-http",
+                         mcp_session_id=None, at=utcnow())
+
+
+def _called(session: SessionOpened, **overrides: object) -> ToolCalled:
+    values: dict[str, object] = dict(id=uuid.uuid4(), session_id=session.session_id, session_key=session.session_key,
+                                     tenant_id=session.tenant_id, user_id=session.user_id, tool_name="echo",
+                                     status="success", error_message=None, duration_ms=1.0, at=utcnow(),
+                                     client_type="pytest", prompt_tokens=1, completion_tokens=1)
+    values.update(overrides)
+    return ToolCalled(**values)  # type: ignore[arg-type]
+
+
+async def test_a_lone_surrogate_is_not_an_outage_and_takes_nothing_down(
+        database: TestDatabase, admin_conn: psycopg.Connection) -> None:
+    """Before: UnicodeEncodeError was taken for an outage; the batch was retried forever and nobody's
+    calls were written. Now: the batch is bisected, the record cleaned, every row written."""
+    db = Database(database.urls, min_size=1, max_size=2)
+    await db.open(wait=True)
+    writer = TrackingWriter(db, instance_id="w4", flush_interval=0.1)
+    crafted, other = _opened("acme", "mallory", name="Mal\ud800lory"), _opened("globex", "bob", name="Bob")
+    records = [crafted, other, _called(crafted), _called(other), _called(crafted, tool_name="t\udfff\x00"),
+               _called(other), _called(crafted, error_message="bad \ud83d", status="error")]
+    for record in records:
+        writer.submit(record)
+    await writer.start()
+    try:
+        await asyncio.to_thread(wait_for, lambda: writer.backlog == 0, 15, "the queue to drain")
+        assert writer.health()["healthy"]
+    finally:
+        await writer.stop()
+        await db.close()
+    assert writer.stats.database_up and writer.stats.quarantined == 0 and writer.stats.dropped == 0
+    assert writer.stats.repaired == 3  # the session row and two calls, each cleaned once
+    assert admin_conn.execute("SELECT user_id, count(*) FROM gateway.mcp_requests GROUP BY 1 ORDER BY 1"
+                              ).fetchall() == [("bob", 2), ("mallory", 3)]
+    assert admin_conn.execute("SELECT user_name FROM gateway.mcp_sessions WHERE user_id = 'mallory'"
+                              ).fetchall() == [("Mallory",)]
+
+
+async def test_a_record_that_cannot_be_stored_at_all_is_quarantined_alone(
+        database: TestDatabase, admin_conn: psycopg.Connection, caplog: pytest.LogCaptureFixture) -> None:
+    db = Database(database.urls, min_size=1, max_size=2)
+    await db.open(wait=True)
+    writer = TrackingWriter(db, instance_id="w5", flush_interval=0.1)
+    good = _opened("acme", "alice")
+    impossible = _opened("t" * 300, "x")  # no tenant id may be that long (the database CHECKs it)
+    for record in [good, _called(good), impossible, _called(impossible), _called(good)]:
+        writer.submit(record)
+    await writer.start()
+    try:
+        await asyncio.to_thread(wait_for, lambda: writer.backlog == 0, 15, "the queue to drain")
+    finally:
+        await writer.stop()
+        await db.close()
+    assert (writer.stats.quarantined, writer.stats.dropped) == (2, 0)  # the session and its call
+    assert admin_conn.execute("SELECT count(*) FROM gateway.mcp_requests WHERE user_id = 'alice'").fetchone() == (2,)
+    quarantined = [r.getMessage() for r in caplog.records if "quarantined" in r.getMessage()]
+    assert len(quarantined) == 2 and "t" * 300 not in caplog.text
+
+
+async def test_a_call_whose_session_row_was_lost_gets_a_minimal_one(
+        database: TestDatabase, admin_conn: psycopg.Connection) -> None:
+    db = Database(database.urls, min_size=1, max_size=2)
+    await db.open(wait=True)
+    writer = TrackingWriter(db, instance_id="w6", flush_interval=0.1)
+    admin_conn.execute("INSERT INTO gateway.tenants (tenant_id) VALUES ('acme')")
+    admin_conn.execute("INSERT INTO gateway.users (tenant_id, user_id, role) VALUES ('acme', 'ada', 'admin')")
+    orphan = _opened("acme", "ada")  # never submitted: as if it had been lost
+    writer.submit(_called(orphan))
+    await writer.start()
+    try:
+        await asyncio.to_thread(wait_for, lambda: writer.backlog == 0, 15, "the queue to drain")
+    finally:
+        await writer.stop()
+        await db.close()
+    assert writer.stats.repaired == 1 and writer.stats.quarantined == 0
+    assert admin_conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone() == (1,)
+    assert admin_conn.execute("SELECT role FROM gateway.users WHERE user_id = 'ada'").fetchone() == ("admin",)
+
+
+async def test_health_reports_a_backlog_that_is_not_moving(database: TestDatabase, tmp_path: Path) -> None:
+    proxy = CuttableProxy(database.urls.app)
+    urls = type(database.urls)(**{**database.urls.__dict__, "app": proxy.url_through(database.urls.app)})
+    db = Database(urls, min_size=1, max_size=2)
+    await db.open(wait=True)
+    writer = TrackingWriter(db, instance_id="w7", flush_interval=0.1, stall_seconds=0.5)
+    sessions = AnalyticsSessions(writer, idle_timeout=600)
+    await writer.start()
+    try:
+        _call(sessions, writer)
+        await asyncio.to_thread(wait_for, lambda: writer.backlog == 0, 10, "first flush")
+        assert writer.health()["healthy"]
+        proxy.cut()
+        _call(sessions, writer)
+        await asyncio.to_thread(wait_for, lambda: not writer.health()["healthy"], 10, "the stall to show")
+        health = writer.health()
+        assert health["backlog"] == 1 and "nothing written" in health["problem"]
+        proxy.restore()
+        await asyncio.to_thread(wait_for, lambda: writer.health()["healthy"], 20, "recovery")
+    finally:
+        await writer.stop()
+        await db.close()
+        proxy.close()
