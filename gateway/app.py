@@ -88,6 +88,7 @@ class GatewayApp:
                 Route("/ready", self.ready),
                 Route("/metrics", self.metrics.endpoint),
                 *dashboard_routes(),
+                *services.extras.get("oauth_routes", []),  # the OAuth authorization server (gateway/oauth)
                 Route("/api/openapi.json", openapi),  # public: a description, no data
                 Mount("/api", app=api),
             ],

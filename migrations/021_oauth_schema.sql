@@ -53,6 +53,7 @@ CREATE TABLE gateway.oauth_token_families (
     grant_id      uuid NOT NULL REFERENCES gateway.oauth_grants (grant_id),
     scope         text NOT NULL DEFAULT '',
     resource      text NOT NULL,
+    role          text NOT NULL DEFAULT 'member',      -- the user's role when they signed in
     created_at    timestamptz NOT NULL DEFAULT now(),
     last_used_at  timestamptz,
     revoked_at    timestamptz,
@@ -74,6 +75,7 @@ CREATE TABLE gateway.oauth_codes (
     scope          text NOT NULL DEFAULT '',
     resource       text NOT NULL,
     code_challenge text NOT NULL,
+    role           text NOT NULL DEFAULT 'member',
     created_at     timestamptz NOT NULL DEFAULT now(),
     expires_at     timestamptz NOT NULL,
     used_at        timestamptz,

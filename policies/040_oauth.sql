@@ -50,7 +50,7 @@ GRANT UPDATE (used_at, family_id) ON gateway.oauth_codes TO mcp_gateway_oauth;
 GRANT SELECT, INSERT ON gateway.oauth_refresh_tokens TO mcp_gateway_oauth;
 GRANT UPDATE (rotated_at) ON gateway.oauth_refresh_tokens TO mcp_gateway_oauth;
 GRANT SELECT, INSERT, DELETE ON gateway.oauth_pending TO mcp_gateway_oauth;
-GRANT UPDATE (idp_state_hash, idp_nonce, idp_verifier, principal, consumed_at)
+GRANT UPDATE (csrf_hash, idp_state_hash, idp_nonce, idp_verifier, principal, consumed_at)
     ON gateway.oauth_pending TO mcp_gateway_oauth;
 GRANT SELECT, INSERT, DELETE ON gateway.oauth_assertion_jtis TO mcp_gateway_oauth;
 GRANT SELECT, INSERT ON gateway.oauth_signing_keys TO mcp_gateway_oauth;
