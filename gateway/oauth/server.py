@@ -336,14 +336,14 @@ class GatewayRegistration(ClientRegistrationEndpoint):
         return new_secret(32) if method in ("client_secret_basic", "client_secret_post") else None
 
     def extract_client_metadata(self, request: Any) -> dict[str, Any]:
-        metadata = super().extract_client_metadata(request)
-        uris = metadata.get("redirect_uris")
-        if not isinstance(uris, list) or not uris:
-            raise _invalid_metadata("redirect_uris is required")
+        uris = request.payload.data.get("redirect_uris")
+        if not isinstance(uris, list) or not uris or len(uris) > 20:
+            raise _invalid_metadata("redirect_uris must be a list of 1 to 20 URIs")
         for uri in uris:
             problem = redirect_uri_problem(uri)
             if problem:
                 raise _invalid_redirect(problem)
+        metadata = super().extract_client_metadata(request)
         method = metadata.get("token_endpoint_auth_method", "client_secret_basic")
         if method not in ("none", "client_secret_basic", "client_secret_post"):
             raise _invalid_metadata(f"token_endpoint_auth_method {method!r} is not supported for registration")
