@@ -59,6 +59,8 @@ def print_client_configs(url: str, token: str) -> None:
     console = Console(stderr=False, soft_wrap=True)
     console.print(Panel.fit(f"[bold]mcp-gateway dev[/bold]\nMCP URL: {url}\nToken:   {token}",
                             title="ready"))
+    console.print("OAuth clients (ChatGPT, claude.ai, VS Code, Cursor) can connect with the URL alone: "
+                  "they sign in on the gateway's page with the token above.", markup=False, highlight=False)
     for name, text in client_configs(url, token).items():
         console.print(f"\n[bold]{name}[/bold]")
         console.print(text, markup=False, highlight=False)

@@ -58,6 +58,7 @@ async def test_dev_prints_a_working_token_and_reuses_it(pg_server: Server, datab
             output = (data_dir / "dev1.log").read_text()
             assert f"http://127.0.0.1:{port}/mcp" in output
             assert "claude mcp add --transport http" in output and '"mcpServers"' in output and "curl " in output
+            assert "OAuth clients" in output and "with the URL alone" in output
             async with Client(f"http://127.0.0.1:{port}/mcp", auth=token) as client:
                 assert (await client.call_tool("echo", {"text": "hello dev"})).data == "hello dev"
                 usage = await client.call_tool("whoami", {})
