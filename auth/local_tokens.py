@@ -9,7 +9,7 @@ state decide, and no other verifier gets a second chance at it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 import jwt
@@ -104,7 +104,7 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
             token_id=text("jti"),
             issuer=text("iss"),
             subject=claims["sub"],
-            expires_at=datetime.fromtimestamp(int(claims["exp"]), timezone.utc),
+            expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
         )
     except (KeyError, ValidationError, ValueError, TypeError, OverflowError, OSError):
         raise TokenRejected("token claims do not form a valid principal") from None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import ssl
-
 from urllib.parse import urlsplit
 
 import httpx

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio.from_thread
@@ -55,7 +55,7 @@ T = TypeVar("T")
 AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
 
 
-def _sync(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+def _sync(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
     """Call the async store from authlib's worker thread."""
     return anyio.from_thread.run(fn, *args)
 
@@ -270,8 +270,8 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
 
     def validate_jti(self, claims: Mapping[str, Any], jti: str) -> bool:
         exp = claims.get("exp")
-        expires = datetime.fromtimestamp(exp, timezone.utc) if isinstance(exp, (int, float)) \
-            else datetime.now(timezone.utc) + timedelta(hours=1)
+        expires = datetime.fromtimestamp(exp, UTC) if isinstance(exp, (int, float)) \
+            else datetime.now(UTC) + timedelta(hours=1)
         return _sync(self.oauth.store.first_use_of_jti, str(claims["sub"]), str(jti), expires)
 
     def resolve_client_public_key(self, client: OAuthClient) -> KeySet:
@@ -446,11 +446,12 @@ class OAuthService:
             return None
         if is_cimd_client_id(client_id):
             try:
-                row = await self.cimd.client(client_id)
+                document = await self.cimd.client(client_id)
             except CimdError:
                 return None
-            await self.store.save_client(row)  # grants reference it; refreshed metadata kept current
-            return row
+            if await self.store.get_client(client_id) != document:  # grants reference it; keep it current
+                await self.store.save_client(document)
+            return document
         row = await self.store.get_client(client_id)
         return row if row is not None and row.kind != "cimd" else None
 

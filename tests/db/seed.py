@@ -187,9 +187,11 @@ def seed_oauth(conn: psycopg.Connection) -> None:
                          (family_id(tenant, user), tenant, user, client, grant_id(tenant, user)))
             conn.execute("INSERT INTO gateway.oauth_codes (code_hash, tenant_id, user_id, client_id, grant_id,"
                          " redirect_uri, resource, code_challenge, expires_at)"
-                         " VALUES (%s, %s, %s, %s, %s, 'http://127.0.0.1/cb', 'http://gw/mcp', 'x', now() + interval '1 minute')",
+                         " VALUES (%s, %s, %s, %s, %s, 'http://127.0.0.1/cb', 'http://gw/mcp', 'x',"
+                         "         now() + interval '1 minute')",
                          (secret_digest("code", tenant, user), tenant, user, client, grant_id(tenant, user)))
-            conn.execute("INSERT INTO gateway.oauth_refresh_tokens (token_hash, family_id, tenant_id, user_id, expires_at)"
+            conn.execute("INSERT INTO gateway.oauth_refresh_tokens (token_hash, family_id, tenant_id, user_id,"
+                         " expires_at)"
                          " VALUES (%s, %s, %s, %s, now() + interval '1 day')",
                          (secret_digest("refresh", tenant, user), family_id(tenant, user), tenant, user))
             conn.execute("INSERT INTO gateway.oauth_pending (request_hash, params, csrf_hash, principal,"

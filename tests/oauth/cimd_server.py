@@ -28,7 +28,7 @@ from tests.gateway_proc import free_port
 
 def make_ca_and_cert(directory: Path) -> tuple[Path, Path, Path]:
     """(ca.pem, server cert.pem, server key.pem) for localhost and 127.0.0.1."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mcp-gateway test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
