@@ -335,6 +335,13 @@ class GatewayRegistration(ClientRegistrationEndpoint):
         method = request.payload.data.get("token_endpoint_auth_method", "client_secret_basic")
         return new_secret(32) if method in ("client_secret_basic", "client_secret_post") else None
 
+    def generate_client_info(self, request: Any) -> dict[str, Any]:
+        info = super().generate_client_info(request)
+        if info.get("client_secret") is None:  # a public client: no secret, no secret expiry (RFC 7591 §3.2.1)
+            info.pop("client_secret", None)
+            info.pop("client_secret_expires_at", None)
+        return dict(info)
+
     def extract_client_metadata(self, request: Any) -> dict[str, Any]:
         uris = request.payload.data.get("redirect_uris")
         if not isinstance(uris, list) or not uris or len(uris) > 20:
@@ -360,9 +367,6 @@ class GatewayRegistration(ClientRegistrationEndpoint):
 
     def save_client(self, client_info: dict[str, Any], client_metadata: dict[str, Any], request: Any) -> ClientRow:
         secret = client_info.get("client_secret")
-        if secret is None:
-            client_info.pop("client_secret", None)
-            client_info.pop("client_secret_expires_at", None)
         grant_types = list(client_metadata.get("grant_types") or ["authorization_code"])
         if "refresh_token" not in grant_types:
             grant_types.append("refresh_token")

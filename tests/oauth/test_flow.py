@@ -33,6 +33,14 @@ def tokens_for(flow: Flow, client_id: str, pat: str, **kwargs) -> dict:
     return response.json()
 
 
+def test_registration_of_a_public_client_has_no_secret_and_no_nulls(flow: Flow) -> None:
+    info = flow.register()
+    assert info["client_id"].startswith("dcr_") and "client_secret" not in info
+    assert None not in info.values(), info
+    confidential = flow.register(token_endpoint_auth_method="client_secret_basic")
+    assert confidential["client_secret"] and None not in confidential.values()
+
+
 def test_metadata_names_the_gateway(flow: Flow) -> None:
     meta = flow.metadata()
     assert meta["issuer"] == flow.base_url

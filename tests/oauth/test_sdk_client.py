@@ -1,0 +1,119 @@
+"""The official MCP TypeScript SDK client (auth() / OAuthClientProvider + StreamableHTTPClientTransport)
+against the gateway, with headless Chromium (Playwright, the system browser) on the sign-in and
+consent pages: from the MCP URL alone to tool calls recorded under the signed-in user.
+
+  - no IdP: the personal-token login page, registration by DCR (what `mcp-gateway dev` offers);
+  - a real OIDC provider on loopback (node-oidc-provider), once with a Client ID Metadata
+    Document served over HTTPS (test CA), once with DCR.
+
+The npm packages are pinned in tests/oauth/js/package-lock.json and installed by `npm ci` here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.gateway.conftest import wait_rows
+from tests.gateway_proc import GatewayProcess, create_pat, free_port, running_gateway
+from tests.oauth.cimd_server import CimdServer
+from tests.pg import TestDatabase
+
+JS = Path(__file__).parent / "js"
+BROWSER = os.environ.get("MCP_GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are needed for the TypeScript SDK client tests")
+    if not Path(BROWSER).exists():
+        pytest.skip(f"no Chromium at {BROWSER} (set MCP_GATEWAY_TEST_CHROMIUM)")
+    if not (JS / "node_modules" / "@modelcontextprotocol" / "sdk").exists():
+        result = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, f"npm ci failed:\n{result.stderr[-3000:]}"
+    return JS / "node_modules"
+
+
+def run_sdk_client(node_modules: Path, **options: object) -> dict:
+    options.setdefault("callbackPort", free_port())
+    options.setdefault("browser", BROWSER)
+    result = subprocess.run(["node", str(JS / "mcp_client.mjs"), json.dumps(options)], cwd=JS, capture_output=True,
+                            text=True, timeout=180)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no result from the SDK client:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    outcome = json.loads(lines[-1])
+    assert outcome["ok"], outcome.get("error")
+    return outcome
+
+
+def test_sdk_client_dcr_with_personal_token_sign_in(node_modules: Path, gateway: GatewayProcess, oauth_db: TestDatabase,
+                                                    admin: psycopg.Connection) -> None:
+    pat = create_pat(oauth_db, "initech", "peter", "member")
+    outcome = run_sdk_client(node_modules, url=gateway.mcp_url, mode="dcr", pat=pat)
+    assert outcome["tool"] == "sdk dcr" and outcome["client_id"].startswith("dcr_")
+    assert outcome["iss"] == gateway.base_url and outcome["refresh"]
+    wait_rows(admin, "SELECT 1 FROM gateway.mcp_requests WHERE tenant_id = 'initech' AND user_id = 'peter'"
+                     " AND tool_name = 'echo'", 1)
+
+
+# ---------------------------------------------------------------------------- with a real IdP
+
+@pytest.fixture(scope="module")
+def idp_gateway(node_modules: Path, oauth_db: TestDatabase, cimd: CimdServer,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    gateway_port, idp_port = free_port(), free_port()
+    client_id, secret = "mcp-gateway", "gateway-client-secret-for-tests"
+    idp = subprocess.Popen(["node", str(JS / "idp.mjs"), str(idp_port), client_id, secret,
+                            f"http://127.0.0.1:{gateway_port}/oauth/callback"], cwd=JS, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        assert idp.stdout is not None
+        first = idp.stdout.readline()
+        assert first.startswith("ready"), first + (idp.stdout.read() if idp.poll() is not None else "")
+        with running_gateway(oauth_db, tmp_path_factory.mktemp("gw-idp"), port=gateway_port,
+                             args=("serve", "--tools", "tests.sample_tools:mcp"),
+                             MCP_GATEWAY_OIDC_ISSUER=f"http://127.0.0.1:{idp_port}",
+                             MCP_GATEWAY_OIDC_CLIENT_ID=client_id, MCP_GATEWAY_OIDC_CLIENT_SECRET=secret,
+                             MCP_GATEWAY_OAUTH_CIMD_ALLOWED_HOSTS="localhost",
+                             MCP_GATEWAY_OAUTH_CIMD_CA_FILE=str(cimd.ca_file)) as gw:
+            yield gw
+    finally:
+        idp.terminate()
+        idp.wait(10)
+
+
+def test_sdk_client_cimd_with_idp_sign_in(node_modules: Path, idp_gateway: GatewayProcess, cimd: CimdServer,
+                                          admin: psycopg.Connection) -> None:
+    port = free_port()
+    metadata_url = cimd.publish("/sdk-client.json", {
+        "client_name": "SDK CIMD client", "redirect_uris": [f"http://127.0.0.1:{port}/callback"],
+        "grant_types": ["authorization_code", "refresh_token"], "token_endpoint_auth_method": "none"})
+    outcome = run_sdk_client(node_modules, url=idp_gateway.mcp_url, mode="cimd", metadataUrl=metadata_url,
+                             callbackPort=port, idpLogin="alice")
+    assert outcome["client_id"] == metadata_url and outcome["tool"] == "sdk cimd"
+    assert "/sdk-client.json" in cimd.fetches
+    rows = wait_rows(admin, "SELECT tenant_id, user_id FROM gateway.mcp_requests WHERE tool_name = 'echo'"
+                            " AND user_id = 'alice'", 1)
+    assert set(rows) == {("acme", "alice")}
+    email = admin.execute("SELECT email FROM gateway.users WHERE tenant_id = 'acme' AND user_id = 'alice'").fetchone()
+    assert email == ("alice@acme.example",)
+
+
+def test_sdk_client_dcr_with_idp_sign_in(node_modules: Path, idp_gateway: GatewayProcess,
+                                         admin: psycopg.Connection) -> None:
+    outcome = run_sdk_client(node_modules, url=idp_gateway.mcp_url, mode="dcr", idpLogin="carol")
+    assert outcome["client_id"].startswith("dcr_") and outcome["tool"] == "sdk dcr"
+    rows = wait_rows(admin, "SELECT tenant_id, user_id FROM gateway.mcp_requests WHERE tool_name = 'echo'"
+                            " AND user_id = 'carol'", 1)
+    assert set(rows) == {("globex", "carol")}
+    role = admin.execute("SELECT role FROM gateway.oauth_token_families WHERE user_id = 'carol'").fetchone()
+    assert role == ("admin",)
