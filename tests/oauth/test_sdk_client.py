@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,8 +78,12 @@ def idp_gateway(node_modules: Path, oauth_db: TestDatabase, cimd: CimdServer,
                            stderr=subprocess.STDOUT, text=True)
     try:
         assert idp.stdout is not None
-        first = idp.stdout.readline()
-        assert first.startswith("ready"), first + (idp.stdout.read() if idp.poll() is not None else "")
+        seen = ""
+        while not seen.endswith("\n") or not seen.splitlines()[-1].startswith("ready"):
+            line = idp.stdout.readline()  # oidc-provider warns first on node 20 (it prefers 22)
+            assert line, f"the OIDC provider did not start:\n{seen}"
+            seen += line
+        threading.Thread(target=idp.stdout.read, daemon=True).start()  # keep the pipe drained
         with running_gateway(oauth_db, tmp_path_factory.mktemp("gw-idp"), port=gateway_port,
                              args=("serve", "--tools", "tests.sample_tools:mcp"),
                              MCP_GATEWAY_OIDC_ISSUER=f"http://127.0.0.1:{idp_port}",
