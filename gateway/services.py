@@ -12,7 +12,7 @@ from auth import AuthSettings, Principal
 from auth.provider import GatewayAuth, current_principal
 from gateway.config import GatewayConfig
 from gateway.db import Database, DatabaseUrls
-from gateway.oauth import build_oauth
+from gateway.oauth.wiring import build_oauth
 from gateway.settings import Settings
 from gateway.tokens import PostgresTokenStore
 from gateway.tracking import AnalyticsSessions, Tracker

@@ -8,8 +8,7 @@
     idp.py        sign-in delegated to the team's OIDC provider
     pages.py      login and consent pages
     routes.py     the HTTP endpoints and RFC 8414 metadata
+    grants.py     grants listed/revoked over /api/oauth/grants
+    cli.py        `mcp-gateway oauth grants|revoke`
+    wiring.py     build_oauth(): everything above from settings
 """
-
-from gateway.oauth.wiring import OAuthComponents, build_oauth
-
-__all__ = ["OAuthComponents", "build_oauth"]

@@ -176,7 +176,7 @@ class OAuthStore:
                 " ORDER BY g.tenant_id, g.user_id, g.created_at", {"t": tenant_id, "u": user_id})
             return list(await cur.fetchall())
 
-    async def revoke_grant(self, grant_id: str, *, reason: str = "user") -> bool:
+    async def revoke_grant(self, grant_id: str, reason: str = "user") -> bool:
         async with self.db.as_system("oauth") as conn:
             cur = await conn.execute("UPDATE gateway.oauth_grants SET revoked_at = now()"
                                      " WHERE grant_id = %s AND revoked_at IS NULL RETURNING grant_id", (grant_id,))

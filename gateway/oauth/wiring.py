@@ -18,6 +18,7 @@ from auth.provider import GatewayAuth
 from auth.settings import AuthSettings
 from gateway.db import Database
 from gateway.oauth.cimd import CimdFetcher
+from gateway.oauth.grants import GrantsApi
 from gateway.oauth.idp import OidcLogin
 from gateway.oauth.keys import SigningKeys
 from gateway.oauth.routes import OAuthRoutes
@@ -46,8 +47,10 @@ class OAuthComponents:
             self._http = httpx.AsyncClient(timeout=s.http_timeout, follow_redirects=False)
             keys = gateway_auth.authenticator.jwks or JwksKeys(lambda: self._http, oidc_issuer=s.oidc_issuer)  # type: ignore[arg-type, return-value]
             idp = OidcLogin(s, redirect_uri=self.service.issuer + "/oauth/callback", http=self._http, keys=keys)
-        return OAuthRoutes(self.service, gateway_auth, idp=idp, dcr_per_hour=s.oauth_dcr_per_hour,
-                           secure_cookies=self.service.issuer.startswith("https://")).routes()
+        grants = GrantsApi(self.service.store.db, self.service.store, gateway_auth)
+        return [*OAuthRoutes(self.service, gateway_auth, idp=idp, dcr_per_hour=s.oauth_dcr_per_hour,
+                             secure_cookies=self.service.issuer.startswith("https://")).routes(),
+                *grants.routes()]
 
     async def start(self) -> None:
         try:

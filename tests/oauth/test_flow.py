@@ -5,6 +5,7 @@ under the signed-in user and tenant; refresh rotation, revocation, remembered co
 from __future__ import annotations
 
 import time
+import uuid
 
 import httpx
 import psycopg
@@ -152,3 +153,56 @@ def test_loopback_redirect_may_use_another_port_and_private_schemes_match_exactl
 def test_pages_without_a_request_are_errors_not_redirects(flow: Flow, path: str) -> None:
     response = flow.browser.get(path)
     assert response.status_code == 400 and "location" not in response.headers
+
+
+def test_grants_listed_and_revoked_over_the_api_under_rls(flow: Flow, client_id: str, alice_pat: str, bob_pat: str,
+                                                          oauth_db) -> None:
+    from tests.gateway_proc import create_pat
+    tokens = tokens_for(flow, client_id, alice_pat)
+    acme_admin = create_pat(oauth_db, "acme", "carla", "admin")
+    api = flow.base_url + "/api/oauth/grants"
+
+    def grants(pat: str) -> list[dict]:
+        response = httpx.get(api, headers={"Authorization": f"Bearer {pat}"})
+        assert response.status_code == 200, response.text
+        return [g for g in response.json()["grants"] if g["client_id"] == client_id]
+
+    (mine,) = grants(alice_pat)
+    assert mine["user_id"] == "alice" and mine["client_name"] == "Test client" and mine["revoked_at"] is None
+    assert grants(acme_admin) == [mine]          # a tenant admin sees the tenant's grants
+    assert grants(bob_pat) == []                 # another tenant's admin does not
+    assert httpx.get(api).status_code == 401
+    other = httpx.delete(f"{api}/{mine['grant_id']}", headers={"Authorization": f"Bearer {bob_pat}"})
+    assert other.status_code == 404              # invisible, so indistinguishable from missing
+    assert mcp_status(flow, tokens["access_token"]) == 200
+    own = httpx.delete(f"{api}/{mine['grant_id']}", headers={"Authorization": f"Bearer {alice_pat}"})
+    assert own.status_code == 204
+    wait_for(lambda: mcp_status(flow, tokens["access_token"]) == 401, timeout=5.0, what="grant revocation")
+    assert flow.refresh(client_id, tokens["refresh_token"]).json()["error"] == "invalid_grant"
+    assert grants(alice_pat)[0]["revoked_at"] is not None
+
+
+def test_grants_cli(flow: Flow, client_id: str, alice_pat: str, oauth_db) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.gateway_proc import REPO
+    tokens = tokens_for(flow, client_id, alice_pat)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GATEWAY_")}
+    env.update(oauth_db.env(), PYTHONPATH=str(REPO))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gateway.cli", "oauth", *args], env=env, capture_output=True,
+                              text=True, timeout=60, cwd=str(REPO))
+
+    listed = cli("grants", "--tenant", "acme", "--user", "alice", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (grant,) = [g for g in json.loads(listed.stdout) if g["client_id"] == client_id]
+    assert tokens["refresh_token"] not in listed.stdout
+    assert cli("revoke", "not-a-uuid").returncode == 2
+    assert cli("revoke", str(uuid.uuid4())).returncode == 2
+    revoked = cli("revoke", grant["grant_id"])
+    assert revoked.returncode == 0 and grant["grant_id"] in revoked.stdout
+    wait_for(lambda: mcp_status(flow, tokens["access_token"]) == 401, timeout=5.0, what="grant revocation")
