@@ -388,6 +388,11 @@ def _invalid_redirect(message: str) -> OAuth2Error:
     return InvalidRedirectURIError(message)
 
 
+def _malformed() -> Response:
+    body = {"error": "invalid_request", "error_description": "a parameter has characters it may not have"}
+    return Response(400, body, [])
+
+
 class OAuthService:
     """The authorization server: configuration, authlib server, token minting."""
 
@@ -521,22 +526,39 @@ class OAuthService:
         return token
 
     # ------------------------------------------------------------------ entry points (worker thread)
+    # authlib refuses to build an error whose description would echo control characters from the
+    # request (ValueError): that is still the client's mistake, answered as invalid_request.
     def token_response(self, request: FormRequest) -> Response:
-        return self.server.create_token_response(request)
+        try:
+            return self.server.create_token_response(request)
+        except ValueError:
+            return _malformed()
 
     def revocation_response(self, request: FormRequest) -> Response:
-        return self.server.create_endpoint_response(RevocationEndpoint.ENDPOINT_NAME, request)
+        try:
+            return self.server.create_endpoint_response(RevocationEndpoint.ENDPOINT_NAME, request)
+        except ValueError:
+            return _malformed()
 
     def registration_response(self, request: JsonBodyRequest) -> Response:
-        return self.server.create_endpoint_response(ClientRegistrationEndpoint.ENDPOINT_NAME, request)
+        try:
+            return self.server.create_endpoint_response(ClientRegistrationEndpoint.ENDPOINT_NAME, request)
+        except ValueError:
+            return _malformed()
 
     def validate_authorization(self, request: FormRequest) -> Any:
         """authlib's checks of an authorization request (client, redirect URI, response type, PKCE);
         raises OAuth2Error. Returns the grant."""
-        return self.server.get_consent_grant(request)
+        try:
+            return self.server.get_consent_grant(request)
+        except ValueError:
+            raise InvalidRequestError("a parameter has characters it may not have") from None
 
     def authorization_response(self, request: FormRequest, user: GrantUser | None) -> Response:
-        grant = self.server.get_consent_grant(request, end_user=user)
+        try:
+            grant = self.server.get_consent_grant(request, end_user=user)
+        except ValueError:
+            raise InvalidRequestError("a parameter has characters it may not have") from None
         return self.server.create_authorization_response(request, grant_user=user, grant=grant)
 
     def error_redirect(self, redirect_uri: str, error: OAuth2Error, state: str | None) -> str:

@@ -13,6 +13,8 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.oauth.cimd_server import CimdServer
 from tests.oauth.flow import REDIRECT, Flow, pkce, query_of
@@ -301,3 +303,24 @@ def test_private_key_jwt_client(flow: Flow, cimd: CimdServer, alice_pat: str) ->
     assert_error(exchange(good), "invalid_client", (400, 401))  # replayed assertion
     assert_error(exchange(None), "invalid_client", (400, 401))  # no assertion: the client must authenticate
     assert_error(exchange(assertion("jti-2", ec.generate_private_key(ec.SECP256R1()))), "invalid_client", (400, 401))
+
+
+# ---------------------------------------------------------------------------- open-ended input
+
+_PARAM = st.sampled_from(["response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
+                          "code_challenge_method", "resource", "code", "code_verifier", "grant_type",
+                          "refresh_token", "token", "client_assertion", "client_assertion_type"])
+_VALUE = st.one_of(st.text(max_size=300), st.sampled_from(["code", "S256", "plain", "authorization_code",
+                                                           "refresh_token", REDIRECT, "https://127.0.0.1/x.json"]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(params=st.dictionaries(_PARAM, _VALUE, max_size=8))
+def test_no_request_makes_the_server_fail(gateway, params: dict[str, str]) -> None:
+    clean = {k: v.replace("\x00", "") for k, v in params.items()}
+    with httpx.Client(base_url=gateway.base_url, timeout=30) as http:
+        for response in (http.get("/oauth/authorize", params=clean), http.post("/oauth/token", data=clean),
+                         http.post("/oauth/revoke", data=clean), http.post("/oauth/register", json=params)):
+            assert response.status_code < 500, (response.request.url, response.text[:300])
+            if response.request.url.path != "/oauth/authorize" and response.status_code >= 400:
+                assert "error" in response.json()

@@ -122,3 +122,58 @@ def test_sdk_client_dcr_with_idp_sign_in(node_modules: Path, idp_gateway: Gatewa
     assert set(rows) == {("globex", "carol")}
     role = admin.execute("SELECT role FROM gateway.oauth_token_families WHERE user_id = 'carol'").fetchone()
     assert role == ("admin",)
+
+
+# ---------------------------------------------------------------------------- IdP sign-in refusals
+
+def _authorize_url(gateway: GatewayProcess) -> str:
+    from tests.oauth.flow import REDIRECT, Flow, pkce
+    flow = Flow(gateway.base_url)
+    try:
+        client_id = flow.register()["client_id"]
+    finally:
+        flow.close()
+    from urllib.parse import urlencode
+    return gateway.base_url + "/oauth/authorize?" + urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT, "state": "s",
+        "code_challenge": pkce()[1], "code_challenge_method": "S256", "resource": gateway.mcp_url})
+
+
+def _families(admin: psycopg.Connection) -> int:
+    return int(admin.execute("SELECT count(*) FROM gateway.oauth_token_families").fetchone()[0])
+
+
+def test_idp_user_without_tenant_gets_no_token(node_modules: Path, idp_gateway: GatewayProcess,
+                                               admin: psycopg.Connection) -> None:
+    from playwright.sync_api import sync_playwright
+    before = _families(admin)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=BROWSER, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(_authorize_url(idp_gateway))
+        page.fill("input[name=login]", "notenant")
+        page.fill("input[name=password]", "any")
+        page.click("button[type=submit]")
+        page.wait_for_load_state("load")
+        if "/interaction/" in page.url:  # the IdP's own consent
+            with page.expect_navigation():
+                page.click("button[type=submit]")
+        assert "/oauth/callback" in page.url
+        text = page.content()
+        browser.close()
+    assert "no tenant claim" in text and "access_denied" in text
+    assert _families(admin) == before
+
+
+def test_idp_callback_with_forged_state(node_modules: Path, idp_gateway: GatewayProcess,
+                                        admin: psycopg.Connection) -> None:
+    import httpx
+    before = _families(admin)
+    with httpx.Client(follow_redirects=False, timeout=30) as browser:
+        assert browser.get(_authorize_url(idp_gateway)).headers["location"] == "/oauth/login"
+        to_idp = browser.get(idp_gateway.base_url + "/oauth/login")
+        assert to_idp.status_code == 303 and "state=" in to_idp.headers["location"]
+        forged = browser.get(idp_gateway.base_url + "/oauth/callback?code=stolen&state=forged")
+        assert forged.status_code == 403 and "state does not match" in forged.text
+        assert "location" not in forged.headers
+    assert _families(admin) == before
