@@ -50,7 +50,7 @@ class Services:
         if auth_settings is None:
             auth_settings = AuthSettings.load(public_url=settings.resolved_public_url)
         store = PostgresTokenStore(db)
-        oauth = build_oauth(auth_settings, db)  # None with MCP_GATEWAY_OAUTH_SERVER=false
+        oauth = build_oauth(auth_settings, db, config.oauth_clients)  # None with MCP_GATEWAY_OAUTH_SERVER=false
         gateway_auth = GatewayAuth(auth_settings, token_store=store, **(oauth.auth_kwargs if oauth else {}))
         services = cls(settings=settings, config=config, urls=urls, db=db, writer=writer, sessions=sessions,
                        tracker=tracker, gateway_auth=gateway_auth, instance_id=instance_id)

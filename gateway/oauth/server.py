@@ -118,7 +118,7 @@ class FormRequest(OAuth2Request):
 
     def __init__(self, method: str, uri: str, data: Mapping[str, str], headers: Mapping[str, str],
                  datalist: Mapping[str, list[str]] | None = None) -> None:
-        super().__init__(method, uri, headers=dict(headers))
+        super().__init__(method, uri, headers=headers)  # keep Starlette's case-insensitive Headers
         self.payload = BasicOAuth2Payload(dict(data))
         if datalist is not None:
             self.payload._datalist = {k: list(v) for k, v in datalist.items()}
@@ -144,7 +144,7 @@ class _Json(JsonPayload):
 
 class JsonBodyRequest(JsonRequest):
     def __init__(self, uri: str, data: dict[str, Any], headers: Mapping[str, str], registered_from: str) -> None:
-        super().__init__("POST", uri, dict(headers))
+        super().__init__("POST", uri, headers)
         self.payload = _Json(data)
         self.registered_from = registered_from
 
@@ -462,7 +462,7 @@ class OAuthService:
                 await self.store.save_client(document)
             return document
         row = await self.store.get_client(client_id)
-        return row if row is not None and row.kind != "cimd" else None
+        return row if row is not None and row.kind != "cimd" else None  # a CIMD id is only ever its URL
 
     def resource_matches(self, requested: str, granted: str) -> bool:
         return self.normalize_resource(requested) == granted

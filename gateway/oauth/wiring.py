@@ -5,6 +5,7 @@ personal tokens with it)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from auth.provider import GatewayAuth
 from auth.settings import AuthSettings
 from gateway.db import Database
 from gateway.oauth.cimd import CimdFetcher
+from gateway.oauth.config import OAuthClientConfig
 from gateway.oauth.grants import GrantsApi
 from gateway.oauth.idp import OidcLogin
 from gateway.oauth.keys import SigningKeys
@@ -33,6 +35,7 @@ class OAuthComponents:
     settings: AuthSettings
     service: OAuthService
     local_tokens: LocalTokenVerifier
+    clients: tuple[OAuthClientConfig, ...] = ()
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
 
     @property
@@ -54,6 +57,8 @@ class OAuthComponents:
 
     async def start(self) -> None:
         try:
+            for client in self.clients:  # pre-registered in the config file: kept current on every start
+                await self.service.store.save_client(client.row())
             await self.service.keys.ensure()
         except Exception as exc:  # database away: the first token request creates/loads the key
             log.warning("OAuth signing keys not loaded at start: %s", type(exc).__name__)
@@ -63,7 +68,8 @@ class OAuthComponents:
             await self._http.aclose()
 
 
-def build_oauth(settings: AuthSettings, db: Database, mcp_path: str = "/mcp") -> OAuthComponents | None:
+def build_oauth(settings: AuthSettings, db: Database, clients: Sequence[OAuthClientConfig] = (),
+                mcp_path: str = "/mcp") -> OAuthComponents | None:
     """None when MCP_GATEWAY_OAUTH_SERVER is off."""
     if not settings.oauth_server:
         return None
@@ -79,5 +85,5 @@ def build_oauth(settings: AuthSettings, db: Database, mcp_path: str = "/mcp") ->
                            refresh_grace=settings.oauth_refresh_grace, code_ttl=settings.oauth_code_ttl,
                            dcr_enabled=settings.oauth_dcr)
     verifier = LocalTokenVerifier(keys, issuer=issuer, audience=resource)
-    return OAuthComponents(settings, service, verifier)
+    return OAuthComponents(settings, service, verifier, tuple(clients))
 
