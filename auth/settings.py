@@ -83,6 +83,9 @@ class AuthSettings(BaseSettings):
         "The gateway's own client at MCP_GATEWAY_OIDC_ISSUER, for browser sign-in on the authorization "
         "server's login page. Unset: sign-in with a personal access token."))
     oidc_client_secret: SecretStr | None = Field(None, description="Secret of MCP_GATEWAY_OIDC_CLIENT_ID.")
+    oauth_email_domain_tenants: CsvList = Field(default_factory=list, description=(
+        "Browser sign-in through the IdP: `domain=tenant` pairs (comma-separated) giving the tenant of a user "
+        "whose ID token has no tenant claim, by the domain of its email claim (e.g. `acme.com=acme`)."))
     oauth_cimd_allowed_hosts: CsvList = Field(default_factory=list, description=(
         "Hosts whose private or loopback addresses may serve client ID metadata documents (tests, "
         "on-premises clients). Every other host must resolve to public addresses only."))
@@ -104,7 +107,7 @@ class AuthSettings(BaseSettings):
         "until every token it signed has expired."))
 
     _split = field_validator("jwt_audience", "authorization_servers", "accepted_jwt_types",
-                             "oauth_cimd_allowed_hosts", mode="before")(
+                             "oauth_cimd_allowed_hosts", "oauth_email_domain_tenants", mode="before")(
         classmethod(lambda cls, v: _split_csv(v))
     )
 
@@ -127,6 +130,10 @@ class AuthSettings(BaseSettings):
         if self.oidc_client_id and not (self.oidc_issuer and self.oidc_client_secret):
             raise AuthConfigError(f"{ENV_PREFIX}OIDC_CLIENT_ID needs {ENV_PREFIX}OIDC_ISSUER and "
                                   f"{ENV_PREFIX}OIDC_CLIENT_SECRET")
+        for pair in self.oauth_email_domain_tenants:
+            domain, _, tenant = pair.partition("=")
+            if not domain.strip() or not tenant.strip():
+                raise AuthConfigError(f"{ENV_PREFIX}OAUTH_EMAIL_DOMAIN_TENANTS: expected domain=tenant, got {pair!r}")
         if not self.tenant_claim or not self.roles_claim:
             raise AuthConfigError(f"{ENV_PREFIX}TENANT_CLAIM and {ENV_PREFIX}ROLES_CLAIM must not be empty")
         return self

@@ -12,7 +12,7 @@ import httpx
 import jwt
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from auth.claims import principal_from_claims
+from auth.claims import claim, principal_from_claims
 from auth.errors import TokenRejected
 from auth.jwks import JwksKeys, KeySourceError, fetch_json
 from auth.jwt_verify import ASYMMETRIC_ALGS
@@ -79,11 +79,25 @@ class OidcLogin:
             id_token = None
         if not isinstance(id_token, str):
             raise IdpError("identity provider returned no ID token")
-        claims = await self._verify_id_token(id_token, nonce)
+        claims = self._tenant_by_email_domain(await self._verify_id_token(id_token, nonce))
         try:
             return principal_from_claims(claims, kind="jwt_jwks", settings=self.settings)
         except TokenRejected as exc:
             raise IdpError(f"signed in, but {exc.reason}") from None
+
+    def _tenant_by_email_domain(self, claims: dict[str, Any]) -> dict[str, Any]:
+        """No tenant claim: the tenant mapped to the (verified) email's domain, if one is configured."""
+        if claim(claims, self.settings.tenant_claim) is not None or not self.settings.oauth_email_domain_tenants:
+            return claims
+        email = claims.get(self.settings.email_claim)
+        if not isinstance(email, str) or "@" not in email or claims.get("email_verified") is False:
+            return claims
+        domain = email.rsplit("@", 1)[1].strip().lower()
+        for pair in self.settings.oauth_email_domain_tenants:
+            mapped_domain, _, tenant = pair.partition("=")
+            if mapped_domain.strip().lower() == domain:
+                return {**claims, self.settings.tenant_claim: tenant.strip()}
+        return claims
 
     async def _verify_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
         try:

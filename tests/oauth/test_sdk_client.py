@@ -88,6 +88,7 @@ def idp_gateway(node_modules: Path, oauth_db: TestDatabase, cimd: CimdServer,
                              args=("serve", "--tools", "tests.sample_tools:mcp"),
                              MCP_GATEWAY_OIDC_ISSUER=f"http://127.0.0.1:{idp_port}",
                              MCP_GATEWAY_OIDC_CLIENT_ID=client_id, MCP_GATEWAY_OIDC_CLIENT_SECRET=secret,
+                             MCP_GATEWAY_OAUTH_EMAIL_DOMAIN_TENANTS="mapped.example=mapped",
                              MCP_GATEWAY_OAUTH_CIMD_ALLOWED_HOSTS="localhost",
                              MCP_GATEWAY_OAUTH_CIMD_CA_FILE=str(cimd.ca_file)) as gw:
             yield gw
@@ -177,3 +178,12 @@ def test_idp_callback_with_forged_state(node_modules: Path, idp_gateway: Gateway
         assert forged.status_code == 403 and "state does not match" in forged.text
         assert "location" not in forged.headers
     assert _families(admin) == before
+
+
+def test_idp_user_gets_the_tenant_of_their_email_domain(node_modules: Path, idp_gateway: GatewayProcess,
+                                                        admin: psycopg.Connection) -> None:
+    """No tenant claim, but MCP_GATEWAY_OAUTH_EMAIL_DOMAIN_TENANTS maps the verified email's domain."""
+    outcome = run_sdk_client(node_modules, url=idp_gateway.mcp_url, mode="dcr", idpLogin="dora")
+    assert outcome["tool"] == "sdk dcr"
+    rows = wait_rows(admin, "SELECT tenant_id, user_id FROM gateway.mcp_requests WHERE user_id = 'dora'", 1)
+    assert set(rows) == {("mapped", "dora")}

@@ -11,6 +11,7 @@ const people = {
   alice: { tenant: 'acme', roles: ['member'], email: 'alice@acme.example', name: 'Alice' },
   carol: { tenant: 'globex', roles: ['admin'], email: 'carol@globex.example', name: 'Carol' },
   notenant: { email: 'nobody@example.com' },
+  dora: { email: 'dora@mapped.example', email_verified: true, name: 'Dora' },  // tenant by email domain
 };
 
 const provider = new Provider(issuer, {
