@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from authlib.common.security import is_secure_transport
 from starlette.routing import Route
 
 from auth.jwks import JwksKeys
@@ -74,6 +75,10 @@ def build_oauth(settings: AuthSettings, db: Database, clients: Sequence[OAuthCli
     if not settings.oauth_server:
         return None
     issuer = settings.public_url.rstrip("/")
+    if not is_secure_transport(issuer):
+        # OAuth 2.1 needs TLS except on loopback: rather no authorization server than one leaking codes
+        log.warning("OAuth authorization server off: MCP_GATEWAY_PUBLIC_URL %s is neither https nor loopback", issuer)
+        return None
     resource = issuer + mcp_path
     store = OAuthStore(db)
     keys = SigningKeys(db, store, rotation=timedelta(days=settings.oauth_key_rotation_days),

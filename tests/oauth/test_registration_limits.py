@@ -36,3 +36,9 @@ def test_oauth_server_switched_off(database: TestDatabase, tmp_path: Path) -> No
         assert httpx.get(gw.base_url + "/oauth/authorize").status_code == 404
         prm = httpx.get(gw.base_url + "/.well-known/oauth-protected-resource/mcp").json()
         assert prm["authorization_servers"] == [gw.base_url]  # as before: the issuer of its personal tokens
+
+
+def test_no_authorization_server_on_plain_http_beyond_loopback(database: TestDatabase, tmp_path: Path) -> None:
+    with running_gateway(database, tmp_path / "gw", MCP_GATEWAY_PUBLIC_URL="http://gateway.example:8051") as gw:
+        assert httpx.get(gw.base_url + "/.well-known/oauth-authorization-server").status_code == 404
+        assert "neither https nor loopback" in gw.log()
