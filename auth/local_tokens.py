@@ -50,7 +50,10 @@ class LocalTokenVerifier:
         self.leeway = leeway
 
     def owns(self, token: str, header: JwtHeader) -> bool:
-        """Routing only (nothing is trusted yet): does the token name us as its issuer?"""
+        """Routing only (nothing is trusted yet): an ES256 token naming us as its issuer. Other
+        algorithms go their usual way even with our issuer (an HS256 JWT_ISSUER may equal PUBLIC_URL)."""
+        if header.alg != LOCAL_ALG:
+            return False
         try:
             claims = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
