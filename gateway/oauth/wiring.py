@@ -26,7 +26,7 @@ from gateway.oauth.idp import OidcLogin
 from gateway.oauth.keys import SigningKeys
 from gateway.oauth.routes import OAuthRoutes
 from gateway.oauth.server import OAuthService
-from gateway.oauth.store import OAuthStore
+from gateway.oauth.store import ClientRow, OAuthStore
 
 log = logging.getLogger("mcp_gateway.oauth")
 
@@ -60,6 +60,7 @@ class OAuthComponents:
         try:
             for client in self.clients:  # pre-registered in the config file: kept current on every start
                 await self.service.store.save_client(client.row())
+            await self.service.store.save_client(dashboard_client(self.service.issuer))
             await self.service.keys.ensure()
         except Exception as exc:  # database away: the first token request creates/loads the key
             log.warning("OAuth signing keys not loaded at start: %s", type(exc).__name__)
@@ -67,6 +68,16 @@ class OAuthComponents:
     async def stop(self) -> None:
         if self._http is not None:
             await self._http.aclose()
+
+
+DASHBOARD_CLIENT_ID = "mcp-gateway-dashboard"
+
+
+def dashboard_client(issuer: str) -> ClientRow:
+    """/dashboard signs in through the same flow as any client: a public client (PKCE)."""
+    return ClientRow(client_id=DASHBOARD_CLIENT_ID, kind="config", client_name="mcp-gateway dashboard",
+                     client_uri=issuer + "/dashboard", redirect_uris=(issuer + "/dashboard",),
+                     grant_types=("authorization_code",), token_endpoint_auth_method="none")
 
 
 def build_oauth(settings: AuthSettings, db: Database, clients: Sequence[OAuthClientConfig] = (),
