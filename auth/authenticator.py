@@ -22,6 +22,7 @@ from auth.errors import AuthConfigError, TokenRejected
 from auth.introspection import Introspector
 from auth.jwks import JwksKeys
 from auth.jwt_verify import ASYMMETRIC_ALGS, HMAC_ALGS, decode, inspect_header, looks_like_jwt
+from auth.local_tokens import LocalTokenVerifier
 from auth.pat import PatVerifier, looks_like_pat
 from auth.principal import Principal
 from auth.settings import AuthSettings
@@ -42,8 +43,10 @@ class Authenticator:
     def __init__(self, settings: AuthSettings, *, token_store: TokenStore | None = None,
                  provisioner: UserProvisioner | None = None,
                  http_client: httpx.AsyncClient | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 local_tokens: LocalTokenVerifier | None = None) -> None:
         self.settings = settings
+        self.local_tokens = local_tokens  # the gateway's own OAuth access tokens
         self._clock = clock
         self._own_http = http_client is None
         self._http = http_client
@@ -63,7 +66,7 @@ class Authenticator:
                          max_entries=settings.cache_max_entries)
             if settings.introspection_url else None
         )
-        if not (settings.jwt_secret or self.jwks or self.introspector or self.pats):
+        if not (settings.jwt_secret or self.jwks or self.introspector or self.pats or self.local_tokens):
             raise AuthConfigError("no token source configured: set MCP_GATEWAY_JWT_SECRET, "
                                   "MCP_GATEWAY_OIDC_ISSUER, MCP_GATEWAY_JWKS_URL or MCP_GATEWAY_INTROSPECTION_URL")
         self._provisioner = provisioner
@@ -117,6 +120,9 @@ class Authenticator:
             return await self.pats.verify(token), s.pat_cache_ttl
         if looks_like_jwt(token):
             header = inspect_header(token, s)
+            if self.local_tokens is not None and self.local_tokens.owns(token, header):
+                # revocation must bite within 5 s: cache no longer than a personal token
+                return await self.local_tokens.verify(token, header), s.pat_cache_ttl
             if header.alg in HMAC_ALGS:
                 if s.jwt_secret is None:
                     raise TokenRejected("HMAC-signed tokens are not accepted")
@@ -137,7 +143,7 @@ class Authenticator:
 
     async def _provision(self, principal: Principal) -> None:
         """Tenant and user rows on first sight (and when email/name/role change), not per request."""
-        if self._provisioner is None or principal.token_kind == "pat":
+        if self._provisioner is None or principal.token_kind in ("pat", "oauth"):
             return  # PAT users were provisioned when the token was created
         fingerprint = hashlib.sha256(
             repr((principal.tenant_id, principal.user_id, principal.email, principal.name, principal.role,

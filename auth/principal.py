@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["member", "admin", "auditor"]
-TokenKind = Literal["jwt_hs", "jwt_jwks", "introspection", "pat"]
+TokenKind = Literal["jwt_hs", "jwt_jwks", "introspection", "pat", "oauth"]
 
 
 def normalize_role(value: object) -> Role:

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth.authenticator import Authenticator, token_fingerprint
 from auth.errors import AuthConfigError, TokenRejected
+from auth.local_tokens import LocalTokenVerifier
 from auth.principal import Principal
 from auth.settings import AuthSettings
 from auth.store import TokenStore, UserProvisioner
@@ -48,7 +49,7 @@ def access_token_for(token: str, principal: Principal, leeway: float = 0.0) -> A
 
     The SDK re-checks `expires_at` without leeway; IdP tokens get ours added so both agree.
     """
-    if principal.token_kind == "pat":
+    if principal.token_kind in ("pat", "oauth"):
         leeway = 0.0
     return AccessToken(
         token=token,
@@ -235,10 +236,13 @@ class GatewayAuth:
 
     def __init__(self, settings: AuthSettings, *, token_store: TokenStore | None = None,
                  provisioner: UserProvisioner | None = None, mcp_path: str = "/mcp",
-                 authenticator: Authenticator | None = None) -> None:
+                 authenticator: Authenticator | None = None, local_tokens: LocalTokenVerifier | None = None,
+                 authorization_server: str | None = None) -> None:
+        """`local_tokens` + `authorization_server`: the gateway is its own OAuth authorization
+        server (RFC 9728 metadata names it, its access tokens verify beside every other kind)."""
         self.settings = settings
         self.authenticator = authenticator or Authenticator(settings, token_store=token_store,
-                                                            provisioner=provisioner)
+                                                            provisioner=provisioner, local_tokens=local_tokens)
         self.public_url = settings.public_url.rstrip("/")
         self.mcp_path = "/" + mcp_path.strip("/")
         # Strings, not AnyHttpUrl: the RFC 9728 model keeps "https://idp" without a trailing slash.
@@ -246,7 +250,8 @@ class GatewayAuth:
         for server in self.authorization_servers:
             _url(server, "MCP_GATEWAY_AUTHORIZATION_SERVERS")
         if not self.authorization_servers:
-            self.authorization_servers = [default_authorization_server(settings, self.public_url)]
+            self.authorization_servers = [authorization_server or default_authorization_server(settings,
+                                                                                               self.public_url)]
         self.verifier = GatewayTokenVerifier(self.authenticator, base_url=self.public_url)
         self.provider = _GatewayRemoteAuth(
             token_verifier=self.verifier,

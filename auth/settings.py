@@ -74,7 +74,40 @@ class AuthSettings(BaseSettings):
     # seconds keeps working; 0 refuses every PAT during an outage.
     pat_outage_grace: float = Field(default=900.0, ge=0, le=86_400)
 
-    _split = field_validator("jwt_audience", "authorization_servers", "accepted_jwt_types", mode="before")(
+    # The gateway as OAuth 2.1 authorization server for its own MCP endpoint (gateway/oauth).
+    oauth_server: bool = Field(True, description=(
+        "The gateway is the OAuth 2.1 authorization server for its MCP endpoint (RFC 8414 metadata, "
+        "authorize/token/register/revoke/jwks, sign-in and consent pages). False: no authorization server; "
+        "RFC 9728 metadata names the IdP as before."))
+    oidc_client_id: str | None = Field(None, description=(
+        "The gateway's own client at MCP_GATEWAY_OIDC_ISSUER, for browser sign-in on the authorization "
+        "server's login page. Unset: sign-in with a personal access token."))
+    oidc_client_secret: SecretStr | None = Field(None, description="Secret of MCP_GATEWAY_OIDC_CLIENT_ID.")
+    oauth_email_domain_tenants: CsvList = Field(default_factory=list, description=(
+        "Browser sign-in through the IdP: `domain=tenant` pairs (comma-separated) giving the tenant of a user "
+        "whose ID token has no tenant claim, by the domain of its email claim (e.g. `acme.com=acme`)."))
+    oauth_cimd_allowed_hosts: CsvList = Field(default_factory=list, description=(
+        "Hosts whose private or loopback addresses may serve client ID metadata documents (tests, "
+        "on-premises clients). Every other host must resolve to public addresses only."))
+    oauth_cimd_ca_file: str | None = Field(None, description=(
+        "PEM bundle trusted (in addition to the system's) when fetching client metadata documents from "
+        "MCP_GATEWAY_OAUTH_CIMD_ALLOWED_HOSTS."))
+    oauth_dcr: bool = Field(True, description="Accept RFC 7591 dynamic client registration.")
+    oauth_dcr_per_hour: int = Field(20, ge=1, le=100_000, description=(
+        "Dynamic registrations accepted per caller address and hour (counted in the database, all replicas)."))
+    oauth_access_token_ttl: int = Field(600, ge=30, le=86_400, description="Lifetime of issued access tokens (s).")
+    oauth_refresh_token_ttl: int = Field(30 * 86_400, ge=300, le=365 * 86_400, description=(
+        "Lifetime of a refresh token (s); each use rotates it."))
+    oauth_refresh_grace: float = Field(30.0, ge=0, le=300, description=(
+        "Seconds a just-rotated refresh token may be presented again (a client retrying, or refreshing from "
+        "two addresses at once) before a reuse revokes the whole token family."))
+    oauth_code_ttl: int = Field(60, ge=10, le=600, description="Lifetime of an authorization code (s).")
+    oauth_key_rotation_days: int = Field(30, ge=1, le=3650, description=(
+        "A signing key signs for this many days; then a new key signs and the old one stays in the JWKS "
+        "until every token it signed has expired."))
+
+    _split = field_validator("jwt_audience", "authorization_servers", "accepted_jwt_types",
+                             "oauth_cimd_allowed_hosts", "oauth_email_domain_tenants", mode="before")(
         classmethod(lambda cls, v: _split_csv(v))
     )
 
@@ -94,6 +127,13 @@ class AuthSettings(BaseSettings):
             value = getattr(self, name)
             if value is not None and not value.startswith(("https://", "http://")):
                 raise AuthConfigError(f"{ENV_PREFIX}{name.upper()} must be an http(s) URL")
+        if self.oidc_client_id and not (self.oidc_issuer and self.oidc_client_secret):
+            raise AuthConfigError(f"{ENV_PREFIX}OIDC_CLIENT_ID needs {ENV_PREFIX}OIDC_ISSUER and "
+                                  f"{ENV_PREFIX}OIDC_CLIENT_SECRET")
+        for pair in self.oauth_email_domain_tenants:
+            domain, _, tenant = pair.partition("=")
+            if not domain.strip() or not tenant.strip():
+                raise AuthConfigError(f"{ENV_PREFIX}OAUTH_EMAIL_DOMAIN_TENANTS: expected domain=tenant, got {pair!r}")
         if not self.tenant_claim or not self.roles_claim:
             raise AuthConfigError(f"{ENV_PREFIX}TENANT_CLAIM and {ENV_PREFIX}ROLES_CLAIM must not be empty")
         return self

@@ -97,6 +97,7 @@ class GatewayApp:
                 Route("/ready", self.ready),
                 Route("/metrics", protect_metrics(self.metrics.endpoint, settings.metrics_token)),
                 *dashboard_routes(),
+                *services.extras.get("oauth_routes", []),  # the OAuth authorization server (gateway/oauth)
                 Route("/api/openapi.json", openapi),  # public: a description, no data
                 Mount("/api", app=api),
             ],

@@ -25,6 +25,7 @@ import uvicorn
 from gateway.cli_reports import report_app, sql_command
 from gateway.doctor import doctor_command
 from gateway.errors import UserError
+from gateway.oauth.cli import oauth_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Multi-user, authenticated MCP gateway with PostgreSQL row-level security.")
@@ -33,6 +34,7 @@ token_app = typer.Typer(no_args_is_help=True, help="Personal access tokens.")
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(report_app, name="report")
+app.add_typer(oauth_app, name="oauth")
 app.command("sql")(sql_command)
 app.command("doctor")(doctor_command)
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.errors import UserError
+from gateway.oauth.config import OAuthClientConfig
 from gateway.pricing import Pricing
 
 RoleName = Literal["member", "admin", "auditor"]
@@ -222,6 +223,7 @@ class GatewayConfig(_Strict):
     upstreams: list[UpstreamConfig] = Field(default_factory=list)
     access: AccessConfig = Field(default_factory=AccessConfig)
     quotas: QuotaConfig = Field(default_factory=QuotaConfig)
+    oauth_clients: list[OAuthClientConfig] = Field(default_factory=list)  # pre-registered (gateway/oauth)
 
     @field_validator("upstreams")
     @classmethod

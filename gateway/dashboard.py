@@ -18,6 +18,7 @@ ASSETS = {
     "index.html": "text/html; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
+    "signin.js": "text/javascript; charset=utf-8",  # sign-in through the OAuth authorization server
 }
 _HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

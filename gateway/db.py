@@ -35,8 +35,9 @@ REQUEST_ROLES: dict[str, str] = {
 SYSTEM_ROLES: dict[str, str] = {
     "ingest": "mcp_gateway_ingest",
     "authn": "mcp_gateway_authn",
+    "oauth": "mcp_gateway_oauth",  # the OAuth authorization server (gateway/oauth)
 }
-SystemRole = Literal["ingest", "authn"]
+SystemRole = Literal["ingest", "authn", "oauth"]
 
 _SET_IDENTITY = (
     "SELECT set_config('role', %s, true),"

@@ -124,6 +124,8 @@ def print_dev_banner(base_url: str, token: str, *, database: str) -> None:
         f"Dashboard: {base_url}/dashboard",
         title="ready"))
     console.print(f"Database: {database}. Sign in to the dashboard with the token.", markup=False)
+    console.print("OAuth clients (ChatGPT, claude.ai, VS Code, Cursor) can connect with the URL alone: "
+                  "they sign in on the gateway's page with the token above.", markup=False)
     for section in client_sections(url, token):
         console.print(f"\n[bold]{section.title}:[/bold]")
         console.print(section.text, markup=False)

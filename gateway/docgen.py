@@ -150,6 +150,7 @@ def _toml_table(model: type[BaseModel]) -> list[str]:
 def generate() -> str:
     from auth.settings import AuthSettings
     from gateway.config import AccessConfig, AccessRule, QuotaConfig, RoleQuota, TenantQuota, UpstreamConfig
+    from gateway.oauth.config import OAuthClientConfig
     from gateway.pricing import Pricing
     from gateway.settings import Settings
 
@@ -180,6 +181,7 @@ def generate() -> str:
     sections: list[tuple[str, type[BaseModel]]] = [
         ("`[pricing]`", Pricing),
         ("`[[upstreams]]` (one table per upstream MCP server)", UpstreamConfig),
+        ("`[[oauth_clients]]` (pre-registered OAuth clients; see auth.md)", OAuthClientConfig),
         ("`[access]`", AccessConfig),
         ("an access rule (`[access.roles.<role>]`, `[access.tenants.<tenant>.roles.<role>]`)", AccessRule),
         ("`[quotas]`", QuotaConfig),

@@ -14,6 +14,7 @@ from auth.provider import GatewayAuth, current_principal
 from gateway.config import GatewayConfig
 from gateway.db import Database, DatabaseUrls
 from gateway.instance_lock import InstanceClaim, InstanceLock
+from gateway.oauth.wiring import build_oauth
 from gateway.settings import Settings
 from gateway.tokens import PostgresTokenStore
 from gateway.tracking import AnalyticsSessions, Tracker
@@ -52,10 +53,16 @@ class Services:
         if auth_settings is None:
             auth_settings = AuthSettings.load(public_url=settings.resolved_public_url)
         store = PostgresTokenStore(db)
-        gateway_auth = GatewayAuth(auth_settings, token_store=store)
+        oauth = build_oauth(auth_settings, db, config.oauth_clients)  # None with MCP_GATEWAY_OAUTH_SERVER=false
+        gateway_auth = GatewayAuth(auth_settings, token_store=store, **(oauth.auth_kwargs if oauth else {}))
         instance = InstanceClaim(InstanceLock(urls.app, instance_id), _crash_recovery(writer), utcnow())
-        return cls(settings=settings, config=config, urls=urls, db=db, writer=writer, sessions=sessions,
-                   tracker=tracker, gateway_auth=gateway_auth, instance_id=instance_id, instance=instance)
+        services = cls(settings=settings, config=config, urls=urls, db=db, writer=writer, sessions=sessions,
+                       tracker=tracker, gateway_auth=gateway_auth, instance_id=instance_id, instance=instance)
+        if oauth:
+            services.extras.update(oauth=oauth, oauth_routes=oauth.routes(gateway_auth))
+            services.extras.setdefault("start_hooks", []).append(oauth.start)
+            services.extras.setdefault("stop_hooks", []).append(oauth.stop)
+        return services
 
     async def start(self) -> None:
         await self.db.open(wait=False)

@@ -14,7 +14,7 @@ import psycopg
 
 OWNER = "mcp_gateway_owner"
 REQUEST_ROLES = ("mcp_gateway_member", "mcp_gateway_tenant_admin", "mcp_gateway_auditor")
-SYSTEM_ROLES = ("mcp_gateway_ingest", "mcp_gateway_authn")
+SYSTEM_ROLES = ("mcp_gateway_ingest", "mcp_gateway_authn", "mcp_gateway_oauth")
 LOGIN_ROLES = ("mcp_gateway_app", "mcp_gateway_console")
 ALL_ROLES = (OWNER, *REQUEST_ROLES, *SYSTEM_ROLES, *LOGIN_ROLES)
 # Roles that may never hold a write privilege (INSERT/UPDATE/DELETE/TRUNCATE) on a
@@ -35,6 +35,13 @@ INDEX_NOT_LEADING_ALLOWED: dict[str, str] = {
     "mcp_sessions_open_key": "the analytics session key index; its key is replaced by a hash in its own migration",
 }
 CONSOLE_LOGIN = "mcp_gateway_console"
+# DELETE grants besides the owner: (relation, role) -> reason. Each such table must also limit
+# the role's DELETE policy to rows whose lifetime is over.
+DELETE_ALLOWED: dict[tuple[str, str], str] = {
+    ("gateway.oauth_pending", "mcp_gateway_oauth"): "expired pending authorization requests",
+    ("gateway.oauth_codes", "mcp_gateway_oauth"): "authorization codes an hour past their expiry",
+    ("gateway.oauth_assertion_jtis", "mcp_gateway_oauth"): "client assertion JWT IDs past their expiry",
+}
 
 Check = Callable[[psycopg.Connection], list[str]]
 
@@ -212,6 +219,8 @@ def check_relation_privileges(conn: psycopg.Connection) -> list[str]:
         what = f"{name}{'.' + column if column else ''}: {privilege} granted to {who}"
         if grantee == 0:
             problems.append(what)
+        elif privilege == "DELETE" and (name, who) in DELETE_ALLOWED and column is None:
+            pass
         elif privilege in ("DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"):
             problems.append(what + " (only the owner may)")
         elif privilege in ("INSERT", "UPDATE") and who in READ_ONLY_ROLES:
@@ -225,6 +234,48 @@ def check_relation_privileges(conn: psycopg.Connection) -> list[str]:
                 OR (c.relkind <> 'S' AND has_any_column_privilege(r, c.oid, 'INSERT, UPDATE')))
          ORDER BY 1, 2""", (list(READ_ONLY_ROLES),)):
         problems.append(f"{name}: {role} can write to it")
+    return problems
+
+
+def check_delete_policies_are_bounded(conn: psycopg.Connection) -> list[str]:
+    """A role allowed to DELETE (DELETE_ALLOWED) may do so only through policies limited to rows
+    whose lifetime is over (`expires_at < now()...`), never USING (true)."""
+    problems = []
+    for table, policy, role, qual in _rows(conn, """
+        SELECT p.polrelid::regclass::text, p.polname, r::regrole::text,
+               coalesce(pg_get_expr(p.polqual, p.polrelid), '')
+          FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid, unnest(p.polroles) r
+         WHERE c.relnamespace = 'gateway'::regnamespace AND p.polcmd IN ('d', '*') AND p.polpermissive
+           AND r <> 0
+         ORDER BY 1, 2"""):
+        if (table, role) in DELETE_ALLOWED and not re.search(r"expires_at < \(?now\(\)", qual):
+            problems.append(f"{table} policy {policy}: lets {role} delete rows that have not expired")
+    return problems
+
+
+# Columns holding secrets (or their digests): who may read them.
+SECRET_COLUMNS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("gateway.api_tokens", "token_hash"): ("mcp_gateway_authn",),
+    ("gateway.oauth_clients", "secret_hash"): ("mcp_gateway_oauth",),
+    ("gateway.oauth_codes", "code_hash"): ("mcp_gateway_oauth",),
+    ("gateway.oauth_refresh_tokens", "token_hash"): ("mcp_gateway_oauth",),
+    ("gateway.oauth_pending", "request_hash"): ("mcp_gateway_oauth",),
+    ("gateway.oauth_pending", "csrf_hash"): ("mcp_gateway_oauth",),
+    ("gateway.oauth_signing_keys", "private_pem"): ("mcp_gateway_oauth",),
+}
+
+
+def check_secret_columns(conn: psycopg.Connection) -> list[str]:
+    """Only the named system role may SELECT a secret column (directly or through a membership)."""
+    problems = []
+    for (table, column), readers in SECRET_COLUMNS.items():
+        for role in ALL_ROLES:
+            if role == OWNER or role in readers:
+                continue
+            (can,) = conn.execute("SELECT has_column_privilege(%s, %s::regclass, %s, 'SELECT')",
+                                  (role, table, column)).fetchone()
+            if can:
+                problems.append(f"{table}.{column}: SELECT granted to {role} (a secret)")
     return problems
 
 
@@ -291,6 +342,8 @@ CHECKS: dict[str, Check] = {
     "views_are_security_invoker": check_views_are_security_invoker,
     "role_attributes": check_role_attributes,
     "relation_privileges": check_relation_privileges,
+    "delete_policies_are_bounded": check_delete_policies_are_bounded,
+    "secret_columns": check_secret_columns,
     "functions": check_functions,
     "ownership": check_ownership,
     "money_is_numeric": check_money_is_numeric,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta  # noqa: F401 (timedelta re-export
 from decimal import Decimal
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 TENANTS = ("acme", "globex")
 USERS = {"alice": "member", "bob": "member", "carol": "admin", "audrey": "auditor"}
@@ -144,3 +145,64 @@ def seed(conn: psycopg.Connection, data: Seed) -> None:
                   r.completion_tokens, r.cost, r.client_type, data.now - r.ago) for r in data.requests])
         for instance in INSTANCES:
             conn.execute("INSERT INTO gateway.instances (instance_id) VALUES (%s)", (instance,))
+        seed_oauth(conn)
+
+
+# ---------------------------------------------------------------------------- OAuth authorization server
+
+ORPHAN_CLIENT = "https://orphan.example/client.json"  # a client nobody has granted anything
+
+
+def client_of(tenant: str, user: str) -> str:
+    return f"client-{tenant}-{user}"
+
+
+def grant_id(tenant: str, user: str) -> uuid.UUID:
+    return uuid.uuid5(_NS, f"grant/{tenant}/{user}")
+
+
+def family_id(tenant: str, user: str) -> uuid.UUID:
+    return uuid.uuid5(_NS, f"family/{tenant}/{user}")
+
+
+def secret_digest(kind: str, tenant: str | None, user: str | None) -> bytes:
+    return _sha(f"{kind}/{tenant}/{user}")
+
+
+def seed_oauth(conn: psycopg.Connection) -> None:
+    """One client, grant, family, code, refresh token and pending request per user; one client
+    without grants; one live and one expired assertion JWT ID; one signing key."""
+    conn.execute("INSERT INTO gateway.oauth_clients (client_id, kind, client_name, redirect_uris)"
+                  " VALUES (%s, 'cimd', 'Orphan', '{https://orphan.example/cb}')", (ORPHAN_CLIENT,))
+    for tenant in TENANTS:
+        for user in USERS:
+            client = client_of(tenant, user)
+            conn.execute("INSERT INTO gateway.oauth_clients (client_id, kind, client_name, redirect_uris, secret_hash)"
+                         " VALUES (%s, 'dcr', %s, '{http://127.0.0.1/cb}', %s)",
+                         (client, f"{user}'s app", secret_digest("client", tenant, user)))
+            conn.execute("INSERT INTO gateway.oauth_grants (grant_id, tenant_id, user_id, client_id, scope, remember)"
+                         " VALUES (%s, %s, %s, %s, 'mcp', true)", (grant_id(tenant, user), tenant, user, client))
+            conn.execute("INSERT INTO gateway.oauth_token_families (family_id, tenant_id, user_id, client_id,"
+                         " grant_id, resource) VALUES (%s, %s, %s, %s, %s, 'http://gw/mcp')",
+                         (family_id(tenant, user), tenant, user, client, grant_id(tenant, user)))
+            conn.execute("INSERT INTO gateway.oauth_codes (code_hash, tenant_id, user_id, client_id, grant_id,"
+                         " redirect_uri, resource, code_challenge, expires_at)"
+                         " VALUES (%s, %s, %s, %s, %s, 'http://127.0.0.1/cb', 'http://gw/mcp', 'x',"
+                         "         now() + interval '1 minute')",
+                         (secret_digest("code", tenant, user), tenant, user, client, grant_id(tenant, user)))
+            conn.execute("INSERT INTO gateway.oauth_refresh_tokens (token_hash, family_id, tenant_id, user_id,"
+                         " expires_at)"
+                         " VALUES (%s, %s, %s, %s, now() + interval '1 day')",
+                         (secret_digest("refresh", tenant, user), family_id(tenant, user), tenant, user))
+            conn.execute("INSERT INTO gateway.oauth_pending (request_hash, params, csrf_hash, principal,"
+                         " expires_at) VALUES (%s, '{}', %s, %s, now() + interval '10 minutes')",
+                         (secret_digest("pending", tenant, user), secret_digest("csrf", tenant, user),
+                          Jsonb({"tenant_id": tenant, "user_id": user})))
+    conn.execute("INSERT INTO gateway.oauth_pending (request_hash, params, csrf_hash, expires_at)"
+                 " VALUES (%s, '{}', %s, now() - interval '1 minute')",
+                 (secret_digest("pending", None, None), secret_digest("csrf", None, None)))
+    conn.execute("INSERT INTO gateway.oauth_assertion_jtis (client_id, jti, expires_at)"
+                 " VALUES (%s, 'live', now() + interval '1 hour'), (%s, 'expired', now() - interval '1 hour')",
+                 (ORPHAN_CLIENT, ORPHAN_CLIENT))
+    conn.execute("INSERT INTO gateway.oauth_signing_keys (kid, private_pem, public_jwk, rotate_at, retire_at)"
+                 " VALUES ('k1', 'not a key', '{}', now() + interval '1 day', now() + interval '2 days')")

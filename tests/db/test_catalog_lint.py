@@ -93,6 +93,14 @@ VIOLATIONS = {
                                    "gateway.users.name: UPDATE granted to mcp_gateway_member"),
     "system-role-delete": ("GRANT DELETE ON gateway.instances TO mcp_gateway_ingest",
                            "gateway.instances: DELETE granted to mcp_gateway_ingest"),
+    "oauth-delete-live-grants": ("GRANT DELETE ON gateway.oauth_grants TO mcp_gateway_oauth",
+                                 "gateway.oauth_grants: DELETE granted to mcp_gateway_oauth"),
+    "oauth-delete-unbounded": ("DROP POLICY oauth_as_delete ON gateway.oauth_pending;"
+                               " CREATE POLICY oauth_as_delete ON gateway.oauth_pending FOR DELETE"
+                               " TO mcp_gateway_oauth USING (true)",
+                               "lets mcp_gateway_oauth delete rows that have not expired"),
+    "oauth-secret-to-member": ("GRANT SELECT (secret_hash) ON gateway.oauth_clients TO mcp_gateway_member",
+                               "gateway.oauth_clients.secret_hash: SELECT granted to mcp_gateway_member"),
     "console-write": ("GRANT UPDATE ON gateway.mcp_sessions TO mcp_gateway_console",
                       "gateway.mcp_sessions: UPDATE granted to mcp_gateway_console"),
     "public-select": ("GRANT SELECT ON gateway.mcp_requests TO PUBLIC",

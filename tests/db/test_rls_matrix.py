@@ -68,6 +68,7 @@ PRINCIPALS += [
     Who("bare-login", "bare", None),
     Who("system.ingest", "ingest", "mcp_gateway_ingest"),
     Who("system.authn", "authn", "mcp_gateway_authn"),
+    Who("system.oauth", "oauth", "mcp_gateway_oauth"),
 ]
 
 
@@ -79,28 +80,35 @@ def sees(who: Who, tenant: str | None, user: str | None) -> bool:
         return tenant == who.tenant
     if who.kind == "auditor":
         return True
-    if who.kind in ("ingest", "authn"):
+    if who.kind in ("ingest", "authn", "oauth"):
         return True
     return False  # noid: no identity sees nothing
 
 
 # ---------------------------------------------------------------------------- privileges (the model)
 
+OAUTH_TENANT_TABLES = ("oauth_grants", "oauth_token_families", "oauth_codes", "oauth_refresh_tokens")
+OAUTH_TABLES = OAUTH_TENANT_TABLES + ("oauth_clients", "oauth_pending", "oauth_assertion_jtis", "oauth_signing_keys")
 TENANT_TABLES = ("tenants", "users", "api_tokens", "mcp_sessions", "mcp_requests", "usage_daily")
-TABLES = TENANT_TABLES + ("instances",)
+TABLES = TENANT_TABLES + ("instances",) + OAUTH_TABLES
 SELECT_GRANTS = {
-    "request": set(TENANT_TABLES),
+    "request": set(TENANT_TABLES) | {"oauth_grants", "oauth_token_families", "oauth_clients"},
     "ingest": {"tenants", "users", "mcp_sessions", "usage_daily", "instances"},
     "authn": {"tenants", "users", "api_tokens"},
+    "oauth": {"tenants", "users", *OAUTH_TABLES},
 }
 INSERT_GRANTS = {
     "ingest": {"mcp_requests", "mcp_sessions", "usage_daily", "tenants", "users", "instances"},
     "authn": {"tenants", "users", "api_tokens"},
+    "oauth": {"tenants", "users", *OAUTH_TABLES},
 }
 UPDATE_GRANTS = {
     "ingest": {"mcp_sessions", "usage_daily", "users", "instances"},
     "authn": {"users", "api_tokens"},
+    "oauth": {"users", *(set(OAUTH_TABLES) - {"oauth_assertion_jtis", "oauth_signing_keys"})},
 }
+# The authorization server deletes only expired short-lived rows; nobody else deletes anything.
+DELETE_GRANTS = {"oauth": {"oauth_codes", "oauth_pending", "oauth_assertion_jtis"}}
 
 
 def grants(table: dict[str, set[str]], who: Who, obj: str) -> bool:
@@ -126,24 +134,65 @@ def rows_of(table: str) -> list[tuple[tuple[Any, ...], str | None, str | None]]:
         return [(k, k[0], k[1]) for k in DATA.usage_keys()]
     if table == "instances":
         return [((i,), None, None) for i in S.INSTANCES]
+    everyone = [(t, u) for t in S.TENANTS for u in S.USERS]
+    if table == "oauth_clients":
+        return [((S.client_of(t, u),), t, u) for t, u in everyone] + [((S.ORPHAN_CLIENT,), None, None)]
+    if table == "oauth_grants":
+        return [((S.grant_id(t, u),), t, u) for t, u in everyone]
+    if table == "oauth_token_families":
+        return [((S.family_id(t, u),), t, u) for t, u in everyone]
+    if table == "oauth_codes":
+        return [((S.secret_digest("code", t, u),), t, u) for t, u in everyone]
+    if table == "oauth_refresh_tokens":
+        return [((S.secret_digest("refresh", t, u),), t, u) for t, u in everyone]
+    if table == "oauth_pending":
+        return ([((S.secret_digest("pending", t, u),), None, None) for t, u in everyone]
+                + [((S.secret_digest("pending", None, None),), None, None)])
+    if table == "oauth_assertion_jtis":
+        return [((S.ORPHAN_CLIENT, "live"), None, None), ((S.ORPHAN_CLIENT, "expired"), None, None)]
+    if table == "oauth_signing_keys":
+        return [(("k1",), None, None)]
     raise KeyError(table)
+
+
+# Rows whose lifetime is over: the only ones the authorization server may delete.
+EXPIRED = {"oauth_pending": {(S.secret_digest("pending", None, None),)},
+           "oauth_assertion_jtis": {(S.ORPHAN_CLIENT, "expired")}, "oauth_codes": set()}
+
+
+def visible_rows(who: Who, table: str) -> list[tuple[Any, ...]]:
+    if table == "oauth_clients" and who.request_role:
+        # a request role sees the clients named by the grants it sees (the orphan by nobody)
+        return [k for k, t, u in rows_of(table) if t is not None and sees(who, t, u)]
+    return [k for k, t, u in rows_of(table) if sees(who, t, u)]
 
 
 KEYS = {
     "tenants": "tenant_id", "users": "tenant_id, user_id", "api_tokens": "token_id",
     "mcp_sessions": "session_id", "mcp_requests": "id",
     "usage_daily": "tenant_id, user_id, day, tool_name, client_type", "instances": "instance_id",
+    "oauth_clients": "client_id", "oauth_grants": "grant_id", "oauth_token_families": "family_id",
+    "oauth_codes": "code_hash", "oauth_refresh_tokens": "token_hash", "oauth_pending": "request_hash",
+    "oauth_assertion_jtis": "client_id, jti", "oauth_signing_keys": "kid",
 }
 # Columns read besides the key: selecting proves access to row data, not just ids.
 DATA_COLUMNS = {
     "tenants": "name", "users": "email", "api_tokens": "tenant_id, user_id, prefix",
     "mcp_sessions": "tenant_id, user_id, status", "mcp_requests": "tenant_id, user_id, tool_name",
     "usage_daily": "calls", "instances": "heartbeat_at",
+    "oauth_clients": "client_name", "oauth_grants": "tenant_id, user_id, client_id",
+    "oauth_token_families": "tenant_id, user_id, client_id", "oauth_codes": "tenant_id, user_id",
+    "oauth_refresh_tokens": "tenant_id, user_id", "oauth_pending": "principal",
+    "oauth_assertion_jtis": "expires_at", "oauth_signing_keys": "private_pem",
 }
 UPDATE_SET = {
     "tenants": "name = name", "users": "last_seen_at = last_seen_at", "api_tokens": "last_used_at = last_used_at",
     "mcp_sessions": "last_activity = last_activity", "mcp_requests": "error_message = error_message",
     "usage_daily": "calls = calls", "instances": "heartbeat_at = heartbeat_at",
+    "oauth_clients": "updated_at = updated_at", "oauth_grants": "last_used_at = last_used_at",
+    "oauth_token_families": "last_used_at = last_used_at", "oauth_codes": "used_at = used_at",
+    "oauth_refresh_tokens": "rotated_at = rotated_at", "oauth_pending": "consumed_at = consumed_at",
+    "oauth_assertion_jtis": "expires_at = expires_at", "oauth_signing_keys": "retire_at = retire_at",
 }
 
 
@@ -169,6 +218,31 @@ def insert_sql(table: str, who: Who) -> tuple[str, tuple[Any, ...]]:
                 " VALUES (%s, %s, current_date, 'matrix-new', 1)", (t, u))
     if table == "instances":
         return "INSERT INTO gateway.instances (instance_id) VALUES ('matrix-new')", ()
+    client, grant, family = S.client_of(t, u), S.grant_id(t, u), S.family_id(t, u)
+    if table == "oauth_clients":
+        return "INSERT INTO gateway.oauth_clients (client_id, kind) VALUES ('matrix-new', 'dcr')", ()
+    if table == "oauth_grants":
+        return ("INSERT INTO gateway.oauth_grants (tenant_id, user_id, client_id) VALUES (%s, %s, %s)",
+                (t, u, S.ORPHAN_CLIENT))
+    if table == "oauth_token_families":
+        return ("INSERT INTO gateway.oauth_token_families (tenant_id, user_id, client_id, grant_id, resource)"
+                " VALUES (%s, %s, %s, %s, 'r')", (t, u, client, grant))
+    if table == "oauth_codes":
+        return ("INSERT INTO gateway.oauth_codes (code_hash, tenant_id, user_id, client_id, grant_id, redirect_uri,"
+                " resource, code_challenge, expires_at) VALUES (%s, %s, %s, %s, %s, 'r', 'r', 'c', now())",
+                (new.bytes * 2, t, u, client, grant))
+    if table == "oauth_refresh_tokens":
+        return ("INSERT INTO gateway.oauth_refresh_tokens (token_hash, family_id, tenant_id, user_id, expires_at)"
+                " VALUES (%s, %s, %s, %s, now())", (new.bytes * 2, family, t, u))
+    if table == "oauth_pending":
+        return ("INSERT INTO gateway.oauth_pending (request_hash, params, csrf_hash, expires_at)"
+                " VALUES (%s, '{}', %s, now())", (new.bytes * 2, new.bytes * 2))
+    if table == "oauth_assertion_jtis":
+        return ("INSERT INTO gateway.oauth_assertion_jtis (client_id, jti, expires_at) VALUES ('c', %s, now())",
+                (str(new),))
+    if table == "oauth_signing_keys":
+        return ("INSERT INTO gateway.oauth_signing_keys (kid, private_pem, public_jwk, rotate_at, retire_at)"
+                " VALUES (%s, 'x', '{}', now(), now())", (str(new),))
     raise KeyError(table)
 
 
@@ -210,7 +284,7 @@ def _fixed(sql: str, params: tuple[Any, ...] = ()) -> Callable[[Who], tuple[str,
 def table_cells(who: Who) -> Iterator[Cell]:
     for table in TABLES:
         key_len = len(KEYS[table].split(","))
-        visible = [k for k, t, u in rows_of(table) if sees(who, t, u)]
+        visible = visible_rows(who, table)
         # select
         exp = rows(visible) if grants(SELECT_GRANTS, who, table) else DENIED
         yield Cell("select", table, who, _fixed(f"SELECT {KEYS[table]}, {DATA_COLUMNS[table]} FROM gateway.{table}"),
@@ -222,13 +296,19 @@ def table_cells(who: Who) -> Iterator[Cell]:
         exp = rows(visible) if grants(UPDATE_GRANTS, who, table) else DENIED
         yield Cell("update", table, who,
                    _fixed(f"UPDATE gateway.{table} SET {UPDATE_SET[table]} RETURNING {KEYS[table]}"), exp, key_len)
-        # delete: nobody but the owner
-        yield Cell("delete", table, who, _fixed(f"DELETE FROM gateway.{table}"), DENIED)
+        # delete: nobody but the owner, except expired rows of the authorization server's
+        exp = rows(EXPIRED[table]) if grants(DELETE_GRANTS, who, table) else DENIED
+        yield Cell("delete", table, who, _fixed(f"DELETE FROM gateway.{table} RETURNING {KEYS[table]}"), exp,
+                   key_len)
     # the secret column of api_tokens: authn (verification) only
     visible = [k for k, t, u in rows_of("api_tokens") if sees(who, t, u)]
     exp = rows(visible) if who.kind == "authn" else DENIED
     yield Cell("select_token_hash", "api_tokens", who, _fixed("SELECT token_id, token_hash FROM gateway.api_tokens"),
                exp, 1)
+    # the client secret digest: the authorization server only
+    exp = rows(visible_rows(who, "oauth_clients")) if who.kind == "oauth" else DENIED
+    yield Cell("select_secret_hash", "oauth_clients", who,
+               _fixed("SELECT client_id, secret_hash FROM gateway.oauth_clients"), exp, 1)
 
 
 def _requests_of(tenant: str, user: str) -> int:

@@ -142,6 +142,7 @@ def test_the_box_says_who_the_token_is_and_where_the_dashboard_is(dev: Dev) -> N
     assert dashboard and dashboard.group(1) == f"http://127.0.0.1:{dev.port}/dashboard"
     assert httpx.get(dashboard.group(1), timeout=10).status_code == 200
     assert "\x1b[" not in printed, "no terminal codes when stdout is not a terminal"
+    assert "OAuth clients" in printed and "with the URL alone" in printed
 
 
 async def test_whoami_agrees_with_the_box(dev: Dev) -> None:
