@@ -25,7 +25,7 @@ from auth.jwt_verify import ASYMMETRIC_ALGS, HMAC_ALGS, decode, inspect_header, 
 from auth.pat import PatVerifier, looks_like_pat
 from auth.principal import Principal
 from auth.settings import AuthSettings
-from auth.store import TokenStore, UserProvisioner
+from auth.store import TokenStore
 
 log = logging.getLogger("auth")
 
@@ -40,7 +40,6 @@ def token_fingerprint(token: str) -> str:
 
 class Authenticator:
     def __init__(self, settings: AuthSettings, *, token_store: TokenStore | None = None,
-                 provisioner: UserProvisioner | None = None,
                  http_client: httpx.AsyncClient | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
@@ -66,8 +65,6 @@ class Authenticator:
         if not (settings.jwt_secret or self.jwks or self.introspector or self.pats):
             raise AuthConfigError("no token source configured: set MCP_GATEWAY_JWT_SECRET, "
                                   "MCP_GATEWAY_OIDC_ISSUER, MCP_GATEWAY_JWKS_URL or MCP_GATEWAY_INTROSPECTION_URL")
-        self._provisioner = provisioner
-        self._provisioned: TTLCache[bool] = TTLCache(settings.cache_max_entries, clock)
         # token hash -> the principal, or the reason of a refusal that depends only on the token
         self._results: TTLCache[Principal | str] = TTLCache(settings.cache_max_entries, clock)
 
@@ -106,7 +103,6 @@ class Authenticator:
         if principal.expires_at is not None:
             ttl = min(ttl, (principal.expires_at - datetime.now(timezone.utc)).total_seconds())
         self._results.put(key, principal, ttl)
-        await self._provision(principal)
         return principal
 
     async def _verify(self, token: str) -> tuple[Principal, float]:
@@ -134,23 +130,6 @@ class Authenticator:
             raise TokenRejected("unrecognised token")
         claims = _check_introspected(await self.introspector.introspect(token), s)
         return principal_from_claims(claims, kind="introspection", settings=s), s.introspection_cache_ttl
-
-    async def _provision(self, principal: Principal) -> None:
-        """Tenant and user rows on first sight (and when email/name/role change), not per request."""
-        if self._provisioner is None or principal.token_kind == "pat":
-            return  # PAT users were provisioned when the token was created
-        fingerprint = hashlib.sha256(
-            repr((principal.tenant_id, principal.user_id, principal.email, principal.name, principal.role,
-                  principal.issuer, principal.subject)).encode()
-        ).digest()
-        if self._provisioned.get(fingerprint):
-            return
-        try:
-            await self._provisioner.provision(principal)
-        except Exception as exc:  # authenticated all the same; retried on a later request
-            log.warning("provisioning %s failed: %s", principal.key, type(exc).__name__)
-            return
-        self._provisioned.put(fingerprint, True, 3600.0)
 
 
 # Refusals that depend only on the token (not on an IdP or database being reachable).

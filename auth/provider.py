@@ -2,7 +2,7 @@
 
 Usage (see docs/auth.md):
 
-    gateway_auth = GatewayAuth(AuthSettings(), token_store=store, provisioner=store)
+    gateway_auth = GatewayAuth(AuthSettings(), token_store=store)
     mcp = FastMCP("gateway", auth=gateway_auth.provider)
     gateway_auth.install_routes(mcp)          # adds /.well-known/oauth-protected-resource
     app = mcp.http_app(path="/mcp")           # FastMCP adds /.well-known/oauth-protected-resource/mcp
@@ -30,7 +30,7 @@ from auth.authenticator import Authenticator, token_fingerprint
 from auth.errors import AuthConfigError, TokenRejected
 from auth.principal import Principal
 from auth.settings import AuthSettings
-from auth.store import TokenStore, UserProvisioner
+from auth.store import TokenStore
 
 log = logging.getLogger("auth")
 
@@ -119,12 +119,10 @@ def default_authorization_server(settings: AuthSettings, public_url: str) -> str
 class GatewayAuth:
     """Everything the app wires in; one Authenticator, one verifier, one challenge for /mcp and /api."""
 
-    def __init__(self, settings: AuthSettings, *, token_store: TokenStore | None = None,
-                 provisioner: UserProvisioner | None = None, mcp_path: str = "/mcp",
+    def __init__(self, settings: AuthSettings, *, token_store: TokenStore | None = None, mcp_path: str = "/mcp",
                  authenticator: Authenticator | None = None) -> None:
         self.settings = settings
-        self.authenticator = authenticator or Authenticator(settings, token_store=token_store,
-                                                            provisioner=provisioner)
+        self.authenticator = authenticator or Authenticator(settings, token_store=token_store)
         self.public_url = settings.public_url.rstrip("/")
         self.mcp_path = "/" + mcp_path.strip("/")
         # Strings, not AnyHttpUrl: the RFC 9728 model keeps "https://idp" without a trailing slash.

@@ -29,7 +29,7 @@ from fastmcp.server.providers.addressing import parse_hashed_backend_name
 
 from auth import Principal
 from gateway.config import AccessConfig, AccessRule
-from gateway.tracking import AccessDenied
+from gateway.errors import AccessDenied
 
 
 def _match(name: str, globs: Iterable[str]) -> str | None:
@@ -156,6 +156,3 @@ async def _find_hashed_tool(context: MiddlewareContext[Any], name: str) -> Any:
     except Exception:
         return None
 
-
-def install_access(services: Any) -> AccessMiddleware:
-    return AccessMiddleware(AccessPolicy(services.config.access), services.principal_of)

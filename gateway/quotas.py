@@ -39,11 +39,10 @@ from gateway.config import QuotaConfig, RoleQuota
 from gateway.pricing import Pricing, arguments_text, count_tokens
 from gateway.records import ToolCalled
 from gateway.tasks import cancel_and_wait
-from gateway.tracking import AccessDenied
+from gateway.errors import AccessDenied
 
 if TYPE_CHECKING:
     from gateway.db import Database
-    from gateway.services import Services
 
 log = logging.getLogger("mcp_gateway.quotas")
 
@@ -116,7 +115,16 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def quotas_configured(config: QuotaConfig) -> bool:
+    """Whether `[quotas]` sets any limit at all (else no Quotas is built and no middleware runs)."""
+    return bool(config.roles or config.tenants or config.tenant_daily_budget is not None)
+
+
 class Quotas:
+    """Rate limits and budgets; a Component (gateway.wiring) with a refresh loop for budgets."""
+
+    name = "quotas"
+
     def __init__(self, config: QuotaConfig, pricing: Pricing, db: Database | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -310,7 +318,7 @@ class Quotas:
         await cancel_and_wait(self._task)
         self._task = None
 
-    async def ready_probe(self) -> dict[str, Any]:
+    async def ready(self) -> dict[str, Any]:
         return {"budgets": self.budgets_enabled,
                 "last_refresh": self.last_refresh.isoformat() if self.last_refresh else None,
                 "last_refresh_error": self.last_refresh_error}
@@ -348,16 +356,3 @@ class QuotaMiddleware(Middleware):
         reason, details = refused
         raise AccessDenied(reason, result=limit_result(reason, details))
 
-
-def install_quotas(services: Services) -> QuotaMiddleware | None:
-    config = services.config.quotas
-    if not (config.roles or config.tenants or config.tenant_daily_budget is not None):
-        return None
-    quotas = Quotas(config, services.config.pricing, services.db)
-    if quotas.budgets_enabled:
-        services.tracker.on_recorded.append(quotas.on_recorded)
-    services.extras["quotas"] = quotas
-    services.extras.setdefault("ready_probes", {})["quotas"] = quotas.ready_probe
-    services.extras.setdefault("start_hooks", []).append(quotas.start)
-    services.extras.setdefault("stop_hooks", []).append(quotas.stop)
-    return QuotaMiddleware(quotas, services.principal_of)

@@ -10,7 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MCP_GATEWAY_", extra="ignore")
+    # Frozen: built once from the environment, then passed around; a CLI override is a model_copy.
+    model_config = SettingsConfigDict(env_prefix="MCP_GATEWAY_", extra="ignore", frozen=True)
 
     database_url: SecretStr | None = Field(
         None, description="postgresql:// URL of an existing server (migrations, CLI). Unset: embedded PostgreSQL.")
@@ -36,6 +37,11 @@ class Settings(BaseSettings):
     queue_max: int = Field(200_000, ge=100, description="Records kept in memory while the database is away.")
     spill_dir: Path | None = Field(
         None, description="Where records beyond QUEUE_MAX are spilled while the database is away. Default DATA_DIR/spill.")
+    sql_row_cap: int = Field(
+        10_000, ge=1, le=1_000_000,
+        description="Rows the admin SQL console returns at most (API, run_sql, `mcp-gateway sql`); more: truncated.")
+    sql_deadline: float = Field(
+        10.0, ge=0.1, le=300, description="Seconds an admin SQL console query may run before it is cancelled.")
 
     @field_validator("data_dir", mode="after")
     @classmethod

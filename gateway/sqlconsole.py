@@ -28,10 +28,9 @@ import asyncio
 import hashlib
 import hmac
 import math
-import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time as dtime, timedelta
@@ -40,13 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from auth import Principal
+from auth import PRIVILEGED_ROLES, Principal
 
 if TYPE_CHECKING:
     from fastmcp import FastMCP
 
     from gateway.db import Database, DatabaseUrls
-    from gateway.services import Services
 
 MAX_SQL_LENGTH = 100_000
 DEFAULT_ROW_CAP = 10_000
@@ -399,33 +397,10 @@ def _pg_message(exc: BaseException) -> str:
     return _one_line(primary or str(exc) or type(exc).__name__)
 
 
-def _env_number(name: str, default: float) -> Any:
-    """MCP_GATEWAY_SQL_ROW_CAP (1..1,000,000) / MCP_GATEWAY_SQL_DEADLINE (seconds, 0.1..300)."""
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = type(default)(raw)
-    except ValueError:
-        return default
-    low, high = (1, 1_000_000) if isinstance(default, int) else (0.1, 300.0)
-    return min(max(value, low), high)
-
-
-def console_for(services: Services) -> SqlConsole:
-    """The process's one console, made on first use and kept in services.extras."""
-    console = services.extras.get("sql_console")
-    if console is None:
-        console = SqlConsole(services.urls, services.db, row_cap=_env_number("MCP_GATEWAY_SQL_ROW_CAP", DEFAULT_ROW_CAP),
-                             deadline=_env_number("MCP_GATEWAY_SQL_DEADLINE", DEFAULT_DEADLINE))
-        services.extras["sql_console"] = console
-    return console  # type: ignore[no-any-return]
-
-
 # ---------------------------------------------------------------------------------- MCP tool
 
 
-def add_admin_tools(mcp: FastMCP, services: Services) -> None:
+def add_admin_tools(mcp: FastMCP, console: SqlConsole, principal_of: Callable[[], Principal | None]) -> None:
     """`run_sql` for tenant admins (their tenant) and auditors (all tenants).
 
     Tagged "admin" so the access middleware hides it from members; the tool itself also
@@ -441,11 +416,11 @@ def add_admin_tools(mcp: FastMCP, services: Services) -> None:
         gateway.tenants; views gateway.mcp_session_stats, gateway.mcp_user_stats. At most
         10,000 rows (`truncated` says when more existed) and 10 seconds.
         """
-        principal = services.principal_of()
-        if principal is None or principal.role not in ("admin", "auditor"):
+        principal = principal_of()
+        if principal is None or principal.role not in PRIVILEGED_ROLES:
             raise NotFoundError("Unknown tool: 'run_sql'")
         try:
-            result = await console_for(services).run(principal, sql)
+            result = await console.run(principal, sql)
         except ConsoleError as exc:
             raise ToolError(str(exc)) from None
         return result.as_dict()

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from auth.pat import display_prefix, generate_pat, hash_pat
-from auth.principal import normalize_role
+from auth.principal import ROLES, normalize_role
 from auth.store import PatRecord
 from gateway.db import Database
 
 _DURATION = re.compile(r"\s*(\d{1,6})\s*([smhdw])\s*")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 MAX_LIFETIME = timedelta(days=3650)
-ROLES = ("member", "admin", "auditor")
 
 
 def parse_duration(text: str) -> timedelta:

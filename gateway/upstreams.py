@@ -63,12 +63,11 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.config import UpstreamConfig
+from gateway.formatting import one_line
 from gateway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from fastmcp.server.context import Context
-
-    from gateway.services import Services
 
 log = logging.getLogger("mcp_gateway.upstreams")
 T = TypeVar("T")
@@ -129,12 +128,6 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else ""
-    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
-
-
 def classify(name: str, exc: BaseException, timeout: float) -> UpstreamError:
     """Map whatever escaped a backend request to one of the upstream error types."""
     if isinstance(exc, UpstreamError):
@@ -150,11 +143,11 @@ def classify(name: str, exc: BaseException, timeout: float) -> UpstreamError:
             return UpstreamUnavailable(f"upstream {name!r} answered HTTP {e.response.status_code}")
     for e in chain:
         if isinstance(e, _PROTOCOL_ERRORS):
-            return UpstreamProtocolError(f"upstream {name!r} sent an invalid MCP answer ({_one_line(e)})")
+            return UpstreamProtocolError(f"upstream {name!r} sent an invalid MCP answer ({one_line(e, 200)})")
     for e in chain:
         if isinstance(e, _TRANSPORT_ERRORS) or (
                 isinstance(e, RuntimeError) and "failed to connect" in str(e).lower()):
-            return UpstreamUnavailable(f"upstream {name!r} is unreachable ({_one_line(e)})")
+            return UpstreamUnavailable(f"upstream {name!r} is unreachable ({one_line(e, 200)})")
     for e in chain:
         if _session_gone(e):
             return UpstreamUnavailable(f"upstream {name!r} is unreachable (session lost: {e.error.message})")
@@ -165,7 +158,7 @@ def classify(name: str, exc: BaseException, timeout: float) -> UpstreamError:
             if e.error.code == mcp_types.CONNECTION_CLOSED:
                 return UpstreamUnavailable(f"upstream {name!r} is unreachable (connection closed)")
             return UpstreamError(f"upstream {name!r} answered error {e.error.code}: {e.error.message}")
-    return UpstreamProtocolError(f"upstream {name!r} failed ({_one_line(exc)})")
+    return UpstreamProtocolError(f"upstream {name!r} failed ({one_line(exc, 200)})")
 
 
 # -- one upstream -------------------------------------------------------------------------------
@@ -464,6 +457,10 @@ class UpstreamProvider(ProxyProvider):
 
 
 class Upstreams:
+    """Every configured upstream; a Component (gateway.wiring): health loops run between start and stop."""
+
+    name = "upstreams"
+
     def __init__(self, configs: Sequence[UpstreamConfig]) -> None:
         self.items = [Upstream(c) for c in configs]
 
@@ -478,19 +475,11 @@ class Upstreams:
     async def stop(self) -> None:
         await asyncio.gather(*(u.stop() for u in self.items), return_exceptions=True)
 
-    async def ready_probe(self) -> dict[str, Any]:
+    async def ready(self) -> dict[str, Any]:
         """Per-upstream health for /ready. Never fails readiness: the gateway serves the rest."""
         return {u.name: u.status() for u in self.items}
 
+    def health_states(self) -> dict[str, str]:
+        """{upstream name: "up" | "down" | "unknown"}, for metrics."""
+        return {u.name: u.health.state for u in self.items}
 
-def install_upstreams(mcp: FastMCP, services: Services) -> Upstreams | None:
-    configs = services.config.upstreams
-    if not configs:
-        return None
-    upstreams = Upstreams(configs)
-    upstreams.mount(mcp)
-    services.extras["upstreams"] = upstreams
-    services.extras.setdefault("ready_probes", {})["upstreams"] = upstreams.ready_probe
-    services.extras.setdefault("start_hooks", []).append(upstreams.start)
-    services.extras.setdefault("stop_hooks", []).append(upstreams.stop)
-    return upstreams

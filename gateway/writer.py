@@ -37,6 +37,7 @@ import psycopg
 from gateway.db import Database
 from gateway.pricing import Pricing, arguments_text, count_tokens
 from gateway.records import Record, SessionEnded, SessionOpened, ToolCalled, WriterStats
+from gateway.formatting import one_line
 
 log = logging.getLogger("mcp_gateway.writer")
 
@@ -127,7 +128,7 @@ class TrackingWriter:
         try:
             await self._close_instance_sessions("server_shutdown")
         except Exception as exc:  # database away at shutdown: the next start closes them as crashed
-            log.error("writer: could not close sessions at shutdown: %s", _one_line(exc))
+            log.error("writer: could not close sessions at shutdown: %s", one_line(exc))
         if self.backlog:
             log.error("writer: %d records were not written before exit", self.backlog)
 
@@ -185,9 +186,9 @@ class TrackingWriter:
     def _note_outage(self, exc: BaseException) -> None:
         if self.stats.database_up:
             log.error("writer: database unavailable (%s); keeping %d records until it returns",
-                      _one_line(exc), self.backlog)
+                      one_line(exc), self.backlog)
         self.stats.database_up = False
-        self.stats.last_error = _one_line(exc)
+        self.stats.last_error = one_line(exc)
 
     async def _maintenance(self) -> None:
         now = time.monotonic()
@@ -248,7 +249,7 @@ class TrackingWriter:
 
     async def _isolate_refused(self, cause: BaseException) -> None:
         count = min(len(self._queue), MAX_BATCH)
-        log.error("writer: batch of %d refused (%s); writing its records one by one", count, _one_line(cause))
+        log.error("writer: batch of %d refused (%s); writing its records one by one", count, one_line(cause))
         for _ in range(count):
             record = self._queue[0]
             try:
@@ -256,8 +257,8 @@ class TrackingWriter:
             except Exception as exc:
                 if not _is_refusal(exc):
                     raise  # an outage after all: keep the rest queued
-                self._drop(1, f"refused by the database: {_one_line(exc)}")
-                self.stats.last_error = _one_line(exc)
+                self._drop(1, f"refused by the database: {one_line(exc)}")
+                self.stats.last_error = one_line(exc)
             self._queue.popleft()
 
     async def _write(self, batch: list[Record]) -> None:
@@ -427,9 +428,4 @@ def _decode(data: dict[str, Any]) -> Record:
 
 def _safe(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
