@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from auth.authenticator import Authenticator, token_fingerprint
 from auth.errors import AuthConfigError, TokenRejected
+from auth.fastmcp_private import add_http_routes
 from auth.principal import Principal
 from auth.settings import AuthSettings
 from auth.store import TokenStore
@@ -155,7 +156,7 @@ class GatewayAuth:
 
     def install_routes(self, mcp: Any) -> None:
         """Register `metadata_routes()` on a FastMCP server, so `mcp.http_app()` serves them."""
-        mcp._additional_http_routes.extend(self.metadata_routes())
+        add_http_routes(mcp, self.metadata_routes())
 
     # --- /api -------------------------------------------------------------------------------------
     def protect(self, app: ASGIApp) -> ASGIApp:

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import Message
 
+from auth.fastmcp_private import send_auth_error, send_missing_auth
 from auth.principal import Principal
 from auth.provider import SCOPE_KEY, GatewayAuth, authenticated_principal
 
@@ -34,9 +35,9 @@ async def challenge_headers(gateway_auth: GatewayAuth, *, token_presented: bool)
         sent.append(message)
 
     if token_presented:
-        await middleware._send_auth_error(capture, 401, "invalid_token", "Authentication required")
+        await send_auth_error(middleware, capture, 401, "invalid_token", "Authentication required")
     else:
-        await middleware._send_missing_auth(capture)
+        await send_missing_auth(middleware, capture)
     headers = {k.decode(): v.decode() for k, v in sent[0]["headers"] if k.lower() == b"www-authenticate"}
     return headers, sent[1].get("body", b"").decode() or "Authentication required"
 

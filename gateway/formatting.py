@@ -14,7 +14,7 @@ def money(value: Decimal | float | int | str | None) -> str:
     """USD as a decimal string with MONEY_PLACES places (`"0.01250000"`); None is zero."""
     if value is None:
         value = 0
-    return str(Decimal(str(value) if isinstance(value, float) else value).quantize(_QUANTUM))
+    return format(Decimal(str(value) if isinstance(value, float) else value).quantize(_QUANTUM), "f")
 
 
 def one_line(value: BaseException | str, limit: int = 300) -> str:

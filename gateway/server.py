@@ -15,6 +15,7 @@ from fastmcp.exceptions import ToolError
 from psycopg.rows import class_row
 
 from auth import Principal
+from auth.fastmcp_private import lifespan_of
 from gateway import __version__
 from gateway.errors import UserError
 from gateway.formatting import money
@@ -175,8 +176,7 @@ def has_nothing_to_mount(server: FastMCP) -> bool:
     return (
         all(isinstance(m, DereferenceRefsMiddleware) for m in server.middleware)  # FastMCP's default
         and list(server.providers) == [server.local_provider]
-        # No public accessor for the lifespan in fastmcp 4.1 (pinned <4.2; tests/gateway/test_mounting.py).
-        and getattr(server, "_lifespan", None) is default_lifespan
+        and lifespan_of(server) is default_lifespan
     )
 
 

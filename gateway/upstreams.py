@@ -56,12 +56,13 @@ from fastmcp.client.transports import (
     StreamableHttpTransport,
 )
 from fastmcp.exceptions import ToolError
-from fastmcp.server.providers.proxy import ProxyProvider, ProxyTool, _CacheEntry
+from fastmcp.server.providers.proxy import ProxyProvider, ProxyTool
 from fastmcp.tools.base import Tool, ToolResult
 from fastmcp.utilities.versions import VersionSpec, version_sort_key
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError as PydanticValidationError
 
+from auth.fastmcp_private import ProxyCacheEntry, client_session_task, force_disconnect, proxy_tool_client_factory
 from gateway.config import UpstreamConfig
 from gateway.formatting import one_line
 from gateway.tasks import cancel_and_wait
@@ -328,7 +329,7 @@ class Upstream:
         try:
             with anyio.move_on_after(5):
                 if shared is not None:
-                    await shared._disconnect(force=True)
+                    await force_disconnect(shared)
                 if self._closing:
                     await asyncio.gather(*self._closing, return_exceptions=True)
                 await self._transport.close()  # the stdio child process
@@ -339,7 +340,7 @@ class Upstream:
 def _alive(client: Client) -> bool:
     if not client.is_connected():
         return False
-    task = getattr(getattr(client, "_session_state", None), "session_task", None)
+    task = client_session_task(client)
     return task is None or not task.done()
 
 
@@ -374,7 +375,7 @@ class UpstreamTool(ProxyTool):
     """A proxied tool whose backend call is timed and classified by its Upstream."""
 
     async def run(self, arguments: dict[str, Any], context: Context | None = None) -> ToolResult:
-        upstream: Upstream = self._client_factory.__self__  # type: ignore[attr-defined]
+        upstream: Upstream = proxy_tool_client_factory(self).__self__
         return await upstream.guarded(lambda: ProxyTool.run(self, arguments, context))
 
 
@@ -400,7 +401,7 @@ class UpstreamProvider(ProxyProvider):
             return [UpstreamTool.from_mcp_tool(self.client_factory, t) for t in listed]
 
         tools = await self.upstream.guarded(work, listing=True)
-        self._tools_cache = _CacheEntry(tools, time.monotonic())
+        self._tools_cache = ProxyCacheEntry(tools, time.monotonic())
         self.upstream.health.tools = len(tools)
         return tools
 
