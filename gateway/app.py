@@ -64,7 +64,6 @@ class GatewayApp:
             lifespan=self.lifespan,
         )
         self.web.state.mcp_gateway_auth = services.gateway_auth
-        self.web.state.services = services
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:

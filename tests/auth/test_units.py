@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from auth import AuthSettings, Principal, TokenRejected
+from auth import AuthSettings, TokenRejected
 from auth.authenticator import Authenticator
 from auth.cache import TTLCache
 from auth.claims import best_role, principal_from_claims

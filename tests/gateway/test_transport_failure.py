@@ -16,9 +16,9 @@ from starlette.types import Receive, Scope, Send
 
 from auth import Principal
 from auth.provider import access_token_for
-from gateway.wiring import create_app
 from gateway.settings import Settings
 from gateway.tracking import ClientInfo
+from gateway.wiring import create_app
 from tests.gateway.conftest import wait_for
 from tests.pg import TestDatabase
 
