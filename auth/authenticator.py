@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -47,7 +47,8 @@ class Authenticator:
         self._own_http = http_client is None
         self._http = http_client
         self.pats = PatVerifier(token_store, flush_interval=settings.last_used_flush_interval,
-                                 outage_grace=settings.pat_outage_grace, max_known=settings.cache_max_entries) if token_store else None
+                                outage_grace=settings.pat_outage_grace,
+                                max_known=settings.cache_max_entries) if token_store else None
         self.jwks = (
             JwksKeys(self._client, jwks_url=settings.jwks_url, oidc_issuer=settings.oidc_issuer,
                      cache_ttl=settings.jwks_cache_ttl, min_refresh_interval=settings.jwks_min_refresh_interval)
@@ -89,7 +90,7 @@ class Authenticator:
         cached = self._results.get(key)
         if isinstance(cached, str):
             raise TokenRejected(cached)  # a fresh exception: a shared one would grow its traceback
-        if cached is not None and (cached.expires_at is None or cached.expires_at > datetime.now(timezone.utc)):
+        if cached is not None and (cached.expires_at is None or cached.expires_at > datetime.now(UTC)):
             return cached
         try:
             principal, ttl = await self._verify(token)
@@ -101,7 +102,7 @@ class Authenticator:
             log.error("token %s: unexpected %s during verification", token_fingerprint(token), type(exc).__name__)
             raise TokenRejected("token could not be verified") from None
         if principal.expires_at is not None:
-            ttl = min(ttl, (principal.expires_at - datetime.now(timezone.utc)).total_seconds())
+            ttl = min(ttl, (principal.expires_at - datetime.now(UTC)).total_seconds())
         self._results.put(key, principal, ttl)
         return principal
 

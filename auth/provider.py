@@ -12,7 +12,7 @@ Usage (see docs/auth.md):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from fastmcp.server.auth import AccessToken, RemoteAuthProvider, TokenVerifier
@@ -184,7 +184,7 @@ class GatewayAuth:
         await self.authenticator.aclose()
 
 
-def authenticated_principal(scope: dict[str, Any]) -> Principal | None:
+def authenticated_principal(scope: MutableMapping[str, Any]) -> Principal | None:
     user = scope.get("user")
     if isinstance(user, AuthenticatedUser):
         return principal_from_access_token(user.access_token)

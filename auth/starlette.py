@@ -63,6 +63,6 @@ async def require_principal(conn: HTTPConnection, gateway_auth: GatewayAuth | No
     principal = await gateway_auth.principal_for_header(header)
     if principal is not None:
         return principal
-    presented = bool(header) and header[:7].lower() == "bearer "
+    presented = header is not None and header[:7].lower() == "bearer "
     headers, body = await challenge_headers(gateway_auth, token_presented=presented)
     raise Unauthorized(headers, body)

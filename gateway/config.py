@@ -23,7 +23,6 @@ from auth.principal import Role
 from gateway.errors import UserError
 from gateway.pricing import Pricing
 
-
 _UPSTREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")

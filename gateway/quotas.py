@@ -36,10 +36,10 @@ from fastmcp.tools.base import ToolResult
 
 from auth import Principal
 from gateway.config import QuotaConfig, RoleQuota
+from gateway.errors import AccessDenied
 from gateway.pricing import Pricing, arguments_text, count_tokens
 from gateway.records import ToolCalled
 from gateway.tasks import cancel_and_wait
-from gateway.errors import AccessDenied
 
 if TYPE_CHECKING:
     from gateway.db import Database
@@ -58,7 +58,7 @@ class Limits:
 
 
 class TokenBucket:
-    __slots__ = ("rate", "capacity", "tokens", "updated", "accepted")
+    __slots__ = ("accepted", "capacity", "rate", "tokens", "updated")
 
     def __init__(self, calls_per_minute: float, capacity: int, now: float) -> None:
         self.rate = calls_per_minute / 60.0
@@ -110,7 +110,7 @@ def _usd(value: Decimal) -> str:
 def _fmt_seconds(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 

@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     flush_rows: int = Field(2000, ge=1, description="A flush starts early when this many records wait.")
     queue_max: int = Field(200_000, ge=100, description="Records kept in memory while the database is away.")
     spill_dir: Path | None = Field(
-        None, description="Where records beyond QUEUE_MAX are spilled while the database is away. Default DATA_DIR/spill.")
+        None,
+        description="Where records beyond QUEUE_MAX are spilled while the database is away. Default DATA_DIR/spill.")
     sql_row_cap: int = Field(
         10_000, ge=1, le=1_000_000,
         description="Rows the admin SQL console returns at most (API, run_sql, `mcp-gateway sql`); more: truncated.")

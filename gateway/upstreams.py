@@ -150,12 +150,12 @@ def classify(name: str, exc: BaseException, timeout: float) -> UpstreamError:
                 isinstance(e, RuntimeError) and "failed to connect" in str(e).lower()):
             return UpstreamUnavailable(f"upstream {name!r} is unreachable ({one_line(e, 200)})")
     for e in chain:
-        if _session_gone(e):
+        if isinstance(e, MCPError) and _session_gone(e):
             return UpstreamUnavailable(f"upstream {name!r} is unreachable (session lost: {e.error.message})")
         if isinstance(e, MCPError):
             if e.error.code in (mcp_types.PARSE_ERROR, mcp_types.INVALID_REQUEST):
-                return UpstreamProtocolError(
-                    f"upstream {name!r} sent an invalid MCP answer ({e.error.message.splitlines()[0] if e.error.message else e.error.code})")
+                detail = one_line(e.error.message) if e.error.message else e.error.code
+                return UpstreamProtocolError(f"upstream {name!r} sent an invalid MCP answer ({detail})")
             if e.error.code == mcp_types.CONNECTION_CLOSED:
                 return UpstreamUnavailable(f"upstream {name!r} is unreachable (connection closed)")
             return UpstreamError(f"upstream {name!r} answered error {e.error.code}: {e.error.message}")

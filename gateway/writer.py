@@ -35,9 +35,9 @@ from typing import Any
 import psycopg
 
 from gateway.db import Database
+from gateway.formatting import one_line
 from gateway.pricing import Pricing, arguments_text, count_tokens
 from gateway.records import Record, SessionEnded, SessionOpened, ToolCalled, WriterStats
-from gateway.formatting import one_line
 
 log = logging.getLogger("mcp_gateway.writer")
 

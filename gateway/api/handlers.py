@@ -68,7 +68,7 @@ class Endpoint:
 
 
 def _params(model: type[m.Params], request: Request) -> Any:
-    raw = {key: request.query_params.get(key) for key in request.query_params.keys()}
+    raw = {key: request.query_params.get(key) for key in request.query_params}
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -112,7 +112,8 @@ class Handlers:
     async def sessions(self, request: Request) -> Response:
         principal = await _caller(request, self.services)
         p: m.SessionsParams = _params(m.SessionsParams, request)
-        where, args = ["true"], []
+        where: list[str] = ["true"]
+        args: list[str] = []
         if p.status:
             where.append("status = %s")
             args.append(p.status)

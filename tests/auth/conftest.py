@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -192,14 +192,14 @@ class MemoryTokenStore:
         self.records[hash_pat(token)] = PatRecord(
             token_id=str(uuid.uuid4()), tenant_id=tenant_id, user_id=user_id, role=role,
             scopes=("mcp",), expires_at=expires_at, email=f"{user_id}@{tenant_id}.test", name=user_id.title(),
-            revoked_at=datetime.now(timezone.utc) if revoked else None)
+            revoked_at=datetime.now(UTC) if revoked else None)
         return token
 
     def revoke(self, token: str) -> None:
         from auth.pat import hash_pat
 
         key = hash_pat(token)
-        self.records[key] = replace(self.records[key], revoked_at=datetime.now(timezone.utc))
+        self.records[key] = replace(self.records[key], revoked_at=datetime.now(UTC))
 
     async def find_by_hash(self, token_hash: bytes) -> PatRecord | None:
         self.lookups += 1

@@ -16,6 +16,7 @@ back; the data is seeded once per module. A cell asserts exactly the set of rows
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -79,15 +80,13 @@ def sees(who: Who, tenant: str | None, user: str | None) -> bool:
         return tenant == who.tenant
     if who.kind == "auditor":
         return True
-    if who.kind in ("ingest", "authn"):
-        return True
-    return False  # noid: no identity sees nothing
+    return who.kind in ("ingest", "authn")  # noid: no identity sees nothing
 
 
 # ---------------------------------------------------------------------------- privileges (the model)
 
 TENANT_TABLES = ("tenants", "users", "api_tokens", "mcp_sessions", "mcp_requests", "usage_daily")
-TABLES = TENANT_TABLES + ("instances",)
+TABLES = (*TENANT_TABLES, "instances")
 SELECT_GRANTS = {
     "request": set(TENANT_TABLES),
     "ingest": {"tenants", "users", "mcp_sessions", "usage_daily", "instances"},
@@ -217,7 +216,7 @@ def table_cells(who: Who) -> Iterator[Cell]:
                    exp, key_len)
         # insert
         exp = rows([]) if grants(INSERT_GRANTS, who, table) else DENIED  # rows([]): succeeded (no RETURNING)
-        yield Cell("insert", table, who, lambda w, table=table: insert_sql(table, w), exp)
+        yield Cell("insert", table, who, functools.partial(insert_sql, table), exp)
         # update: which rows an unconditional UPDATE touches
         exp = rows(visible) if grants(UPDATE_GRANTS, who, table) else DENIED
         yield Cell("update", table, who,
@@ -355,9 +354,11 @@ def test_matrix_covers_every_catalog_object(runtime: psycopg.Connection, seeded)
     """A new table, view or reporting function in schema gateway must join the matrix."""
     with psycopg.connect(seeded.admin_url, autocommit=True) as admin:
         rels = {r[0] for r in admin.execute(
-            "SELECT relname FROM pg_class WHERE relnamespace = 'gateway'::regnamespace AND relkind IN ('r','p','v','m')")}
+            "SELECT relname FROM pg_class"
+            " WHERE relnamespace = 'gateway'::regnamespace AND relkind IN ('r','p','v','m')")}
         funcs = {r[0] for r in admin.execute(
-            "SELECT proname FROM pg_proc WHERE pronamespace = 'gateway'::regnamespace AND prorettype <> 'trigger'::regtype")}
+            "SELECT proname FROM pg_proc"
+            " WHERE pronamespace = 'gateway'::regnamespace AND prorettype <> 'trigger'::regtype")}
     objects = {c.obj.split("(")[0] for c in CELLS}
     helpers = {"current_tenant_id", "current_user_id", "identity_is_set"}  # tested in test_identity.py
     # console_*: the admin SQL console's scope helpers, for the console login only (tested with it).

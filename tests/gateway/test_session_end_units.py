@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from auth import Principal
 from auth.provider import access_token_for
@@ -28,10 +28,10 @@ def app_answering(status: int, body: bytes = b"", *, raise_after: Exception | No
 
 
 async def call(watcher: SessionEndWatcher, method: str, headers: list[tuple[bytes, bytes]]) -> None:
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         pass
 
     await watcher({"type": "http", "method": method, "path": "/mcp", "headers": headers}, receive, send)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from auth import Principal
 from auth.provider import access_token_for
@@ -48,7 +48,7 @@ async def test_transport_failure_ends_the_session_as_error_type(
         async def receive() -> dict:
             return {"type": "http.request", "body": b"", "more_body": False}
 
-        async def send(message: dict) -> None:
+        async def send(message: Message) -> None:
             pass
 
         try:

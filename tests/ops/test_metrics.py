@@ -45,7 +45,8 @@ async def test_metrics_after_tool_calls(gateway: GatewayProcess) -> None:
     async with httpx.AsyncClient(timeout=5) as http:
         assert (await http.post(gateway.mcp_url, json={})).status_code == 401
         bad = make_jwt("mallory", "acme", secret="another-secret-that-is-long-enough-32b")
-        assert (await http.post(gateway.mcp_url, json={}, headers={"Authorization": f"Bearer {bad}"})).status_code == 401
+        refused = await http.post(gateway.mcp_url, json={}, headers={"Authorization": f"Bearer {bad}"})
+        assert refused.status_code == 401
 
     deadline = time.monotonic() + 15
     while True:
