@@ -18,10 +18,13 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+import gateway
 from gateway.errors import UserError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PACKAGED_SQL = Path(__file__).resolve().parent / "sql"  # a wheel's copy (setup.py); absent in a checkout
+# Located from the package, not from this file, so the module may live in any sub-package.
+GATEWAY_PACKAGE = Path(gateway.__file__).resolve().parent
+PROJECT_ROOT = GATEWAY_PACKAGE.parent
+PACKAGED_SQL = GATEWAY_PACKAGE / "sql"  # a wheel's copy (setup.py); absent in a checkout
 
 
 def _sql_dir(name: str) -> Path:
