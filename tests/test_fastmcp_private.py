@@ -7,6 +7,7 @@ test names it (and the fence is the one place to fix).
 from __future__ import annotations
 
 import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,25 @@ def test_no_private_fastmcp_name_outside_the_fence(package: str) -> None:
         ["grep", "-rnE", r"from (fastmcp|mcp)[.a-z_]* import .*\b_[A-Za-z]", package, "--include=*.py"],
         cwd=REPO, capture_output=True, text=True, check=False).stdout.splitlines()
     assert [line for line in found if not line.startswith("auth/fastmcp_private.py")] == []
+
+
+# Private attributes of FastMCP / SDK objects known to tempt (session exit stacks, lifespans, routes...).
+KNOWN_PRIVATE_ATTRIBUTES = ("_additional_http_routes", "_send_auth_error", "_send_missing_auth", "_lifespan",
+                            "_disconnect", "_session_state", "_client_factory", "_connection", "_tool_manager",
+                            "_mcp_server", "_session_manager")
+
+
+@pytest.mark.parametrize("package", ["auth", "gateway"])
+def test_no_known_private_attribute_outside_the_fence(package: str) -> None:
+    """`obj._lifespan`, `ctx.session._connection` and the like go through auth/fastmcp_private.py."""
+    pattern = r"[]A-Za-z0-9_)]\.(" + "|".join(KNOWN_PRIVATE_ATTRIBUTES) + r")\b"
+    found = subprocess.run(["grep", "-rnE", pattern, package, "--include=*.py"], cwd=REPO, capture_output=True,
+                           text=True, check=False).stdout.splitlines()
+    if package == "auth":
+        assert any(line.startswith("auth/fastmcp_private.py") for line in found)  # the pattern does match
+    outside = [line for line in found
+               if not line.startswith("auth/fastmcp_private.py") and not re.search(r"\bself\._", line)]
+    assert outside == []
 
 
 def test_fence_imports_cleanly() -> None:
