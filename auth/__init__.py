@@ -7,9 +7,9 @@ Starlette pieces load on first use, so `from auth import Principal` stays cheap.
 from typing import TYPE_CHECKING, Any
 
 from auth.errors import AuthConfigError, TokenRejected
-from auth.principal import Principal, Role, TokenKind, normalize_role
+from auth.principal import PRIVILEGED_ROLES, ROLES, Principal, Role, TokenKind, normalize_role
 from auth.settings import AuthSettings
-from auth.store import PatRecord, TokenStore, UserProvisioner
+from auth.store import PatRecord, TokenStore
 
 if TYPE_CHECKING:
     from auth.authenticator import Authenticator
@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from auth.starlette import require_principal
 
 __all__ = [
+    "PRIVILEGED_ROLES", "ROLES",
     "AuthConfigError", "AuthSettings", "Authenticator", "GatewayAuth", "GatewayTokenVerifier",
-    "PatRecord", "Principal", "Role", "TokenKind", "TokenRejected", "TokenStore", "UserProvisioner",
+    "PatRecord", "Principal", "Role", "TokenKind", "TokenRejected", "TokenStore",
     "current_principal", "normalize_role", "require_principal",
 ]
 

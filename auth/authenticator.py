@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -26,7 +26,7 @@ from auth.local_tokens import LocalTokenVerifier
 from auth.pat import PatVerifier, looks_like_pat
 from auth.principal import Principal
 from auth.settings import AuthSettings
-from auth.store import TokenStore, UserProvisioner
+from auth.store import TokenStore
 
 log = logging.getLogger("auth")
 
@@ -41,7 +41,6 @@ def token_fingerprint(token: str) -> str:
 
 class Authenticator:
     def __init__(self, settings: AuthSettings, *, token_store: TokenStore | None = None,
-                 provisioner: UserProvisioner | None = None,
                  http_client: httpx.AsyncClient | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  local_tokens: LocalTokenVerifier | None = None) -> None:
@@ -51,7 +50,8 @@ class Authenticator:
         self._own_http = http_client is None
         self._http = http_client
         self.pats = PatVerifier(token_store, flush_interval=settings.last_used_flush_interval,
-                                 outage_grace=settings.pat_outage_grace, max_known=settings.cache_max_entries) if token_store else None
+                                outage_grace=settings.pat_outage_grace,
+                                max_known=settings.cache_max_entries) if token_store else None
         self.jwks = (
             JwksKeys(self._client, jwks_url=settings.jwks_url, oidc_issuer=settings.oidc_issuer,
                      cache_ttl=settings.jwks_cache_ttl, min_refresh_interval=settings.jwks_min_refresh_interval)
@@ -69,8 +69,6 @@ class Authenticator:
         if not (settings.jwt_secret or self.jwks or self.introspector or self.pats or self.local_tokens):
             raise AuthConfigError("no token source configured: set MCP_GATEWAY_JWT_SECRET, "
                                   "MCP_GATEWAY_OIDC_ISSUER, MCP_GATEWAY_JWKS_URL or MCP_GATEWAY_INTROSPECTION_URL")
-        self._provisioner = provisioner
-        self._provisioned: TTLCache[bool] = TTLCache(settings.cache_max_entries, clock)
         # token hash -> the principal, or the reason of a refusal that depends only on the token
         self._results: TTLCache[Principal | str] = TTLCache(settings.cache_max_entries, clock)
 
@@ -95,7 +93,7 @@ class Authenticator:
         cached = self._results.get(key)
         if isinstance(cached, str):
             raise TokenRejected(cached)  # a fresh exception: a shared one would grow its traceback
-        if cached is not None and (cached.expires_at is None or cached.expires_at > datetime.now(timezone.utc)):
+        if cached is not None and (cached.expires_at is None or cached.expires_at > datetime.now(UTC)):
             return cached
         try:
             principal, ttl = await self._verify(token)
@@ -107,9 +105,8 @@ class Authenticator:
             log.error("token %s: unexpected %s during verification", token_fingerprint(token), type(exc).__name__)
             raise TokenRejected("token could not be verified") from None
         if principal.expires_at is not None:
-            ttl = min(ttl, (principal.expires_at - datetime.now(timezone.utc)).total_seconds())
+            ttl = min(ttl, (principal.expires_at - datetime.now(UTC)).total_seconds())
         self._results.put(key, principal, ttl)
-        await self._provision(principal)
         return principal
 
     async def _verify(self, token: str) -> tuple[Principal, float]:
@@ -140,23 +137,6 @@ class Authenticator:
             raise TokenRejected("unrecognised token")
         claims = _check_introspected(await self.introspector.introspect(token), s)
         return principal_from_claims(claims, kind="introspection", settings=s), s.introspection_cache_ttl
-
-    async def _provision(self, principal: Principal) -> None:
-        """Tenant and user rows on first sight (and when email/name/role change), not per request."""
-        if self._provisioner is None or principal.token_kind in ("pat", "oauth"):
-            return  # PAT users were provisioned when the token was created
-        fingerprint = hashlib.sha256(
-            repr((principal.tenant_id, principal.user_id, principal.email, principal.name, principal.role,
-                  principal.issuer, principal.subject)).encode()
-        ).digest()
-        if self._provisioned.get(fingerprint):
-            return
-        try:
-            await self._provisioner.provision(principal)
-        except Exception as exc:  # authenticated all the same; retried on a later request
-            log.warning("provisioning %s failed: %s", principal.key, type(exc).__name__)
-            return
-        self._provisioned.put(fingerprint, True, 3600.0)
 
 
 # Refusals that depend only on the token (not on an IdP or database being reachable).

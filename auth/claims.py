@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -117,7 +117,7 @@ def principal_from_claims(claims: Mapping[str, Any], *, kind: TokenKind, setting
             token_id=jti if isinstance(jti, str) else None,
             issuer=issuer,
             subject=subject,
-            expires_at=datetime.fromtimestamp(int(exp), timezone.utc) if exp is not None else None,
+            expires_at=datetime.fromtimestamp(int(exp), UTC) if exp is not None else None,
         )
     except (ValidationError, ValueError, TypeError, OverflowError, OSError):
         raise TokenRejected("token claims do not form a valid principal") from None

@@ -17,7 +17,7 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from auth.errors import TokenRejected
 from auth.principal import Principal, normalize_role
@@ -122,7 +122,7 @@ class PatVerifier:
             self._remember(token_hash, record)
         if record is None:
             raise TokenRejected("unknown personal access token")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if record.revoked_at is not None:
             raise TokenRejected("revoked personal access token")
         if record.expires_at is not None and record.expires_at <= now:
@@ -153,7 +153,7 @@ class PatVerifier:
 
     def note_used(self, token_id: str, when: datetime | None = None) -> None:
         """Remember a use; a write happens at most every `flush_interval` seconds."""
-        self._used[token_id] = when or datetime.now(timezone.utc)
+        self._used[token_id] = when or datetime.now(UTC)
         if self._clock() - self._last_flush >= self._flush_interval and not self._flush_running():
             self._flushing = asyncio.get_running_loop().create_task(self.flush())
 

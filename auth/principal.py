@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Role = Literal["member", "admin", "auditor"]
+Role = Literal["member", "admin", "auditor"]  # the one role type: tokens, config keys, principals, CLI
+ROLES: tuple[Role, ...] = get_args(Role)
+PRIVILEGED_ROLES: frozenset[Role] = frozenset({"admin", "auditor"})  # the SQL console, admin tools
 TokenKind = Literal["jwt_hs", "jwt_jwks", "introspection", "pat", "oauth"]
 
 
 def normalize_role(value: object) -> Role:
     """`admin` and `auditor` are privileged; anything else (unknown, missing) is a member."""
-    if isinstance(value, str) and value.strip().lower() in ("admin", "auditor"):
+    if isinstance(value, str) and value.strip().lower() in PRIVILEGED_ROLES:
         return value.strip().lower()  # type: ignore[return-value]
     return "member"
 

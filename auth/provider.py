@@ -2,7 +2,7 @@
 
 Usage (see docs/auth.md):
 
-    gateway_auth = GatewayAuth(AuthSettings(), token_store=store, provisioner=store)
+    gateway_auth = GatewayAuth(AuthSettings(), token_store=store)
     mcp = FastMCP("gateway", auth=gateway_auth.provider)
     gateway_auth.install_routes(mcp)          # adds /.well-known/oauth-protected-resource
     app = mcp.http_app(path="/mcp")           # FastMCP adds /.well-known/oauth-protected-resource/mcp
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -33,10 +33,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth.authenticator import Authenticator, token_fingerprint
 from auth.errors import AuthConfigError, TokenRejected
+from auth.fastmcp_private import add_http_routes
 from auth.local_tokens import LocalTokenVerifier
 from auth.principal import Principal
 from auth.settings import AuthSettings
-from auth.store import TokenStore, UserProvisioner
+from auth.store import TokenStore
 
 log = logging.getLogger("auth")
 
@@ -234,15 +235,14 @@ def default_authorization_server(settings: AuthSettings, public_url: str) -> str
 class GatewayAuth:
     """Everything the app wires in; one Authenticator, one verifier, one challenge for /mcp and /api."""
 
-    def __init__(self, settings: AuthSettings, *, token_store: TokenStore | None = None,
-                 provisioner: UserProvisioner | None = None, mcp_path: str = "/mcp",
+    def __init__(self, settings: AuthSettings, *, token_store: TokenStore | None = None, mcp_path: str = "/mcp",
                  authenticator: Authenticator | None = None, local_tokens: LocalTokenVerifier | None = None,
                  authorization_server: str | None = None) -> None:
         """`local_tokens` + `authorization_server`: the gateway is its own OAuth authorization
         server (RFC 9728 metadata names it, its access tokens verify beside every other kind)."""
         self.settings = settings
         self.authenticator = authenticator or Authenticator(settings, token_store=token_store,
-                                                            provisioner=provisioner, local_tokens=local_tokens)
+                                                            local_tokens=local_tokens)
         self.public_url = settings.public_url.rstrip("/")
         self.mcp_path = "/" + mcp_path.strip("/")
         # Strings, not AnyHttpUrl: the RFC 9728 model keeps "https://idp" without a trailing slash.
@@ -276,7 +276,7 @@ class GatewayAuth:
 
     def install_routes(self, mcp: Any) -> None:
         """Register `metadata_routes()` on a FastMCP server, so `mcp.http_app()` serves them."""
-        mcp._additional_http_routes.extend(self.metadata_routes())
+        add_http_routes(mcp, self.metadata_routes())
 
     # --- /api -------------------------------------------------------------------------------------
     def protect(self, app: ASGIApp) -> ASGIApp:
@@ -305,7 +305,7 @@ class GatewayAuth:
         await self.authenticator.aclose()
 
 
-def authenticated_principal(scope: dict[str, Any]) -> Principal | None:
+def authenticated_principal(scope: MutableMapping[str, Any]) -> Principal | None:
     user = scope.get("user")
     if isinstance(user, AuthenticatedUser):
         return principal_from_access_token(user.access_token)

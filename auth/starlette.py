@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import Message
 
+from auth.fastmcp_private import send_auth_error, send_missing_auth
 from auth.principal import Principal
 from auth.provider import (
     SCOPE_KEY,
@@ -44,9 +45,9 @@ async def challenge_headers(gateway_auth: GatewayAuth, *, token_presented: bool,
         sent.append(message)
 
     if token_presented:
-        await middleware._send_auth_error(capture, 401, "invalid_token", "Authentication required")
+        await send_auth_error(middleware, capture, 401, "invalid_token", "Authentication required")
     else:
-        await middleware._send_missing_auth(capture)
+        await send_missing_auth(middleware, capture)
     headers = {k.decode(): v.decode() for k, v in sent[0]["headers"] if k.lower() == b"www-authenticate"}
     if token_presented:
         headers = {k: describe_challenge(v, reason) for k, v in headers.items()}
@@ -76,6 +77,6 @@ async def require_principal(conn: HTTPConnection, gateway_auth: GatewayAuth | No
         principal = await gateway_auth.principal_for_header(header)
     if principal is not None:
         return principal
-    presented = bool(header) and header[:7].lower() == "bearer "
+    presented = header is not None and header[:7].lower() == "bearer "
     headers, body = await challenge_headers(gateway_auth, token_presented=presented, reason=note.reason)
     raise Unauthorized(headers, body)

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from auth.principal import Principal
-
 
 @dataclass(frozen=True)
 class PatRecord:
@@ -33,11 +31,4 @@ class TokenStore(Protocol):
 
     async def mark_used(self, used: Mapping[str, datetime]) -> None:
         """Record last use per token id (called in batches, not per request)."""
-        ...
-
-
-@runtime_checkable
-class UserProvisioner(Protocol):
-    async def provision(self, principal: Principal) -> None:
-        """Make sure the tenant and user exist and email/name/role are current (idempotent upsert)."""
         ...

@@ -18,8 +18,8 @@ from typing import Any
 
 
 def apply(parts: set[str]) -> None:
-    import gateway.app as app_module
     import gateway.metrics as metrics_module
+    import gateway.wiring as wiring_module
     import gateway.tracking as tracking_module
     import gateway.writer as writer_module
     from fastmcp.server.middleware import Middleware
@@ -27,7 +27,7 @@ def apply(parts: set[str]) -> None:
     if "log" in parts:
         logging.getLogger("mcp_gateway.calls").disabled = True
     if "access" in parts:
-        app_module.install_access = lambda services: Middleware()  # type: ignore[assignment]
+        wiring_module.AccessMiddleware = lambda policy, principal_of: Middleware()  # type: ignore[assignment,misc]
     if "track" in parts:
         async def passthrough(self: Any, context: Any, call_next: Any) -> Any:
             return await call_next(context)
@@ -41,7 +41,7 @@ def apply(parts: set[str]) -> None:
     if "writer" in parts:
         writer_module.TrackingWriter.submit = lambda self, record: None  # type: ignore[method-assign]
     if "mount" in parts:
-        original = app_module.mount_servers
+        original = wiring_module.mount_servers
 
         def direct(mcp: Any, servers: Any) -> None:
             from bench.tools import mcp as bench_mcp
@@ -55,7 +55,7 @@ def apply(parts: set[str]) -> None:
                 mcp.tool(echo)
             original(mcp, rest)
 
-        app_module.mount_servers = direct  # type: ignore[assignment]
+        wiring_module.mount_servers = direct  # type: ignore[assignment]
 
 
 def main() -> None:

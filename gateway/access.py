@@ -34,7 +34,8 @@ from fastmcp.server.providers.addressing import parse_hashed_backend_name
 
 from auth import Principal
 from gateway.config import AccessConfig, AccessRule
-from gateway.tracking import COMPLETE, AccessDenied, completion_target
+from gateway.errors import AccessDenied
+from gateway.tracking import COMPLETE, completion_target
 
 
 def _match(name: str, globs: Iterable[str]) -> str | None:
@@ -272,6 +273,3 @@ async def _find_hashed_tool(context: MiddlewareContext[Any], name: str) -> Any:
     except Exception:
         return None
 
-
-def install_access(services: Any) -> AccessMiddleware:
-    return AccessMiddleware(AccessPolicy(services.config.access), services.principal_of)

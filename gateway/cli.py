@@ -7,21 +7,29 @@ naming the problem, exit code 2, nothing written.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvicorn
 
+from auth.principal import ROLES
+from gateway.cli_common import (
+    database_urls,
+    load_settings,
+    migrate_database,
+    require_embedded,
+    run,
+    with_db,
+)
 from gateway.cli_reports import report_app, sql_command
 from gateway.doctor import doctor_command
 from gateway.errors import UserError
@@ -38,38 +46,9 @@ app.add_typer(oauth_app, name="oauth")
 app.command("sql")(sql_command)
 app.command("doctor")(doctor_command)
 
-T = TypeVar("T")
-
-
-def _settings() -> Any:
-    from pydantic import ValidationError
-
+if TYPE_CHECKING:
+    from auth import AuthSettings
     from gateway.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = "MCP_GATEWAY_" + str(first["loc"][0]).upper() if first["loc"] else "configuration"
-        raise UserError(f"{name}: {first['msg']}") from None
-
-
-def _urls(settings: Any) -> Any:
-    from gateway.db import resolve_urls
-
-    return resolve_urls(settings)
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-def _migrate(urls: Any) -> Any:
-    from gateway.db import url_password
-    from gateway.migrate import migrate
-
-    return migrate(urls.admin, login_password=url_password(urls.admin) if urls.derived_logins else None)
-
 
 # -- database ---------------------------------------------------------------------------------
 
@@ -77,7 +56,7 @@ def _migrate(urls: Any) -> Any:
 @app.command("migrate")
 def migrate_command() -> None:
     """Apply migrations/ then policies/ (safe when several start at once)."""
-    report = _migrate(_urls(_settings()))
+    report = migrate_database(database_urls(load_settings()))
     if report.applied:
         typer.echo(f"applied {len(report.applied)} migration(s): {', '.join(report.applied)}")
     else:
@@ -90,9 +69,9 @@ def migrate_command() -> None:
 @db_app.command("start")
 def db_start() -> None:
     """Start the embedded cluster (creating it on first use)."""
-    settings = _settings()
-    _require_embedded(settings)
-    urls = _urls(settings)
+    settings = load_settings()
+    require_embedded(settings)
+    urls = database_urls(settings)
     typer.echo(f"embedded PostgreSQL running in {settings.data_dir} ({urls.admin})")
 
 
@@ -101,8 +80,8 @@ def db_stop() -> None:
     """Stop the embedded cluster."""
     from gateway.embedded import EmbeddedPostgres
 
-    settings = _settings()
-    _require_embedded(settings)
+    settings = load_settings()
+    require_embedded(settings)
     stopped = EmbeddedPostgres(settings.data_dir).stop()
     typer.echo("stopped" if stopped else "not running")
 
@@ -113,7 +92,7 @@ def db_status() -> None:
     from gateway.embedded import EmbeddedPostgres
     from gateway.migrate import status
 
-    settings = _settings()
+    settings = load_settings()
     if settings.database_url is None:
         cluster = EmbeddedPostgres(settings.data_dir)
         running = cluster.is_running()
@@ -131,23 +110,10 @@ def db_status() -> None:
 @db_app.command("url")
 def db_url() -> None:
     """Print the admin connection URL (for psql)."""
-    typer.echo(_urls(_settings()).admin)
-
-
-def _require_embedded(settings: Any) -> None:
-    if settings.database_url is not None:
-        raise UserError("MCP_GATEWAY_DATABASE_URL is set: the embedded cluster is not in use")
+    typer.echo(database_urls(load_settings()).admin)
 
 
 # -- tokens -------------------------------------------------------------------------------------
-
-
-async def _with_db(urls: Any, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-    from gateway.db import Database
-
-    async with Database(urls, min_size=1, max_size=2, application_name="mcp-gateway cli") as db:
-        await db.pool.wait(timeout=15)
-        return await work(db)
 
 
 @token_app.command("create")
@@ -163,18 +129,18 @@ def token_create(
     """Create a token and print it (only the token, on stdout). It is shown once."""
     from gateway.tokens import create_token, parse_duration
 
-    if role not in ("member", "admin", "auditor"):
-        raise UserError(f"--role {role!r}: expected member, admin or auditor")
+    if role not in ROLES:
+        raise UserError(f"--role {role!r}: expected {', '.join(ROLES[:-1])} or {ROLES[-1]}")
     if not tenant.strip() or not user.strip():
         raise UserError("--tenant and --user must not be empty")
     try:
         ttl = parse_duration(expires_in) if expires_in else None
     except ValueError as exc:
         raise UserError(f"--expires-in: {exc}") from None
-    urls = _urls(_settings())
+    urls = database_urls(load_settings())
     if urls.embedded:  # a fresh embedded cluster is migrated on first use; a server of yours by `migrate`
-        _migrate(urls)
-    _, plaintext = _run(_with_db(urls, lambda db: create_token(
+        migrate_database(urls)
+    _, plaintext = run(with_db(urls, lambda db: create_token(
         db, tenant_id=tenant, user_id=user, email=email, name=name, role=role, expires_in=ttl,
         token_name=token_name)))
     typer.echo(plaintext)
@@ -186,8 +152,8 @@ def token_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant
     """List tokens (never their secrets)."""
     from gateway.tokens import list_tokens
 
-    urls = _urls(_settings())
-    tokens = _run(_with_db(urls, lambda db: list_tokens(db, tenant)))
+    urls = database_urls(load_settings())
+    tokens = run(with_db(urls, lambda db: list_tokens(db, tenant)))
     rows = [asdict(t) for t in tokens]  # TokenInfo: never the secret
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=_json_value))
@@ -230,8 +196,8 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="The token id show
         uuid.UUID(token_id)
     except ValueError:
         raise UserError(f"{token_id!r} is not a token id (see `mcp-gateway token list`)") from None
-    urls = _urls(_settings())
-    if not _run(_with_db(urls, lambda db: revoke_token(db, token_id))):
+    urls = database_urls(load_settings())
+    if not run(with_db(urls, lambda db: revoke_token(db, token_id))):
         raise UserError(f"no active token with id {token_id}")
     typer.echo(f"revoked {token_id}")
 
@@ -261,19 +227,19 @@ class GracefulServer(uvicorn.Server):
             self.on_started()
 
 
-def _serve(settings: Any, *, tools: list[str], config_path: Path | None, demo: bool, log_format: str,
-           prepare: Callable[[Any], Callable[[], None]] | None = None, migrate: bool = True) -> None:
+def _serve(settings: Settings, *, tools: list[str], config_path: Path | None, demo: bool, log_format: str,
+           prepare: Callable[[Any, Settings], Callable[[], None]] | None = None, migrate: bool = True) -> None:
     """Check, bind, then touch the database, then serve.
 
-    `prepare(urls)` (dev) runs once the database is ready and returns what to run once serving.
+    `prepare(urls, settings)` (dev) runs once the database is ready and returns what to run once serving.
     """
     from auth import AuthConfigError
-    from gateway.app import create_app
     from gateway.config import load_config
     from gateway.listen import bind_listeners, bound_port
     from gateway.logs import configure_logging
     from gateway.server import load_tools
     from gateway.streams import complete_streams
+    from gateway.wiring import create_app
 
     configure_logging(settings.log_format or log_format)
     # Everything a person can get wrong is checked before anything is started or written.
@@ -282,8 +248,8 @@ def _serve(settings: Any, *, tools: list[str], config_path: Path | None, demo: b
     auth_settings = _auth_settings(settings)
     # The port next: a clash must not start the database, end anyone's sessions or print a token.
     sockets = bind_listeners(settings.host, settings.port)
-    settings.port = bound_port(sockets)  # --port 0: the port the kernel chose
-    urls = _urls(settings)
+    settings = settings.model_copy(update={"port": bound_port(sockets)})  # --port 0: the port the kernel chose
+    urls = database_urls(settings)
     try:
         gateway_app = create_app(settings, urls, config=config, servers=servers, demo=demo,
                                  auth_settings=auth_settings)
@@ -292,9 +258,9 @@ def _serve(settings: Any, *, tools: list[str], config_path: Path | None, demo: b
     lock = gateway_app.services.instance.lock
     _hold_instance_id(lock)  # before migrating: a refused start writes nothing at all
     if migrate:
-        _migrate(urls)
+        migrate_database(urls)
     _hold_instance_id(lock)  # a fresh database has the runtime login only once migrated
-    on_started = prepare(urls) if prepare is not None else None
+    on_started = prepare(urls, settings) if prepare is not None else None
     log = logging.getLogger("mcp_gateway")
     public = settings.resolved_public_url
 
@@ -324,7 +290,7 @@ def _hold_instance_id(lock: Any) -> None:
         pass
 
 
-def _auth_settings(settings: Any) -> Any:
+def _auth_settings(settings: Settings) -> AuthSettings:
     """Token verification settings, checked before anything is started or written."""
     from auth import AuthConfigError, AuthSettings
 
@@ -346,11 +312,8 @@ def serve(
              "`mcp-gateway migrate`), so this process needs no admin credentials.")] = True,
 ) -> None:
     """Serve the gateway."""
-    settings = _settings()
-    if host is not None:
-        settings.host = host
-    if port is not None:
-        settings.port = port
+    overrides = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
+    settings = load_settings().model_copy(update=overrides)
     _serve(settings, tools=tools or [], config_path=config, demo=False, log_format="json", migrate=migrate)
 
 
@@ -362,14 +325,14 @@ def dev(
     """Embedded database, migrations, demo tools, a dev token and client configs: ready in one command."""
     from gateway.devsetup import dev_token, embedded_description, print_dev_banner, print_dev_exit
 
-    settings = _settings()
+    settings = load_settings()
     if port is not None:
-        settings.port = port
+        settings = settings.model_copy(update={"port": port})
 
-    def prepare(urls: Any) -> Callable[[], None]:
-        token = _run(_with_db(urls, lambda db: dev_token(db, settings.data_dir)))
-        where = embedded_description(settings.data_dir) if urls.embedded else "MCP_GATEWAY_DATABASE_URL"
-        return lambda: print_dev_banner(settings.resolved_public_url, token, database=where)
+    def prepare(urls: Any, serving: Settings) -> Callable[[], None]:
+        token = run(with_db(urls, lambda db: dev_token(db, serving.data_dir)))
+        where = embedded_description(serving.data_dir) if urls.embedded else "MCP_GATEWAY_DATABASE_URL"
+        return lambda: print_dev_banner(serving.resolved_public_url, token, database=where)
 
     _serve(settings, tools=tools or [], config_path=None, demo=True, log_format="text", prepare=prepare)
     if settings.database_url is None:

@@ -13,32 +13,29 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from gateway.cli_common import (
+    cell,
+    check_format,
+    check_id,
+    database_error,
+    database_urls,
+    load_settings,
+    operator_principal,
+    run,
+    with_db,
+)
 from gateway.errors import UserError
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from gateway.reports import CostReport
+
 report_app = typer.Typer(no_args_is_help=True, help="Usage and cost reports.")
-
-OPERATOR_USER = "cli"
-ALL_TENANTS = "*"  # identity of the auditor principal used for all-tenant reads (any non-empty value)
-
-
-def operator_principal(tenant: str | None) -> Any:
-    """A tenant admin of `tenant`, or an auditor (all tenants) when it is None."""
-    from auth import Principal
-
-    if tenant is None:
-        return Principal(user_id=OPERATOR_USER, tenant_id=ALL_TENANTS, role="auditor", token_kind="pat",
-                         name="mcp-gateway CLI")
-    return Principal(user_id=OPERATOR_USER, tenant_id=tenant, role="admin", token_kind="pat",
-                     name="mcp-gateway CLI")
-
-
-def _check_id(value: str | None, option: str) -> None:
-    if value is not None and (not value.strip() or "\x00" in value or len(value) > 500):
-        raise UserError(f"{option} {value!r}: not a valid id")
 
 
 @report_app.command("costs")
@@ -52,20 +49,18 @@ def report_costs(
     output: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
 ) -> None:
     """Calls, errors, tokens and cost per user (tool, day, client) from the daily rollup."""
-    from gateway import cli
     from gateway.reports import GROUP_BYS, ReportError, cost_report, resolve_range
 
     if by not in GROUP_BYS:
         raise UserError(f"--by {by!r}: expected one of {', '.join(GROUP_BYS)}")
-    if output not in ("table", "csv", "json"):
-        raise UserError(f"--format {output!r}: expected table, csv or json")
-    _check_id(tenant, "--tenant")
-    _check_id(user, "--user")
+    check_format(output)
+    check_id(tenant, "--tenant")
+    check_id(user, "--user")
     try:
         resolve_range(since, until)  # bad dates fail before touching the database
     except ReportError as exc:
         raise UserError(f"--{exc.param}: {str(exc).split(': ', 1)[-1]}") from None
-    urls = cli._urls(cli._settings())
+    urls = database_urls(load_settings())
     principal = operator_principal(tenant)
 
     async def work(db: Any) -> Any:
@@ -73,11 +68,11 @@ def report_costs(
                                  user_id=user)
 
     try:
-        report = cli._run(cli._with_db(urls, work))
+        report = run(with_db(urls, work))
     except ReportError as exc:
         raise UserError(str(exc)) from None
     except Exception as exc:
-        _database_error(exc)
+        database_error(exc)
     if output == "json":
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return
@@ -91,36 +86,26 @@ def report_costs(
         typer.echo(f"No usage for {scope} in {period}.")
         return
     from rich.console import Console
+
+    Console(width=max(120, Console().width)).print(costs_table(report, f"Costs by {by} — {scope}, {period}"))
+
+
+_KEY_COLUMNS = ("tenant_id", "user_id", "tool_name", "day", "client_type")
+
+
+def costs_table(report: CostReport, title: str) -> Table:
+    """The report as a rich table: key columns left, figures right, a totals row; an empty key is `(none)`."""
     from rich.table import Table
 
-    table = Table(title=f"Costs by {by} — {scope}, {period}")
+    table = Table(title=title)
     for column in report.columns:
-        table.add_column(column, justify="right" if column not in ("tenant_id", "user_id", "tool_name", "day",
-                                                                    "client_type") else "left")
+        table.add_column(column, justify="left" if column in _KEY_COLUMNS else "right")
     for row in report.rows:
-        table.add_row(*(_cell(row[c]) for c in report.columns))
+        table.add_row(*(cell(row[c], empty="(none)") for c in report.columns))
     keys = len(report.columns) - len(report.totals)
     table.add_section()
-    table.add_row(*(["total"] + [""] * (keys - 1)), *(_cell(report.totals[c]) for c in report.columns[keys:]))
-    Console(width=max(120, Console().width)).print(table)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if value == "":
-        return "(none)"
-    return str(value)
-
-
-def _database_error(exc: Exception) -> None:
-    import psycopg
-
-    if isinstance(exc, psycopg.Error):
-        text = (getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)).strip().splitlines()
-        hint = " (run `mcp-gateway migrate`?)" if isinstance(exc, psycopg.errors.UndefinedTable) else ""
-        raise UserError(f"database error: {text[0] if text else type(exc).__name__}{hint}") from None
-    raise exc
+    table.add_row(*(["total"] + [""] * (keys - 1)), *(cell(report.totals[c]) for c in report.columns[keys:]))
+    return table
 
 
 def sql_command(
@@ -131,31 +116,30 @@ def sql_command(
     output: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
 ) -> None:
     """Admin SQL console: one read-only SELECT, tenant-scoped by row-level security."""
-    from gateway import cli
     from gateway.sqlconsole import ConsoleError, SqlConsole, limits_from, validate_sql
 
     if (tenant is None) == (not all_tenants):
         raise UserError("give exactly one of --tenant T or --all-tenants")
-    if output not in ("table", "csv", "json"):
-        raise UserError(f"--format {output!r}: expected table, csv or json")
-    _check_id(tenant, "--tenant")
+    check_format(output)
+    check_id(tenant, "--tenant")
     try:
         validate_sql(query)  # refused queries fail before touching the database
     except ConsoleError as exc:
         raise UserError(f"refused: {exc}") from None
-    urls = cli._urls(cli._settings())
+    settings = load_settings()
+    urls = database_urls(settings)
     principal = operator_principal(tenant)
 
     async def work(db: Any) -> Any:
-        console = SqlConsole(urls, db, limits=limits_from(cli._settings()))
+        console = SqlConsole(urls, db, limits=limits_from(settings))
         return await console.run(principal, query)
 
     try:
-        result = cli._run(cli._with_db(urls, work))
+        result = run(with_db(urls, work))
     except ConsoleError as exc:
         raise UserError(str(exc)) from None
     except Exception as exc:
-        _database_error(exc)
+        database_error(exc)
     if output == "json":
         typer.echo(json.dumps(result.as_dict(), indent=2))
         return
@@ -169,15 +153,8 @@ def sql_command(
 
         table = Table(*result.columns)
         for row in result.rows:
-            table.add_row(*(_cell(v) for v in row))
+            table.add_row(*(cell(v) for v in row))
         Console().print(table)
         typer.echo(f"({len(result.rows)} row{'s' if len(result.rows) != 1 else ''})")
     if result.truncated:
         print(f"mcp-gateway: warning: truncated at {len(result.rows)} rows", file=sys.stderr)
-
-
-def _cell(value: Any) -> str:
-    """One result value as text: empty for NULL, JSON for json/array values."""
-    if value is None:
-        return ""
-    return json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)

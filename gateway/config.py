@@ -19,11 +19,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from auth.principal import Role
 from gateway.errors import UserError
 from gateway.oauth.config import OAuthClientConfig
 from gateway.pricing import Pricing
-
-RoleName = Literal["member", "admin", "auditor"]
 
 _UPSTREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -177,7 +176,7 @@ class AccessRule(_Strict):
 
 
 class TenantAccess(_Strict):
-    roles: dict[RoleName, AccessRule] = Field(default_factory=dict)
+    roles: dict[Role, AccessRule] = Field(default_factory=dict)
 
 
 class AccessConfig(_Strict):
@@ -187,7 +186,7 @@ class AccessConfig(_Strict):
                                   description="Tools with any of these FastMCP tags are admin tools")
     admin_tools: list[str] = Field(default_factory=lambda: ["run_sql"],
                                    description="Name globs that are admin tools too")
-    roles: dict[RoleName, AccessRule] = Field(default_factory=dict)
+    roles: dict[Role, AccessRule] = Field(default_factory=dict)
     tenants: dict[str, TenantAccess] = Field(default_factory=dict)
 
 
@@ -202,7 +201,7 @@ class RoleQuota(_Strict):
 
 class TenantQuota(_Strict):
     tenant_daily_budget: float | None = Field(None, ge=0, description="USD per tenant per UTC day")
-    roles: dict[RoleName, RoleQuota] = Field(default_factory=dict)
+    roles: dict[Role, RoleQuota] = Field(default_factory=dict)
 
 
 class QuotaConfig(_Strict):
@@ -211,7 +210,7 @@ class QuotaConfig(_Strict):
     refresh_seconds: float = Field(10.0, gt=0, le=3600,
                                    description="How often spend totals are re-read from the database")
     tenant_daily_budget: float | None = Field(None, ge=0, description="USD per tenant per UTC day (every tenant)")
-    roles: dict[RoleName, RoleQuota] = Field(default_factory=dict)
+    roles: dict[Role, RoleQuota] = Field(default_factory=dict)
     tenants: dict[str, TenantQuota] = Field(default_factory=dict)
 
 

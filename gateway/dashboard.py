@@ -30,7 +30,8 @@ _HEADERS = {
 
 
 def _asset(name: str) -> bytes:
-    return resources.files("gateway").joinpath("static", name).read_bytes()
+    # static/ sits beside this module, whichever package that is.
+    return resources.files(__package__ or "gateway").joinpath("static", name).read_bytes()
 
 
 async def page(request: Request) -> Response:

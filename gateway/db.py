@@ -19,7 +19,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from auth import Principal
+from auth import Principal, Role
 from gateway.errors import UserError
 from gateway.settings import Settings
 
@@ -27,7 +27,7 @@ APP_LOGIN = "mcp_gateway_app"
 CONSOLE_LOGIN = "mcp_gateway_console"
 
 # Principal role -> the database role its transactions run as.
-REQUEST_ROLES: dict[str, str] = {
+REQUEST_ROLES: dict[Role, str] = {
     "member": "mcp_gateway_member",
     "admin": "mcp_gateway_tenant_admin",
     "auditor": "mcp_gateway_auditor",

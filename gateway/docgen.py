@@ -132,8 +132,8 @@ def _env_rows(model: type[BaseModel], descriptions: dict[str, str], skip: set[st
             continue
         description = field.description or descriptions.get(name)
         if not description:
-            raise SystemExit(f"{model.__name__}.{name} has no description (add one to the model"
-                             f"{' or to AUTH_DESCRIPTIONS in gateway/docgen.py' if model.__module__.startswith('auth') else ''})")
+            where = " or to AUTH_DESCRIPTIONS in gateway/docgen.py" if model.__module__.startswith("auth") else ""
+            raise SystemExit(f"{model.__name__}.{name} has no description (add one to the model{where})")
         rows.append(f"| `{PREFIX}{name.upper()}` | {_type_name(field.annotation)}{_bounds(field)} | "
                     f"{_default(field)} | {_cell(description)} |")
     return rows

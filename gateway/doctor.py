@@ -194,7 +194,7 @@ class Doctor:
         except (ssl.SSLError, OSError) as exc:
             return Check("tls", "fail", f"TLS handshake failed: {getattr(exc, 'reason', None) or exc}",
                          "is this port serving TLS? use http:// for a plain listener, or fix the proxy's TLS setup")
-        expires = ssl.cert_time_to_seconds(cert["notAfter"]) if "notAfter" in cert else None
+        expires = ssl.cert_time_to_seconds(str(cert["notAfter"])) if "notAfter" in cert else None
         if expires is not None:
             days = (expires - time.time()) / 86400
             if days < CERT_WARN_DAYS:

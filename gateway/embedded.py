@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 DATABASE_NAME = "mcp_gateway"
@@ -89,7 +90,7 @@ class _Account:
         if self.uid is not None:
             os.chown(path, self.uid, self.gid or -1)
 
-    def run_kwargs(self) -> dict[str, object]:
+    def run_kwargs(self) -> dict[str, Any]:
         if self.uid is None:
             return {}
         return {"user": self.uid, "group": self.gid, "extra_groups": []}
@@ -195,7 +196,7 @@ class EmbeddedPostgres:
         result = subprocess.run(
             [str(bindir / "initdb"), "-D", str(self.pgdata), "-U", SUPERUSER, "--auth=trust",
              "--encoding=UTF8", "--locale=C.UTF-8" if _has_c_utf8() else "--locale=C"],
-            capture_output=True, text=True, cwd=str(self.pgdata), **account.run_kwargs(),  # type: ignore[arg-type]
+            capture_output=True, text=True, cwd=str(self.pgdata), **account.run_kwargs(),
         )
         if result.returncode != 0:
             shutil.rmtree(self.pgdata, ignore_errors=True)
@@ -248,7 +249,7 @@ class EmbeddedPostgres:
             [str(bindir / "pg_ctl"), "start", "-D", str(self.pgdata), "-l", str(self.log_file),
              "-w", "-t", str(int(timeout))],
             capture_output=True, text=True, cwd=str(self.pgdata), start_new_session=True,
-            stdin=subprocess.DEVNULL, **account.run_kwargs(),  # type: ignore[arg-type]
+            stdin=subprocess.DEVNULL, **account.run_kwargs(),
         )
         if result.returncode != 0:
             raise EmbeddedPostgresError(
@@ -260,7 +261,7 @@ class EmbeddedPostgres:
         psql = [str(bindir / "psql") if (bindir / "psql").exists() else "psql",
                 "-X", "-q", "-t", "-A", "-h", str(self.socket_dir), "-p", str(PORT), "-U", SUPERUSER, "-d", "postgres"]
         while True:
-            check = subprocess.run(psql + ["-c", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'"],
+            check = subprocess.run([*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'"],
                                    capture_output=True, text=True)
             if check.returncode == 0:
                 break
@@ -268,7 +269,7 @@ class EmbeddedPostgres:
                 raise EmbeddedPostgresError(f"cannot connect to the embedded cluster: {_last_line(check.stderr)}")
             time.sleep(0.2)  # the server accepts connections moments after pg_ctl returns
         if check.stdout.strip() != "1":
-            create = subprocess.run(psql + ["-c", f'CREATE DATABASE "{DATABASE_NAME}"'], capture_output=True, text=True)
+            create = subprocess.run([*psql, "-c", f'CREATE DATABASE "{DATABASE_NAME}"'], capture_output=True, text=True)
             if create.returncode != 0 and "already exists" not in create.stderr:
                 raise EmbeddedPostgresError(f"cannot create database {DATABASE_NAME}: {_last_line(create.stderr)}")
 
@@ -278,7 +279,7 @@ class EmbeddedPostgres:
         result = subprocess.run(
             [str(bindir / "pg_ctl"), *args, "-D", str(self.pgdata)],
             capture_output=True, text=True, cwd=str(self.pgdata), stdin=subprocess.DEVNULL,
-            **account.run_kwargs(),  # type: ignore[arg-type]
+            **account.run_kwargs(),
         )
         if check and result.returncode != 0:
             raise EmbeddedPostgresError(f"pg_ctl {args[0]} failed: {_last_line(result.stderr or result.stdout)}")

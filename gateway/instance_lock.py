@@ -151,10 +151,9 @@ class InstanceClaim:
         while True:
             await asyncio.sleep(self.check_every)
             try:
-                if self.lock.held:
-                    if not await asyncio.to_thread(self.lock.still_held):
-                        log.warning("lost the database connection holding instance id %s; taking it again",
-                                    self.lock.instance_id)
+                if self.lock.held and not await asyncio.to_thread(self.lock.still_held):
+                    log.warning("lost the database connection holding instance id %s; taking it again",
+                                self.lock.instance_id)
                 if not self.lock.held:
                     await asyncio.to_thread(self.lock.acquire)
                     log.info("holding instance id %s", self.lock.instance_id)

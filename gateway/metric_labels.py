@@ -40,6 +40,8 @@ def registry_names(mcp: Any) -> ToolNames:
 
 
 class ToolLabels:
+    name = "tool_labels"  # a Component (gateway/wiring.py): refreshed from the tool registry in the background
+
     def __init__(self, cap: int = MAX_TOOL_LABELS, refresh_interval: float = 30.0) -> None:
         self.cap = cap
         self.refresh_interval = refresh_interval
@@ -91,3 +93,6 @@ class ToolLabels:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+
+    async def ready(self) -> dict[str, Any]:
+        return {"labels": len(self._labels), "registered": len(self._registered)}

@@ -12,12 +12,13 @@ What is measured, and where it comes from:
 - Tracking writer: queue depth (records not yet in the database), flush batch sizes, records written,
   dropped, spilled, repaired and quarantined, whether the database is reachable. Read from `writer.stats`
   at scrape time.
-- Active analytics sessions in this process (`len(services.sessions)`).
-- Upstream health, read at scrape time: `services.extras["upstreams"]` (gateway.upstreams.Upstreams: each
-  item's `.name` and `.health.state`), or, if set, `services.extras["upstream_health"]`: a mapping
-  `{upstream_name: state}` or a zero-argument callable returning one, where `state` is "up"/"down"
-  (other strings, e.g. "unknown", give no sample), a bool or number (1 healthy, 0 not), or an object with
-  a boolean `healthy` attribute. Exposed as `mcp_gateway_upstream_up{upstream="name"}`.
+- Active analytics sessions in this process (`open_sessions()`).
+- Upstream health, read at scrape time from `upstream_health`: a mapping `{upstream_name: state}` or a
+  zero-argument callable returning one (gateway.upstreams.Upstreams.health_states), where `state` is
+  "up"/"down" (other strings, e.g. "unknown", give no sample), a bool or number (1 healthy, 0 not), or an
+  object with a boolean `healthy` attribute. Exposed as `mcp_gateway_upstream_up{upstream="name"}`.
+
+gateway/wiring.py connects `tool_called` to the Tracker and `auth_refused` to the token verifier.
 
 Optional OpenTelemetry: when OTEL_EXPORTER_OTLP_ENDPOINT is set and the OpenTelemetry SDK and OTLP
 exporter are installed, FastMCP's spans are exported (`configure_otel`); otherwise one log line says why not.
@@ -29,7 +30,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -44,7 +45,7 @@ from gateway.metric_labels import MAX_TOOL_LABELS, OTHER, UNKNOWN, ToolLabels
 from gateway.records import ToolCalled
 
 if TYPE_CHECKING:
-    from gateway.services import Services
+    from gateway.records import WriterStats
 
 log = logging.getLogger("mcp_gateway")
 
@@ -63,11 +64,25 @@ def route_of(path: str) -> str:
     return "other"
 
 
+class WriterView(Protocol):
+    """What metrics read from the tracking writer at scrape time."""
+
+    @property
+    def stats(self) -> WriterStats: ...
+
+    @property
+    def backlog(self) -> int: ...
+
+
 class GatewayMetrics:
     """All metrics of one app. `registry` is this app's own CollectorRegistry."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, *, writer: WriterView, open_sessions: Callable[[], int], instance_id: str,
+                 upstream_health: Any = None) -> None:
+        self.writer = writer
+        self.open_sessions = open_sessions
+        self.instance_id = instance_id
+        self.upstream_health = upstream_health
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.http_requests = Counter("mcp_gateway_http_requests", "HTTP requests served, by route, method and status.",
@@ -86,19 +101,8 @@ class GatewayMetrics:
         self.flush_batch = Histogram("mcp_gateway_writer_flush_batch_size", "Records written per writer flush.",
                                      buckets=_BATCH_BUCKETS, registry=r)
         r.register(_StateCollector(self))
-        self.tool_labels = ToolLabels()  # its registry source is set by the app (gateway/app.py)
-        hooks = services.extras
-        hooks.setdefault("start_hooks", []).append(self.tool_labels.start)
-        hooks.setdefault("stop_hooks", []).append(self.tool_labels.stop)
+        self.tool_labels = ToolLabels()  # a component of its own; its registry source is set in gateway/wiring.py
         self._flushes_seen = 0
-        services.tracker.on_recorded.append(self.tool_called)
-        on_refused = getattr(services.gateway_auth.verifier, "on_refused", None)
-        if on_refused is not None:
-            on_refused.append(self.auth_refused)
-        global _otel_configured
-        if not _otel_configured:
-            _otel_configured = True
-            configure_otel()
 
     # -- hooks ----------------------------------------------------------------------------------
 
@@ -144,7 +148,7 @@ class GatewayMetrics:
 
     def sync_writer(self) -> None:
         """Feed flushes that happened since the last scrape into the batch-size histogram."""
-        stats = self.services.writer.stats
+        stats = self.writer.stats
         new = stats.flushes - self._flushes_seen
         if new > 0:
             for size in stats.flush_sizes[-min(new, len(stats.flush_sizes)):] if stats.flush_sizes else ():
@@ -161,21 +165,21 @@ class GatewayMetrics:
 
 
 class _StateCollector(Collector):
-    """Gauges and counters read from the services at scrape time."""
+    """Gauges and counters read from the writer, the session registry and upstreams at scrape time."""
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
-        services = self.metrics.services
-        writer = services.writer
+        metrics = self.metrics
+        writer = metrics.writer
         stats = writer.stats
         info = GaugeMetricFamily("mcp_gateway_build_info", "Gateway version and instance.",
                                  labels=["version", "instance"])
-        info.add_metric([__version__, services.instance_id], 1)
+        info.add_metric([__version__, metrics.instance_id], 1)
         yield info
         yield GaugeMetricFamily("mcp_gateway_active_sessions",
-                                "Analytics sessions open in this process.", value=len(services.sessions))
+                                "Analytics sessions open in this process.", value=metrics.open_sessions())
         yield GaugeMetricFamily("mcp_gateway_writer_queue_depth",
                                 "Tracking records not yet written (in memory and spilled).", value=writer.backlog)
         yield GaugeMetricFamily("mcp_gateway_writer_database_up",
@@ -196,18 +200,9 @@ class _StateCollector(Collector):
                                   value=stats.quarantined)
         upstreams = GaugeMetricFamily("mcp_gateway_upstream_up", "1 when an upstream MCP server is healthy.",
                                       labels=["upstream"])
-        for name, up in upstream_health(_upstream_source(services.extras)).items():
+        for name, up in upstream_health(metrics.upstream_health).items():
             upstreams.add_metric([name], up)
         yield upstreams
-
-
-def _upstream_source(extras: Mapping[str, Any]) -> Any:
-    if extras.get("upstream_health") is not None:
-        return extras["upstream_health"]
-    upstreams = extras.get("upstreams")
-    if upstreams is None:
-        return None
-    return lambda: {u.name: u.health.state for u in getattr(upstreams, "items", ())}
 
 
 _UP = {"up": 1.0, "healthy": 1.0, "ok": 1.0, "down": 0.0, "unhealthy": 0.0}
@@ -235,6 +230,14 @@ def upstream_health(source: Any) -> dict[str, float]:
     except Exception as exc:  # a scrape never fails because of an upstream probe
         log.warning("metrics: upstream_health unavailable: %s", type(exc).__name__)
         return {}
+
+
+def configure_otel_once() -> None:
+    """The tracer provider is process-wide: configure it for the first app of the process only."""
+    global _otel_configured
+    if not _otel_configured:
+        _otel_configured = True
+        configure_otel()
 
 
 def configure_otel(service_name: str = "mcp-gateway") -> bool:

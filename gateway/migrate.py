@@ -18,10 +18,13 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+import gateway
 from gateway.errors import UserError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PACKAGED_SQL = Path(__file__).resolve().parent / "sql"  # a wheel's copy (setup.py); absent in a checkout
+# Located from the package, not from this file, so the module may live in any sub-package.
+GATEWAY_PACKAGE = Path(gateway.__file__).resolve().parent
+PROJECT_ROOT = GATEWAY_PACKAGE.parent
+PACKAGED_SQL = GATEWAY_PACKAGE / "sql"  # a wheel's copy (setup.py); absent in a checkout
 
 
 def _sql_dir(name: str) -> Path:
@@ -85,7 +88,8 @@ def migrate(admin_url: str, *, login_password: str | None = None,
             "CREATE TABLE IF NOT EXISTS mcp_gateway_meta.migrations ("
             " filename text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        applied = dict(conn.execute("SELECT filename, checksum FROM mcp_gateway_meta.migrations").fetchall())
+        applied: dict[str, str] = dict(conn.execute("SELECT filename, checksum FROM mcp_gateway_meta.migrations")
+                                       .fetchall())
         for path in migrations:
             digest = _checksum(path)
             if path.name in applied:
@@ -136,8 +140,9 @@ def status(admin_url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[tuple[
     """(filename, state) for every migration: applied, pending, or edited."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT to_regclass('mcp_gateway_meta.migrations') IS NOT NULL").fetchone()
-        applied = (dict(conn.execute("SELECT filename, checksum FROM mcp_gateway_meta.migrations").fetchall())
-                   if exists and exists[0] else {})
+        applied: dict[str, str] = {}
+        if exists and exists[0]:
+            applied = dict(conn.execute("SELECT filename, checksum FROM mcp_gateway_meta.migrations").fetchall())
     rows = []
     for path in _sql_files(migrations_dir):
         if path.name not in applied:

@@ -86,10 +86,6 @@ def _encoder() -> Any | None:
         return None
 
 
-def tokenizer_name() -> str:
-    return "tiktoken cl100k_base" if _encoder() is not None else "estimate (1 token per 4 bytes)"
-
-
 def count_tokens(text: str | None) -> int:
     if not text:
         return 0

@@ -43,14 +43,14 @@ from mcp.shared.exceptions import MCPError
 
 from auth import Principal
 from gateway.config import QuotaConfig, RoleQuota
+from gateway.errors import AccessDenied
 from gateway.pricing import Pricing, arguments_text, count_tokens
 from gateway.records import ToolCalled
 from gateway.tasks import cancel_and_wait
-from gateway.tracking import COMPLETE, AccessDenied, completion_target
+from gateway.tracking import COMPLETE, completion_target
 
 if TYPE_CHECKING:
     from gateway.db import Database
-    from gateway.services import Services
 
 log = logging.getLogger("mcp_gateway.quotas")
 
@@ -77,7 +77,7 @@ class Limits:
 
 
 class TokenBucket:
-    __slots__ = ("rate", "capacity", "tokens", "updated", "accepted")
+    __slots__ = ("accepted", "capacity", "rate", "tokens", "updated")
 
     def __init__(self, calls_per_minute: float, capacity: int, now: float) -> None:
         self.rate = calls_per_minute / 60.0
@@ -129,12 +129,21 @@ def _usd(value: Decimal) -> str:
 def _fmt_seconds(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def quotas_configured(config: QuotaConfig) -> bool:
+    """Whether `[quotas]` sets any limit at all (else no Quotas is built and no middleware runs)."""
+    return bool(config.roles or config.tenants or config.tenant_daily_budget is not None)
+
+
 class Quotas:
+    """Rate limits and budgets; a Component (gateway.wiring) with a refresh loop for budgets."""
+
+    name = "quotas"
+
     def __init__(self, config: QuotaConfig, pricing: Pricing, db: Database | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -369,7 +378,7 @@ class Quotas:
         await cancel_and_wait(self._task)
         self._task = None
 
-    async def ready_probe(self) -> dict[str, Any]:
+    async def ready(self) -> dict[str, Any]:
         return {"budgets": self.budgets_enabled,
                 "last_refresh": self.last_refresh.isoformat() if self.last_refresh else None,
                 "last_refresh_error": self.last_refresh_error}
@@ -439,16 +448,3 @@ class QuotaMiddleware(Middleware):
             # No await between here and the tracker's record: other calls never see the spend missing.
             self.quotas.release(reservation)
 
-
-def install_quotas(services: Services) -> QuotaMiddleware | None:
-    config = services.config.quotas
-    if not (config.roles or config.tenants or config.tenant_daily_budget is not None):
-        return None
-    quotas = Quotas(config, services.config.pricing, services.db)
-    if quotas.budgets_enabled:
-        services.tracker.on_recorded.append(quotas.on_recorded)
-    services.extras["quotas"] = quotas
-    services.extras.setdefault("ready_probes", {})["quotas"] = quotas.ready_probe
-    services.extras.setdefault("start_hooks", []).append(quotas.start)
-    services.extras.setdefault("stop_hooks", []).append(quotas.stop)
-    return QuotaMiddleware(quotas, services.principal_of)

@@ -26,9 +26,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from psycopg.rows import dict_row
+
 from auth import Principal
 from gateway.csvsafe import to_csv
 from gateway.db import Database
+from gateway.formatting import money
 
 GroupBy = Literal["user", "tool", "day", "client"]
 GROUP_BYS: tuple[str, ...] = ("user", "tool", "day", "client")
@@ -159,10 +162,10 @@ async def cost_report(db: Database, principal: Principal, *, since: str | date |
         where.append("d.user_id = %(user_id)s")
     query = (
         f"SELECT {select},"
-        " sum(d.calls)::bigint, sum(d.errors)::bigint, sum(d.denied)::bigint,"
-        " sum(d.prompt_tokens)::bigint, sum(d.completion_tokens)::bigint,"
-        " (sum(d.prompt_tokens) + sum(d.completion_tokens))::bigint,"
-        " sum(d.cost)::numeric(20, 8)"
+        " sum(d.calls)::bigint AS calls, sum(d.errors)::bigint AS errors, sum(d.denied)::bigint AS denied,"
+        " sum(d.prompt_tokens)::bigint AS prompt_tokens, sum(d.completion_tokens)::bigint AS completion_tokens,"
+        " (sum(d.prompt_tokens) + sum(d.completion_tokens))::bigint AS total_tokens,"
+        " sum(d.cost)::numeric(20, 8) AS cost"
         " FROM gateway.usage_daily AS d"
         f" WHERE {' AND '.join(where)}"
         f" GROUP BY {group}"
@@ -170,26 +173,25 @@ async def cost_report(db: Database, principal: Principal, *, since: str | date |
     )
     params = {"since": first, "until": last, "tenant_id": tenant_id, "user_id": user_id}
     async with db.as_principal(principal) as conn:
-        records = await (await conn.execute(query, params)).fetchall()
+        records = await (await conn.cursor(row_factory=dict_row).execute(query, params)).fetchall()
     rows: list[dict[str, Any]] = []
     totals: dict[str, Any] = {m: 0 for m in METRICS}
     total_cost = Decimal(0)
-    n_keys = len(key_columns)
     for record in records:
         row: dict[str, Any] = {}
-        for i, column in enumerate(key_columns):
-            value = record[i]
+        for column in key_columns:
+            value = record[column]
             row[column] = value.isoformat() if isinstance(value, date) else value
-        for j, metric in enumerate(METRICS):
-            value = record[n_keys + j]
+        for metric in METRICS:
+            value = record[metric]
             if metric == "cost":
-                cost = Decimal(value or 0).quantize(Decimal("0.00000001"))
+                cost = Decimal(value or 0)
                 total_cost += cost
-                row[metric] = str(cost)
+                row[metric] = money(cost)
             else:
                 row[metric] = int(value or 0)
                 totals[metric] += row[metric]
         rows.append(row)
-    totals["cost"] = str(total_cost.quantize(Decimal("0.00000001")))
+    totals["cost"] = money(total_cost)
     return CostReport(group_by=group_by, since=first, until=last, columns=(*key_columns, *METRICS),
                       rows=rows, totals=totals)

@@ -5,35 +5,70 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
+from psycopg.rows import class_row
 
 from auth import Principal
+from auth.fastmcp_private import lifespan_of
 from gateway import __version__
 from gateway.console_hardening import SideChannelStatus
 from gateway.errors import UserError
+from gateway.formatting import money
 
 if TYPE_CHECKING:
-    from gateway.services import Services
+    from gateway.db import Database
+    from gateway.tracking import AnalyticsSessions
+    from gateway.writer import TrackingWriter
 
 
-def _caller(services: Services) -> Principal:
-    principal = services.principal_of()
-    if principal is None:
-        raise ToolError("this tool needs an authenticated caller")
-    return principal
+@dataclass(frozen=True, slots=True)
+class _Totals:
+    calls: int
+    errors: int
+    denied: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
 
 
-def add_builtin_tools(mcp: FastMCP, services: Services) -> None:
+@dataclass(frozen=True, slots=True)
+class _ToolUsage:
+    tool_name: str | None
+    calls: int
+    cost: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class _RecentSession:
+    session_id: UUID
+    client_type: str | None
+    client_version: str | None
+    status: str
+    connected_at: datetime
+    last_activity: datetime
+    disconnect_reason: str | None
+
+
+def add_builtin_tools(mcp: FastMCP, *, db: Database, writer: TrackingWriter, sessions: AnalyticsSessions,
+                      principal_of: Callable[[], Principal | None]) -> None:
+    def caller() -> Principal:
+        principal = principal_of()
+        if principal is None:
+            raise ToolError("this tool needs an authenticated caller")
+        return principal
+
     @mcp.tool(annotations={"readOnlyHint": True})
     async def whoami() -> dict[str, Any]:
         """Who the gateway thinks you are: user, tenant, role and token kind (never the token)."""
-        principal = _caller(services)
+        principal = caller()
         return principal.model_dump(mode="json", exclude={"token_id"}) | {"token_id": principal.token_id}
 
     @mcp.tool(annotations={"readOnlyHint": True})
@@ -44,51 +79,56 @@ def add_builtin_tools(mcp: FastMCP, services: Services) -> None:
         """
         if not 1 <= days <= 366:
             raise ToolError("days must be between 1 and 366")
-        principal = _caller(services)
+        principal = caller()
         since = datetime.now(UTC) - timedelta(days=days)
-        async with services.db.as_principal(principal) as conn:
-            totals = await (await conn.execute(
-                "SELECT count(*), count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE status = 'denied'),"
-                " coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),"
-                " coalesce(sum(estimated_cost), 0)"
+        async with db.as_principal(principal) as conn:
+            totals = await (await conn.cursor(row_factory=class_row(_Totals)).execute(
+                "SELECT count(*) AS calls, count(*) FILTER (WHERE status = 'error') AS errors,"
+                " count(*) FILTER (WHERE status = 'denied') AS denied,"
+                " coalesce(sum(prompt_tokens), 0) AS prompt_tokens,"
+                " coalesce(sum(completion_tokens), 0) AS completion_tokens,"
+                " coalesce(sum(estimated_cost), 0) AS cost"
                 " FROM gateway.mcp_requests WHERE user_id = %s AND \"timestamp\" >= %s",
                 (principal.user_id, since))).fetchone()
-            by_tool = await (await conn.execute(
-                "SELECT tool_name, count(*), coalesce(sum(estimated_cost), 0) FROM gateway.mcp_requests"
-                " WHERE user_id = %s AND \"timestamp\" >= %s GROUP BY tool_name ORDER BY count(*) DESC LIMIT 20",
+            by_tool = await (await conn.cursor(row_factory=class_row(_ToolUsage)).execute(
+                "SELECT tool_name, count(*) AS calls, coalesce(sum(estimated_cost), 0) AS cost"
+                " FROM gateway.mcp_requests WHERE user_id = %s AND \"timestamp\" >= %s"
+                " GROUP BY tool_name ORDER BY count(*) DESC LIMIT 20",
                 (principal.user_id, since))).fetchall()
-            sessions = await (await conn.execute(
+            recent = await (await conn.cursor(row_factory=class_row(_RecentSession)).execute(
                 "SELECT session_id, client_type, client_version, status, connected_at, last_activity,"
                 " disconnect_reason FROM gateway.mcp_sessions WHERE user_id = %s AND connected_at >= %s"
                 " ORDER BY connected_at DESC LIMIT 10", (principal.user_id, since))).fetchall()
-        assert totals is not None
+        assert totals is not None  # an aggregate without GROUP BY always has its one row
         return {
             "user_id": principal.user_id,
             "tenant_id": principal.tenant_id,
             "days": days,
-            "calls": totals[0], "errors": totals[1], "denied": totals[2],
-            "prompt_tokens": totals[3], "completion_tokens": totals[4],
-            "estimated_cost_usd": _money(totals[5]),
-            "by_tool": [{"tool": t, "calls": c, "estimated_cost_usd": _money(cost)} for t, c, cost in by_tool],
+            "calls": totals.calls, "errors": totals.errors, "denied": totals.denied,
+            "prompt_tokens": totals.prompt_tokens, "completion_tokens": totals.completion_tokens,
+            "estimated_cost_usd": money(totals.cost),
+            "by_tool": [{"tool": t.tool_name, "calls": t.calls, "estimated_cost_usd": money(t.cost)}
+                        for t in by_tool],
             "recent_sessions": [
-                {"session_id": str(s[0]), "client": s[1], "client_version": s[2], "status": s[3],
-                 "connected_at": s[4].isoformat(), "last_activity": s[5].isoformat(), "disconnect_reason": s[6]}
-                for s in sessions
+                {"session_id": str(s.session_id), "client": s.client_type, "client_version": s.client_version,
+                 "status": s.status, "connected_at": s.connected_at.isoformat(),
+                 "last_activity": s.last_activity.isoformat(), "disconnect_reason": s.disconnect_reason}
+                for s in recent
             ],
         }
 
-    console_side_channels = SideChannelStatus(services.db)
+    console_side_channels = SideChannelStatus(db)
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def health_check() -> dict[str, Any]:
         """Gateway status: version, database reachability and the tracking backlog."""
-        database_ok = await services.db.ping()
+        database_ok = await db.ping()
         return {
             "status": "ok" if database_ok else "degraded",
             "version": __version__,
             "database": "up" if database_ok else "down",
-            "tracking_backlog": services.writer.backlog,
-            "open_sessions": len(services.sessions),
+            "tracking_backlog": writer.backlog,
+            "open_sessions": len(sessions),
             "console_side_channels": await console_side_channels.status(),
         }
 
@@ -147,10 +187,7 @@ def has_nothing_to_mount(server: FastMCP) -> bool:
     return (
         all(isinstance(m, DereferenceRefsMiddleware) for m in server.middleware)  # FastMCP's default
         and list(server.providers) == [server.local_provider]
-        # No public accessor for the lifespan in fastmcp 4.1 (pinned <4.2; tests/gateway/test_mounting.py).
-        and getattr(server, "_lifespan", None) is default_lifespan
+        and lifespan_of(server) is default_lifespan
     )
 
 
-def _money(value: Decimal | float | int) -> str:
-    return str(Decimal(value).quantize(Decimal("0.000001")))

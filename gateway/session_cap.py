@@ -49,7 +49,7 @@ from auth.provider import principal_from_access_token
 from gateway.tracking import ClientInfo
 
 if TYPE_CHECKING:
-    from gateway.services import Services
+    from gateway.settings import Settings
 
 log = logging.getLogger("mcp_gateway.sessions")
 
@@ -390,13 +390,12 @@ def _find_session_holder(app: Any) -> Any:
     return None
 
 
-def install_session_cap(services: Services) -> SessionCap:
+def session_cap_from(settings: Settings, on_session_end: Callable[[str, str], object]) -> SessionCap:
     """The cap for this app; a reaped session's analytics session ends as `timeout`."""
-    settings = services.settings
 
     def reaped(principal: Principal, kind: Kind, session_id: str) -> None:
         client = ClientInfo(None, None, None, "sse" if kind == "sse" else "streamable-http", session_id[:200])
-        services.sessions.end(client.key_for(principal), "timeout")
+        on_session_end(client.key_for(principal), "timeout")
 
     return SessionCap(settings.max_sessions_per_principal, settings.session_reap_after,
                       settings.session_idle_timeout, on_reaped=reaped)

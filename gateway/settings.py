@@ -14,7 +14,8 @@ CsvList = Annotated[list[str], NoDecode]  # "a,b" in the environment
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MCP_GATEWAY_", extra="ignore")
+    # Frozen: built once from the environment, then passed around; a CLI override is a model_copy.
+    model_config = SettingsConfigDict(env_prefix="MCP_GATEWAY_", extra="ignore", frozen=True)
 
     database_url: SecretStr | None = Field(
         None, description="postgresql:// URL of an existing server (migrations, CLI). Unset: embedded PostgreSQL.")
@@ -49,7 +50,8 @@ class Settings(BaseSettings):
         60, gt=0, description="/ready answers 503 when tracking records wait and none has been written for this "
                               "many seconds (database away, or refusing every write).")
     spill_dir: Path | None = Field(
-        None, description="Where records beyond QUEUE_MAX are spilled while the database is away. Default DATA_DIR/spill.")
+        None,
+        description="Where records beyond QUEUE_MAX are spilled while the database is away. Default DATA_DIR/spill.")
     # The admin SQL console (POST /api/sql, run_sql, `mcp-gateway sql`; docs/admin-sql.md).
     sql_row_cap: int = Field(10_000, ge=1, le=1_000_000, description="SQL console: most rows in one answer.")
     sql_deadline: float = Field(10.0, ge=0.1, le=300, description="SQL console: seconds a query may run, "

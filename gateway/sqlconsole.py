@@ -31,7 +31,7 @@ import math
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from auth import Principal
+from auth import PRIVILEGED_ROLES, Principal
 from gateway.console_slots import FairSlots, SlotsBusy
 from gateway.sqlguard import QueryRefused as GuardRefused
 from gateway.sqlguard import SqlGuard
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from fastmcp import FastMCP
 
     from gateway.db import Database, DatabaseUrls
-    from gateway.services import Services
 
 DEFAULT_ROW_CAP = 10_000
 DEFAULT_DEADLINE = 10.0
@@ -435,19 +434,10 @@ def limits_from(settings: Any) -> ConsoleLimits:
         queue_per_tenant=settings.sql_queue_per_tenant, queue_timeout=settings.sql_queue_timeout)
 
 
-def console_for(services: Services) -> SqlConsole:
-    """The process's one console, made on first use and kept in services.extras."""
-    console = services.extras.get("sql_console")
-    if console is None:
-        console = SqlConsole(services.urls, services.db, limits=limits_from(services.settings))
-        services.extras["sql_console"] = console
-    return console  # type: ignore[no-any-return]
-
-
 # ---------------------------------------------------------------------------------- MCP tool
 
 
-def add_admin_tools(mcp: FastMCP, services: Services) -> None:
+def add_admin_tools(mcp: FastMCP, console: SqlConsole, principal_of: Callable[[], Principal | None]) -> None:
     """`run_sql` for tenant admins (their tenant) and auditors (all tenants).
 
     Tagged "admin" so the access middleware hides it from members; the tool itself also
@@ -463,11 +453,11 @@ def add_admin_tools(mcp: FastMCP, services: Services) -> None:
         gateway.tenants; views gateway.mcp_session_stats, gateway.mcp_user_stats. At most
         10,000 rows (`truncated` says when more existed) and 10 seconds.
         """
-        principal = services.principal_of()
-        if principal is None or principal.role not in ("admin", "auditor"):
+        principal = principal_of()
+        if principal is None or principal.role not in PRIVILEGED_ROLES:
             raise NotFoundError("Unknown tool: 'run_sql'")
         try:
-            result = await console_for(services).run(principal, sql)
+            result = await console.run(principal, sql)
         except ConsoleError as exc:
             raise ToolError(str(exc)) from None
         return result.as_dict()

@@ -9,18 +9,19 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from psycopg.rows import class_row, scalar_row
+
 from auth.pat import display_prefix, generate_pat, hash_pat
-from auth.principal import normalize_role
+from auth.principal import ROLES, normalize_role
 from auth.store import PatRecord
 from gateway.db import Database
 
 _DURATION = re.compile(r"\s*(\d{1,6})\s*([smhdw])\s*")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 MAX_LIFETIME = timedelta(days=3650)
-ROLES = ("member", "admin", "auditor")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -61,21 +62,17 @@ class PostgresTokenStore:
 
     async def find_by_hash(self, token_hash: bytes) -> PatRecord | None:
         async with self.db.as_system("authn") as conn:
-            cur = await conn.execute(
-                "SELECT t.token_id::text, t.tenant_id, t.user_id, t.role, t.scopes, t.expires_at, t.revoked_at,"
-                "       u.email, u.name"
+            cur = await conn.cursor(row_factory=class_row(PatRecord)).execute(
+                "SELECT t.token_id::text AS token_id, t.tenant_id, t.user_id, t.role,"
+                "       coalesce(t.scopes, '{}') AS scopes, t.expires_at, t.revoked_at, u.email, u.name"
                 "  FROM gateway.api_tokens t"
                 "  JOIN gateway.users u USING (tenant_id, user_id)"
                 " WHERE t.token_hash = %s",
                 (token_hash,),
             )
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        token_id, tenant_id, user_id, role, scopes, expires_at, revoked_at, email, name = row
-        return PatRecord(token_id=token_id, tenant_id=tenant_id, user_id=user_id, role=role,
-                         scopes=tuple(scopes or ()), expires_at=expires_at, revoked_at=revoked_at,
-                         email=email, name=name)
+            record = await cur.fetchone()
+        # PatRecord.scopes is a tuple (frozen, hashable); PostgreSQL gives a list.
+        return None if record is None else replace(record, scopes=tuple(record.scopes))
 
     async def mark_used(self, used: Mapping[str, datetime]) -> None:
         if not used:
@@ -113,30 +110,29 @@ async def create_token(db: Database, *, tenant_id: str, user_id: str, email: str
             "   SET email = coalesce(EXCLUDED.email, u.email), name = coalesce(EXCLUDED.name, u.name)",
             (tenant_id, user_id, email, name, normalize_role(role), user_id),
         )
-        cur = await conn.execute(
+        cur = await conn.cursor(row_factory=scalar_row).execute(
             "INSERT INTO gateway.api_tokens (tenant_id, user_id, name, prefix, token_hash, role, scopes, expires_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, now() + %s::interval)"
             " RETURNING token_id::text",
             (tenant_id, user_id, token_name, display_prefix(token), hash_pat(token), role, scopes or [],
              expires_in),
         )
-        row = await cur.fetchone()
-    assert row is not None
-    return row[0], token
+        token_id = await cur.fetchone()
+    assert token_id is not None  # INSERT ... RETURNING always returns the row
+    return token_id, token
 
 
 async def list_tokens(db: Database, tenant_id: str | None = None) -> list[TokenInfo]:
     async with db.as_system("authn") as conn:
-        cur = await conn.execute(
-            "SELECT token_id::text, tenant_id, user_id, name, prefix, role, scopes, created_at, expires_at,"
-            "       revoked_at, last_used_at"
+        cur = await conn.cursor(row_factory=class_row(TokenInfo)).execute(
+            "SELECT token_id::text AS token_id, tenant_id, user_id, name, prefix, role,"
+            "       coalesce(scopes, '{}') AS scopes, created_at, expires_at, revoked_at, last_used_at"
             "  FROM gateway.api_tokens"
             " WHERE %(tenant)s::text IS NULL OR tenant_id = %(tenant)s"
             " ORDER BY tenant_id, user_id, created_at",
             {"tenant": tenant_id},
         )
-        rows = await cur.fetchall()
-    return [TokenInfo(*row[:6], list(row[6] or []), *row[7:]) for row in rows]
+        return await cur.fetchall()
 
 
 async def revoke_token(db: Database, token_id: str) -> bool:

@@ -43,6 +43,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from auth import Principal
 from auth.claimtext import MAX_CLIENT_NAME, MAX_CLIENT_VERSION, display_text, storable
+from gateway.errors import AccessDenied
 from gateway.records import CallStatus, SessionEnded, SessionOpened, ToolCalled
 from gateway.writer import TrackingWriter, utcnow
 
@@ -58,20 +59,6 @@ _SECRETISH = re.compile(
 
 # Set while the middleware tracks a call, so the decorator knows not to record again.
 _tracked_by_middleware: contextvars.ContextVar[bool] = contextvars.ContextVar("mcp_gateway_tracked", default=False)
-
-
-class AccessDenied(Exception):
-    """Raised by access/quota checks inside the chain: recorded as `denied`.
-
-    `public` is what the caller sees (for hidden tools: exactly the unknown-tool answer).
-    `result`, when set, is returned instead (e.g. an isError ToolResult with structured content).
-    """
-
-    def __init__(self, reason: str, public: Exception | None = None, result: Any = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.public = public
-        self.result = result
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +107,6 @@ class AnalyticsSessions:
         self._clock = clock
         self._open: dict[str, _OpenSession] = {}
         self._next_prune = clock() + self.PRUNE_EVERY
-        writer.on_session_gone = self.forget
-        writer.on_session_canonical = self.adopt
 
     def session_for(self, principal: Principal, client: ClientInfo) -> tuple[uuid.UUID, str]:
         key = client.key_for(principal)

@@ -56,19 +56,19 @@ from fastmcp.client.transports import (
     StreamableHttpTransport,
 )
 from fastmcp.exceptions import ToolError
-from fastmcp.server.providers.proxy import ProxyProvider, ProxyTool, _CacheEntry
+from fastmcp.server.providers.proxy import ProxyProvider, ProxyTool
 from fastmcp.tools.base import Tool, ToolResult
 from fastmcp.utilities.versions import VersionSpec, version_sort_key
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError as PydanticValidationError
 
+from auth.fastmcp_private import ProxyCacheEntry, client_session_task, force_disconnect, proxy_tool_client_factory
 from gateway.config import UpstreamConfig
+from gateway.formatting import one_line
 from gateway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from fastmcp.server.context import Context
-
-    from gateway.services import Services
 
 log = logging.getLogger("mcp_gateway.upstreams")
 T = TypeVar("T")
@@ -129,12 +129,6 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else ""
-    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
-
-
 def classify(name: str, exc: BaseException, timeout: float) -> UpstreamError:
     """Map whatever escaped a backend request to one of the upstream error types."""
     if isinstance(exc, UpstreamError):
@@ -150,22 +144,22 @@ def classify(name: str, exc: BaseException, timeout: float) -> UpstreamError:
             return UpstreamUnavailable(f"upstream {name!r} answered HTTP {e.response.status_code}")
     for e in chain:
         if isinstance(e, _PROTOCOL_ERRORS):
-            return UpstreamProtocolError(f"upstream {name!r} sent an invalid MCP answer ({_one_line(e)})")
+            return UpstreamProtocolError(f"upstream {name!r} sent an invalid MCP answer ({one_line(e, 200)})")
     for e in chain:
         if isinstance(e, _TRANSPORT_ERRORS) or (
                 isinstance(e, RuntimeError) and "failed to connect" in str(e).lower()):
-            return UpstreamUnavailable(f"upstream {name!r} is unreachable ({_one_line(e)})")
+            return UpstreamUnavailable(f"upstream {name!r} is unreachable ({one_line(e, 200)})")
     for e in chain:
-        if _session_gone(e):
+        if isinstance(e, MCPError) and _session_gone(e):
             return UpstreamUnavailable(f"upstream {name!r} is unreachable (session lost: {e.error.message})")
         if isinstance(e, MCPError):
             if e.error.code in (mcp_types.PARSE_ERROR, mcp_types.INVALID_REQUEST):
-                return UpstreamProtocolError(
-                    f"upstream {name!r} sent an invalid MCP answer ({e.error.message.splitlines()[0] if e.error.message else e.error.code})")
+                detail = one_line(e.error.message) if e.error.message else e.error.code
+                return UpstreamProtocolError(f"upstream {name!r} sent an invalid MCP answer ({detail})")
             if e.error.code == mcp_types.CONNECTION_CLOSED:
                 return UpstreamUnavailable(f"upstream {name!r} is unreachable (connection closed)")
             return UpstreamError(f"upstream {name!r} answered error {e.error.code}: {e.error.message}")
-    return UpstreamProtocolError(f"upstream {name!r} failed ({_one_line(exc)})")
+    return UpstreamProtocolError(f"upstream {name!r} failed ({one_line(exc, 200)})")
 
 
 # -- one upstream -------------------------------------------------------------------------------
@@ -340,7 +334,7 @@ class Upstream:
         try:
             with anyio.move_on_after(5):
                 if shared is not None:
-                    await shared._disconnect(force=True)
+                    await force_disconnect(shared)
                 if self._closing:
                     await asyncio.gather(*self._closing, return_exceptions=True)
                 await self._transport.close()  # the stdio child process
@@ -351,7 +345,7 @@ class Upstream:
 def _alive(client: Client) -> bool:
     if not client.is_connected():
         return False
-    task = getattr(getattr(client, "_session_state", None), "session_task", None)
+    task = client_session_task(client)
     return task is None or not task.done()
 
 
@@ -386,7 +380,7 @@ class UpstreamTool(ProxyTool):
     """A proxied tool whose backend call is timed and classified by its Upstream."""
 
     async def run(self, arguments: dict[str, Any], context: Context | None = None) -> ToolResult:
-        upstream: Upstream = self._client_factory.__self__  # type: ignore[attr-defined]
+        upstream: Upstream = proxy_tool_client_factory(self).__self__
         return await upstream.guarded(lambda: ProxyTool.run(self, arguments, context))
 
 
@@ -412,7 +406,7 @@ class UpstreamProvider(ProxyProvider):
             return [UpstreamTool.from_mcp_tool(self.client_factory, t) for t in listed]
 
         tools = await self.upstream.guarded(work, listing=True)
-        self._tools_cache = _CacheEntry(tools, time.monotonic())
+        self._tools_cache = ProxyCacheEntry(tools, time.monotonic())
         self.upstream.health.tools = len(tools)
         return tools
 
@@ -469,6 +463,10 @@ class UpstreamProvider(ProxyProvider):
 
 
 class Upstreams:
+    """Every configured upstream; a Component (gateway.wiring): health loops run between start and stop."""
+
+    name = "upstreams"
+
     def __init__(self, configs: Sequence[UpstreamConfig]) -> None:
         self.items = [Upstream(c) for c in configs]
 
@@ -483,19 +481,11 @@ class Upstreams:
     async def stop(self) -> None:
         await asyncio.gather(*(u.stop() for u in self.items), return_exceptions=True)
 
-    async def ready_probe(self) -> dict[str, Any]:
+    async def ready(self) -> dict[str, Any]:
         """Per-upstream health for /ready. Never fails readiness: the gateway serves the rest."""
         return {u.name: u.status() for u in self.items}
 
+    def health_states(self) -> dict[str, str]:
+        """{upstream name: "up" | "down" | "unknown"}, for metrics."""
+        return {u.name: u.health.state for u in self.items}
 
-def install_upstreams(mcp: FastMCP, services: Services) -> Upstreams | None:
-    configs = services.config.upstreams
-    if not configs:
-        return None
-    upstreams = Upstreams(configs)
-    upstreams.mount(mcp)
-    services.extras["upstreams"] = upstreams
-    services.extras.setdefault("ready_probes", {})["upstreams"] = upstreams.ready_probe
-    services.extras.setdefault("start_hooks", []).append(upstreams.start)
-    services.extras.setdefault("stop_hooks", []).append(upstreams.stop)
-    return upstreams

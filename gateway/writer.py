@@ -48,6 +48,7 @@ import psycopg
 
 from auth.claimtext import MAX_CLIENT_NAME, MAX_CLIENT_VERSION, MAX_EMAIL, MAX_NAME, display_text, storable
 from gateway.db import Database
+from gateway.formatting import one_line
 from gateway.pricing import Pricing, arguments_text, count_tokens
 from gateway.records import Record, SessionEnded, SessionOpened, ToolCalled, WriterStats
 
@@ -168,7 +169,7 @@ class TrackingWriter:
         try:
             await self._close_instance_sessions("server_shutdown")
         except Exception as exc:  # database away at shutdown: the next start closes them as crashed
-            log.error("writer: could not close sessions at shutdown: %s", _one_line(exc))
+            log.error("writer: could not close sessions at shutdown: %s", one_line(exc))
         if self.backlog:
             log.error("writer: %d records were not written before exit", self.backlog)
 
@@ -232,9 +233,9 @@ class TrackingWriter:
     def _note_outage(self, exc: BaseException) -> None:
         if self.stats.database_up:
             log.error("writer: database unavailable (%s); keeping %d records until it returns",
-                      _one_line(exc), self.backlog)
+                      one_line(exc), self.backlog)
         self.stats.database_up = False
-        self.stats.last_error = _one_line(exc)
+        self.stats.last_error = one_line(exc)
 
     async def _maintenance(self) -> None:
         now = time.monotonic()
@@ -298,7 +299,7 @@ class TrackingWriter:
         """Write the head batch in halves, down to the single records at fault; each part leaves the
         queue as soon as it commits, so an outage midway keeps exactly what is not yet written."""
         count = min(len(self._queue), MAX_BATCH)
-        log.warning("writer: a batch of %d was refused (%s); isolating the records at fault", count, _one_line(cause))
+        log.warning("writer: a batch of %d was refused (%s); isolating the records at fault", count, one_line(cause))
         sizes = [count]  # parts still to write, in queue order (a stack: the next part is last)
         while sizes:
             size = sizes.pop()
@@ -327,12 +328,12 @@ class TrackingWriter:
                 cause = exc
                 continue
             self.stats.repaired += 1
-            log.warning("writer: stored a %s record after cleaning it (%s)", type(record).__name__, _one_line(cause))
+            log.warning("writer: stored a %s record after cleaning it (%s)", type(record).__name__, one_line(cause))
             return
         self.stats.quarantined += 1
-        self.stats.last_error = _one_line(cause)
+        self.stats.last_error = one_line(cause)
         log.error("writer: quarantined a %s record the database refuses (%s): session %s; %d quarantined in total",
-                  type(record).__name__, _one_line(cause), record.session_id, self.stats.quarantined)
+                  type(record).__name__, one_line(cause), record.session_id, self.stats.quarantined)
 
     async def _write(self, batch: list[Record]) -> None:
         opened = [r for r in batch if isinstance(r, SessionOpened)]
@@ -567,9 +568,4 @@ def _decode(data: dict[str, Any]) -> Record:
 
 def _safe(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 

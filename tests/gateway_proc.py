@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,26 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import jwt
 
+from tests.helpers import JWT_SECRET, free_port, make_jwt
 from tests.pg import TestDatabase
 
-JWT_SECRET = "test-secret-for-hs256-must-be-at-least-32-bytes!"
+__all__ = ["JWT_SECRET", "REPO", "GatewayProcess", "create_pat", "free_port", "make_jwt", "running_gateway",
+           "start_gateway"]
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def make_jwt(user: str, tenant: str = "acme", role: str = "member", *, email: str | None = None,
-             name: str | None = None, ttl: int = 3600, secret: str = JWT_SECRET) -> str:
-    now = int(time.time())
-    claims = {"sub": user, "tenant": tenant, "roles": [role], "iat": now, "exp": now + ttl,
-              "email": email or f"{user}@{tenant}.example", "name": name or user.title()}
-    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 def create_pat(database: TestDatabase, tenant: str, user: str, role: str = "member") -> str:

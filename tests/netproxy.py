@@ -4,11 +4,12 @@ for the gateway (connections reset, new ones refused) without stopping the share
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tests.helpers import free_port
 
 
 class CuttableProxy:
@@ -18,9 +19,7 @@ class CuttableProxy:
         self.target_port = int(params.get("port") or 5432)
         self.target_unix = f"{host}/.s.PGSQL.{self.target_port}" if host.startswith("/") else None
         self.target_host = None if self.target_unix else host
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.AbstractServer | None = None

@@ -25,7 +25,6 @@ from psycopg import sql
 from gateway.db import APP_LOGIN, CONSOLE_LOGIN, DatabaseUrls, url_password, with_user
 from gateway.migrate import MIGRATIONS_DIR, migrate
 
-
 _ROLES_SQL = (MIGRATIONS_DIR / "000_roles.sql").read_bytes()
 
 

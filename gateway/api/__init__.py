@@ -19,7 +19,7 @@ from starlette.routing import Route
 from gateway.api.handlers import ApiError, Endpoint, endpoints, error_response
 
 if TYPE_CHECKING:
-    from gateway.services import Services
+    from gateway.wiring import Services
 
 
 def _route(endpoint: Endpoint) -> Route:
@@ -51,11 +51,6 @@ def create_api_app(services: Services) -> Starlette:
 
     routes_spec = endpoints(services)
     document: dict[str, Any] = build_openapi(routes_spec)
-
-    async def openapi(request: Request) -> JSONResponse:
-        return JSONResponse(document)
-
-    app = Starlette(routes=[Route("/openapi.json", openapi, methods=["GET"]), *(_route(e) for e in routes_spec)],
-                    exception_handlers={HTTPException: _http_error})
-    app.state.openapi = document  # served without a token by gateway/app.py: it describes, it holds no data
+    app = Starlette(routes=[_route(e) for e in routes_spec], exception_handlers={HTTPException: _http_error})
+    app.state.openapi = document  # served at /api/openapi.json without a token by gateway/app.py: no data in it
     return app

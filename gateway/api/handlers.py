@@ -6,7 +6,6 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
@@ -14,16 +13,16 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from auth import Principal
+from auth import PRIVILEGED_ROLES, Principal
 from auth.provider import authenticated_principal
 from auth.starlette import require_principal
 from gateway import reports
 from gateway.api import models as m
-from gateway.sqlconsole import (ConsoleBusy, ConsoleForbidden, ConsoleUnavailable, QueryFailed, QueryRefused,
-                                console_for)
+from gateway.formatting import validation_message
+from gateway.sqlconsole import ConsoleBusy, ConsoleForbidden, ConsoleUnavailable, QueryFailed, QueryRefused
 
 if TYPE_CHECKING:
-    from gateway.services import Services
+    from gateway.wiring import Services
 
 MAX_BODY = 256 * 1024
 
@@ -71,17 +70,12 @@ class Endpoint:
 
 
 def _params(model: type[m.Params], request: Request) -> Any:
-    raw = {key: request.query_params.get(key) for key in request.query_params.keys()}
+    raw = {key: request.query_params.get(key) for key in request.query_params}
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = ".".join(str(p) for p in first.get("loc", ())) or "query"
-        raise ApiError(422, "invalid_parameter", f"{name}: {_one_line(first.get('msg', 'invalid'))}", name) from None
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())[:300]
+        name, message = validation_message(exc, default_location="query")
+        raise ApiError(422, "invalid_parameter", f"{name}: {message}", name) from None
 
 
 async def _caller(request: Request, services: Services) -> Principal:
@@ -93,10 +87,6 @@ async def _caller(request: Request, services: Services) -> Principal:
 
 def _json(model: BaseModel) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json"))
-
-
-def _money(value: Any) -> str:
-    return str(Decimal(value or 0).quantize(Decimal("0.00000001")))
 
 
 def _narrow(tenant_id: str | None, user_id: str | None) -> tuple[str, list[Any]]:
@@ -147,7 +137,8 @@ class Handlers:
     async def sessions(self, request: Request) -> Response:
         principal = await _caller(request, self.services)
         p: m.SessionsParams = _params(m.SessionsParams, request)
-        where, args = ["true"], []
+        where: list[str] = ["true"]
+        args: list[Any] = []
         if p.status:
             where.append("status = %s")
             args.append(p.status)
@@ -263,7 +254,7 @@ class Handlers:
     # -- POST /api/sql -----------------------------------------------------------------------
     async def sql(self, request: Request) -> Response:
         principal = await _caller(request, self.services)
-        if principal.role not in ("admin", "auditor"):
+        if principal.role not in PRIVILEGED_ROLES:
             raise ApiError(403, "forbidden", "the SQL console is for tenant admins and auditors")
         body = b""
         async for chunk in request.stream():
@@ -278,12 +269,10 @@ class Handlers:
         try:
             req = m.SqlRequest.model_validate(payload)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            name = ".".join(str(x) for x in first.get("loc", ())) or "body"
-            raise ApiError(422, "invalid_body", f"{name}: {_one_line(first.get('msg', 'invalid'))}",
-                           name) from None
+            name, message = validation_message(exc, default_location="body")
+            raise ApiError(422, "invalid_body", f"{name}: {message}", name) from None
         try:
-            result = await console_for(self.services).run(principal, req.sql)
+            result = await self.services.console.run(principal, req.sql)
         except ConsoleForbidden as exc:
             raise ApiError(403, "forbidden", str(exc)) from None
         except QueryRefused as exc:

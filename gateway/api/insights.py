@@ -22,7 +22,7 @@ from gateway.api.models import DateText, Params, SafeId
 from gateway.reports import ReportError
 
 if TYPE_CHECKING:
-    from gateway.services import Services
+    from gateway.wiring import Services
 
 
 class RangeParams(Params):
@@ -151,7 +151,7 @@ class InsightHandlers:
         principal = await _caller(request, self.services)
         if principal.role not in ("admin", "auditor"):
             raise ApiError(403, "forbidden", "upstream status is for tenant admins and auditors")
-        registry = self.services.extras.get("upstreams")
+        registry = self.services.upstreams
         items = []
         for upstream in getattr(registry, "items", []):
             state = upstream.status()

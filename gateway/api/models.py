@@ -10,15 +10,27 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 # Query strings: no NUL (PostgreSQL text cannot hold it), bounded length.
 SafeId = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00]*$")]
+
+
+def _a_day(value: str, info: ValidationInfo) -> str:
+    """The CLI's date grammar (gateway.reports.parse_day), so `--since` and `?since=` accept the same."""
+    from gateway.reports import ReportError, parse_day
+
+    try:
+        parse_day(value, info.field_name or "date")
+    except ReportError as exc:
+        raise ValueError(str(exc).split(": ", 1)[-1]) from None
+    return value
+
+
 DateText = Annotated[str, Field(min_length=1, max_length=64,
-                                pattern=r"^\s*(\d{1,6}\s*[dhwDHW]|[Tt]oday|[Yy]esterday|"
-                                        r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:\d{2})?)?)\s*$",
                                 description="ISO date (2026-11-01), ISO date-time, today, yesterday, "
-                                            "or relative: 7d, 24h, 2w (the UTC date that long ago)")]
+                                            "or relative: 7d, 24h, 2w (the UTC date that long ago)"),
+                     AfterValidator(_a_day)]
 
 
 # A session is "live" while its last call is at most this many seconds old (default), "idle" while it

@@ -26,11 +26,12 @@ from starlette.responses import JSONResponse, Response
 
 from auth import Principal
 from gateway import tokens as store
-from gateway.api.handlers import ApiError, Endpoint, _caller, _one_line, _params
+from gateway.api.handlers import ApiError, Endpoint, _caller, _params
 from gateway.api.models import Params, SafeId
+from gateway.formatting import one_line
 
 if TYPE_CHECKING:
-    from gateway.services import Services
+    from gateway.wiring import Services
 
 MAX_BODY = 16 * 1024
 MAX_ACTIVE_PER_USER = 25  # a flood of tokens from one account is refused, not stored
@@ -101,7 +102,7 @@ async def _json_body(request: Request, model: type[BaseModel]) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(x) for x in first.get("loc", ())) or "body"
-        raise ApiError(422, "invalid_body", f"{name}: {_one_line(first.get('msg', 'invalid'))}", name) from None
+        raise ApiError(422, "invalid_body", f"{name}: {one_line(first.get('msg', 'invalid'))}", name) from None
 
 
 def _meta(row: dict[str, Any], principal: Principal) -> TokenMeta:

@@ -19,10 +19,10 @@ def grants(tenant: Annotated[str | None, typer.Option(help="Only this tenant")] 
            user: Annotated[str | None, typer.Option(help="Only this user")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
     """List grants (client, user, scope, last use; never a token)."""
-    from gateway.cli import _run, _settings, _urls, _with_db
+    from gateway.cli_common import database_urls, load_settings, run, with_db
     from gateway.oauth.store import OAuthStore
 
-    rows = _run(_with_db(_urls(_settings()), lambda db: OAuthStore(db).list_grants(tenant, user)))
+    rows = run(with_db(database_urls(load_settings()), lambda db: OAuthStore(db).list_grants(tenant, user)))
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -38,13 +38,15 @@ def grants(tenant: Annotated[str | None, typer.Option(help="Only this tenant")] 
 @oauth_app.command("revoke")
 def revoke(grant_id: Annotated[str, typer.Argument(help="The grant id shown by `oauth grants`")]) -> None:
     """Revoke a grant and every token issued under it; running gateways refuse them within 5 seconds."""
-    from gateway.cli import _run, _settings, _urls, _with_db
+    from gateway.cli_common import database_urls, load_settings, run, with_db
     from gateway.oauth.store import OAuthStore
 
     try:
         uuid.UUID(grant_id)
     except ValueError:
         raise UserError(f"{grant_id!r} is not a grant id (see `mcp-gateway oauth grants`)") from None
-    if not _run(_with_db(_urls(_settings()), lambda db: OAuthStore(db).revoke_grant(grant_id, reason="admin"))):
+    urls = database_urls(load_settings())
+    revoked = run(with_db(urls, lambda db: OAuthStore(db).revoke_grant(grant_id, reason="admin")))
+    if not revoked:
         raise UserError(f"no active grant with id {grant_id}")
     typer.echo(f"revoked {grant_id}")

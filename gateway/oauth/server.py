@@ -152,7 +152,7 @@ class JsonBodyRequest(JsonRequest):
 class S256Only(CodeChallenge):
     """PKCE is mandatory and S256 is the only method (OAuth 2.1, MCP authorization)."""
 
-    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]  # noqa: RUF012 - authlib's class attribute, read as a list
     DEFAULT_CODE_CHALLENGE_METHOD = "S256"
 
     def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:

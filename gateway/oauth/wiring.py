@@ -33,6 +33,9 @@ log = logging.getLogger("mcp_gateway.oauth")
 
 @dataclass
 class OAuthComponents:
+    """A Component (gateway/wiring.py): loads pre-registered clients and signing keys at start."""
+
+    name = "oauth"  # its key in the /ready body
     settings: AuthSettings
     service: OAuthService
     local_tokens: LocalTokenVerifier
@@ -68,6 +71,9 @@ class OAuthComponents:
     async def stop(self) -> None:
         if self._http is not None:
             await self._http.aclose()
+
+    async def ready(self) -> dict[str, Any]:
+        return {"issuer": self.service.issuer}
 
 
 DASHBOARD_CLIENT_ID = "mcp-gateway-dashboard"

@@ -49,10 +49,9 @@
     return Number.isFinite(n) ? n : 0;
   }
 
+  // USD with 8 places, as the API, CSV and CLI show it (docs/reports.md): the same figure everywhere.
   function money(value) {
-    const n = num(value);
-    if (n === 0) return "0.00";
-    return n < 0.01 ? String(Number(n.toPrecision(2))) : n.toFixed(2);
+    return num(value).toFixed(8);
   }
 
   function ms(value) {

@@ -33,7 +33,7 @@ class ApiEnv:
         user, tenant, role = PRINCIPALS[who]
         return make_jwt(user, tenant, role)
 
-    def get(self, who: str, path: str, **params: object) -> httpx.Response:
+    def get(self, who: str, path: str, **params: str | int) -> httpx.Response:
         return self.http.get(path, params=params, headers={"Authorization": f"Bearer {self.token(who)}"})
 
     def post(self, who: str, path: str, body: object) -> httpx.Response:

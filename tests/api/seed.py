@@ -44,13 +44,16 @@ class S:
 
 SESSIONS = [
     S("a-alice-active", A, "alice", "active", timedelta(hours=1)),
-    S("a-alice-2d", A, "alice", "disconnected", timedelta(days=2, hours=1), timedelta(days=2), "client_disconnect", 100.0),
+    S("a-alice-2d", A, "alice", "disconnected", timedelta(days=2, hours=1), timedelta(days=2), "client_disconnect",
+      100.0),
     S("a-alice-10d", A, "alice", "disconnected", timedelta(days=10, hours=1), timedelta(days=10), "timeout", 1000.0),
     S("a-bob-1d", A, "bob", "disconnected", timedelta(days=1, hours=1), timedelta(days=1), "timeout", 300.0),
     S("a-bob-idle", A, "bob", "idle", timedelta(hours=3)),
-    S("b-alice-3d", B, "alice", "disconnected", timedelta(days=3, hours=1), timedelta(days=3), "error:ValueError", 50.0),
+    S("b-alice-3d", B, "alice", "disconnected", timedelta(days=3, hours=1), timedelta(days=3), "error:ValueError",
+      50.0),
     S("b-alice-active", B, "alice", "active", timedelta(minutes=30)),
-    S("b-zed-40d", B, "zz-secret-zed", "disconnected", timedelta(days=40, hours=1), timedelta(days=40), "server_crash", 7.0),
+    S("b-zed-40d", B, "zz-secret-zed", "disconnected", timedelta(days=40, hours=1), timedelta(days=40),
+      "server_crash", 7.0),
 ]
 
 # (session name, tool, status, ago, prompt, completion, cost)
@@ -77,7 +80,8 @@ def seed(conn: psycopg.Connection, now: datetime | None = None) -> datetime:
         for tenant in (A, B):
             conn.execute("INSERT INTO gateway.tenants (tenant_id, name) VALUES (%s, %s)", (tenant, tenant.title()))
         for tenant, user, role in USERS:
-            conn.execute("INSERT INTO gateway.users (tenant_id, user_id, email, name, role) VALUES (%s, %s, %s, %s, %s)",
+            conn.execute("INSERT INTO gateway.users (tenant_id, user_id, email, name, role)"
+                         " VALUES (%s, %s, %s, %s, %s)",
                          (tenant, user, f"{user}@{tenant}.example", user.title(), role))
         for s in SESSIONS:
             client = f"{MARKER}-client" if s.tenant == B else "claude-code"
@@ -97,8 +101,9 @@ def seed(conn: psycopg.Connection, now: datetime | None = None) -> datetime:
                 "INSERT INTO gateway.mcp_requests (id, session_id, tenant_id, user_id, tool_name, status,"
                 " error_message, duration_ms, prompt_tokens, completion_tokens, estimated_cost, client_type,"
                 " \"timestamp\") VALUES (%s, %s, %s, %s, %s, %s, %s, 12.5, %s, %s, %s, %s, %s)",
-                (rid(i), s.id, s.tenant, s.user, tool, status, (f"{MARKER} boom" if s.tenant == B else "boom") if status == "error" else None, prompt,
-                 completion, cost, "claude-code" if s.tenant == A else f"{MARKER}-client", now - ago))
+                (rid(i), s.id, s.tenant, s.user, tool, status,
+                 (f"{MARKER} boom" if s.tenant == B else "boom") if status == "error" else None, prompt, completion,
+                 cost, "claude-code" if s.tenant == A else f"{MARKER}-client", now - ago))
     return now
 
 

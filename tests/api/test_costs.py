@@ -8,12 +8,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
-from tests.api.conftest import PRINCIPALS, ApiEnv
-from tests.api.seed import A, B, MARKER
 from gateway.cli import main
+from tests.api.conftest import PRINCIPALS, ApiEnv
+from tests.api.seed import MARKER, A, B
 
 RAW = {  # who -> WHERE over raw mcp_requests, written independently of RLS
     "member": ("tenant_id = %s AND user_id = %s", (A, "alice")),
@@ -24,7 +25,8 @@ RAW = {  # who -> WHERE over raw mcp_requests, written independently of RLS
 }
 
 
-def _raw(api_env: ApiEnv, who: str, key: str, since_days: int = 60, n: int = 1) -> dict[tuple[str, ...], dict[str, object]]:
+def _raw(api_env: ApiEnv, who: str, key: str, since_days: int = 60,
+         n: int = 1) -> dict[tuple[str, ...], dict[str, Any]]:
     where, params = RAW[who]
     with api_env.admin() as conn:
         rows = conn.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 
@@ -101,7 +102,7 @@ def test_session_detail_requests_are_paged_and_missing_or_malformed_is_404(api_e
     ("other_member", 1, {"total_disconnected": 0, "disconnect_reasons": {}, "avg_duration_seconds": None,
                          "max_duration_seconds": None, "min_duration_seconds": None}),
 ])
-def test_disconnected_statistics(api_env: ApiEnv, who: str, days: int, expected: dict[str, object]) -> None:
+def test_disconnected_statistics(api_env: ApiEnv, who: str, days: int, expected: dict[str, Any]) -> None:
     r = api_env.get(who, "/api/mcp/sessions/disconnected", days=days, limit=1)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -140,7 +141,7 @@ def test_disconnected_sessions_newest_first(api_env: ApiEnv) -> None:
     ("/api/reports/costs", {"since": "2026-11-10", "until": "2026-11-01"}, "since"),
     ("/api/reports/costs", {"since": "999999d"}, "since"),
 ])
-def test_bad_parameters_are_422_naming_the_parameter(api_env: ApiEnv, path: str, params: dict[str, object],
+def test_bad_parameters_are_422_naming_the_parameter(api_env: ApiEnv, path: str, params: dict[str, Any],
                                                      name: str) -> None:
     r = api_env.get("admin", path, **params)
     assert r.status_code == 422, r.text

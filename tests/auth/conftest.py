@@ -10,18 +10,14 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import logging
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -40,6 +36,9 @@ from starlette.routing import Mount, Route
 from auth import AuthSettings, PatRecord, Principal
 from auth.provider import GatewayAuth, current_principal
 from auth.starlette import STATE_KEY, require_principal
+from tests import helpers
+from tests.helpers import b64url as b64url  # re-exported: tests import it from here
+from tests.helpers import free_port as free_port
 
 HS_SECRET = "s" * 24 + "-0123456789abcdef"  # 41 bytes
 AUDIENCE = "https://gateway.test/mcp"
@@ -47,12 +46,6 @@ HS_ISSUER = "https://hs.test"
 
 
 # --- servers ---------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @asynccontextmanager
 async def serve(app: Any, **config: Any) -> AsyncIterator[str]:
@@ -117,21 +110,9 @@ def keys() -> dict[str, SigningKey]:
             "ec": ec_key("ec1"), "ed": ed_key("ed1"), "rogue": rsa_key("rsa1")}
 
 
-def b64url(data: bytes | str | Mapping[str, Any]) -> str:
-    if isinstance(data, Mapping):
-        data = json.dumps(data, separators=(",", ":"))
-    if isinstance(data, str):
-        data = data.encode()
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def hs_token(claims: Mapping[str, Any], secret: str | bytes = HS_SECRET, alg: str = "HS256", **headers: Any) -> str:
-    """Built by hand so tests can sign with keys PyJWT would refuse (e.g. a PEM as HMAC secret)."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    header = {"alg": alg, "typ": "JWT", **headers}
-    signing_input = f"{b64url(header)}.{b64url(claims)}"
-    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
-    return f"{signing_input}.{b64url(hmac.new(key, signing_input.encode(), digest).digest())}"
+    """tests.helpers.hs_token with this directory's secret as the default."""
+    return helpers.hs_token(claims, secret, alg, **headers)
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
@@ -211,14 +192,14 @@ class MemoryTokenStore:
         self.records[hash_pat(token)] = PatRecord(
             token_id=str(uuid.uuid4()), tenant_id=tenant_id, user_id=user_id, role=role,
             scopes=("mcp",), expires_at=expires_at, email=f"{user_id}@{tenant_id}.test", name=user_id.title(),
-            revoked_at=datetime.now(timezone.utc) if revoked else None)
+            revoked_at=datetime.now(UTC) if revoked else None)
         return token
 
     def revoke(self, token: str) -> None:
         from auth.pat import hash_pat
 
         key = hash_pat(token)
-        self.records[key] = replace(self.records[key], revoked_at=datetime.now(timezone.utc))
+        self.records[key] = replace(self.records[key], revoked_at=datetime.now(UTC))
 
     async def find_by_hash(self, token_hash: bytes) -> PatRecord | None:
         self.lookups += 1

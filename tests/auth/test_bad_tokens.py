@@ -11,7 +11,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -115,7 +115,8 @@ BAD_TOKENS: dict[str, tuple[Maker, str]] = {
     "rs_wrong_iss": (_rs("rsa1", iss="https://evil.test"), "wrong issuer"),
     "unknown_kid": (_unknown_kid, "unknown signing key"),
     "kid_of_other_key_type": (_rs_headers("ec", kid="rsa1"), "unknown signing key"),
-    "crit_header": (lambda gw, idp, keys: hs_token(claims(iss=HS_ISSUER), crit=["exp"]), "JWT crit header not accepted"),
+    "crit_header": (lambda gw, idp, keys: hs_token(claims(iss=HS_ISSUER), crit=["exp"]),
+                    "JWT crit header not accepted"),
     "malformed_base64": (_malformed_base64, "invalid JWT"),
     "malformed_base64_header": (_bad_base64_header, "malformed JWT header"),
     "truncated": (_truncated, "invalid JWT|bad signature"),
@@ -127,14 +128,15 @@ BAD_TOKENS: dict[str, tuple[Maker, str]] = {
     "missing_tenant_no_default": (_hs(tenant=None), "token has no tenant claim and there is no default tenant"),
     "tenant_not_a_string": (_hs(tenant=["acme", "other"]), "token tenant claim is not a non-empty string"),
     "revoked_pat": (_revoked_pat, "revoked personal access token"),
-    "expired_pat": (_pat(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)), "expired personal access token"),
+    "expired_pat": (_pat(expires_at=datetime.now(UTC) - timedelta(seconds=1)), "expired personal access token"),
     "unknown_pat": (lambda gw, idp, keys: generate_pat(), "unknown personal access token"),
     "pat_prefix_garbage": (_pat_garbage, "malformed personal access token"),
     "pat_prefix_short": (lambda gw, idp, keys: "mcpgw_abc", "malformed personal access token"),
     "inactive_opaque": (_inactive_opaque, "token is not active"),
     "space_inside": (lambda gw, idp, keys: "abc def", "token is empty or has characters a bearer token cannot have"),
     "non_ascii": (lambda gw, idp, keys: "abc\u00e9def", "token is empty or has characters a bearer token cannot have"),
-    "control_character": (lambda gw, idp, keys: "abc\x01def", "token is empty or has characters a bearer token cannot have"),
+    "control_character": (lambda gw, idp, keys: "abc\x01def",
+                          "token is empty or has characters a bearer token cannot have"),
     "3mb_token": (lambda gw, idp, keys: "eyJ" + "A" * (3 * 1024 * 1024), "token too long"),
     "just_over_16kib": (lambda gw, idp, keys: "A" * (16 * 1024 + 1), "token too long"),
 }
@@ -145,7 +147,7 @@ ENDPOINTS = ["/mcp", "/api/whoami", "/api2/whoami"]
 async def request(http: httpx.AsyncClient, url: str, endpoint: str, authorization: str | None) -> httpx.Response:
     if endpoint == "/mcp":
         return await post_mcp(http, url, authorization)
-    headers = {"Authorization": authorization.encode()} if authorization is not None else {}
+    headers: dict[bytes, bytes] = {b"Authorization": authorization.encode()} if authorization is not None else {}
     return await http.get(url + endpoint, headers=headers)
 
 

@@ -8,8 +8,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -106,7 +106,7 @@ async def test_last_used_is_recorded_in_batches(db: Database, database: TestData
     writes = 0
     original = store.mark_used
 
-    async def counting(used: dict) -> None:  # type: ignore[type-arg]
+    async def counting(used: Mapping[str, datetime]) -> None:
         nonlocal writes
         writes += 1
         await original(used)

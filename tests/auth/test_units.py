@@ -1,4 +1,4 @@
-"""Small pieces without HTTP: PAT format, claim mapping, the cache, provisioning, hostile inputs."""
+"""Small pieces without HTTP: PAT format, claim mapping, the cache, hostile inputs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from auth import AuthSettings, Principal, TokenRejected
+from auth import AuthSettings, TokenRejected
 from auth.authenticator import Authenticator
 from auth.cache import TTLCache
 from auth.claims import best_role, principal_from_claims
@@ -56,26 +56,6 @@ def test_ttl_cache_bounds_and_expiry() -> None:
     assert len(cache) == 3 and cache.get(b"\x00") is None and cache.get(b"\x04") == 4
     now[0] = 11
     assert cache.get(b"\x04") is None
-
-
-class Provisioner:
-    def __init__(self) -> None:
-        self.seen: list[Principal] = []
-
-    async def provision(self, principal: Principal) -> None:
-        self.seen.append(principal)
-
-
-async def test_provisioning_on_first_sight_and_on_change() -> None:
-    provisioner = Provisioner()
-    authn = Authenticator(AuthSettings(jwt_secret=HS_SECRET, jwt_issuer=HS_ISSUER, verify_cache_ttl=0),
-                          provisioner=provisioner)
-    for _ in range(3):
-        await authn.authenticate(hs_token(claims(iss=HS_ISSUER)))
-    assert len(provisioner.seen) == 1
-    await authn.authenticate(hs_token(claims(iss=HS_ISSUER, email="new@acme.test")))
-    assert [p.email for p in provisioner.seen] == ["alice@acme.test", "new@acme.test"]
-    await authn.aclose()
 
 
 async def test_hostile_inputs_only_ever_refuse(caplog: pytest.LogCaptureFixture) -> None:

@@ -272,8 +272,9 @@ def check_secret_columns(conn: psycopg.Connection) -> list[str]:
         for role in ALL_ROLES:
             if role == OWNER or role in readers:
                 continue
-            (can,) = conn.execute("SELECT has_column_privilege(%s, %s::regclass, %s, 'SELECT')",
-                                  (role, table, column)).fetchone()
+            row = conn.execute("SELECT has_column_privilege(%s, %s::regclass, %s, 'SELECT')",
+                               (role, table, column)).fetchone()
+            can = row is not None and row[0]
             if can:
                 problems.append(f"{table}.{column}: SELECT granted to {role} (a secret)")
     return problems

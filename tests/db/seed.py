@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta  # noqa: F401 (timedelta re-exported for tests)
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg

@@ -16,6 +16,7 @@ back; the data is seeded once per module. A cell asserts exactly the set of rows
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -80,17 +81,15 @@ def sees(who: Who, tenant: str | None, user: str | None) -> bool:
         return tenant == who.tenant
     if who.kind == "auditor":
         return True
-    if who.kind in ("ingest", "authn", "oauth"):
-        return True
-    return False  # noid: no identity sees nothing
+    return who.kind in ("ingest", "authn", "oauth")  # noid: no identity sees nothing
 
 
 # ---------------------------------------------------------------------------- privileges (the model)
 
 OAUTH_TENANT_TABLES = ("oauth_grants", "oauth_token_families", "oauth_codes", "oauth_refresh_tokens")
-OAUTH_TABLES = OAUTH_TENANT_TABLES + ("oauth_clients", "oauth_pending", "oauth_assertion_jtis", "oauth_signing_keys")
+OAUTH_TABLES = (*OAUTH_TENANT_TABLES, "oauth_clients", "oauth_pending", "oauth_assertion_jtis", "oauth_signing_keys")
 TENANT_TABLES = ("tenants", "users", "api_tokens", "mcp_sessions", "mcp_requests", "usage_daily")
-TABLES = TENANT_TABLES + ("instances",) + OAUTH_TABLES
+TABLES = (*TENANT_TABLES, "instances", *OAUTH_TABLES)
 SELECT_GRANTS = {
     "request": set(TENANT_TABLES) | {"oauth_grants", "oauth_token_families", "oauth_clients"},
     "ingest": {"tenants", "users", "mcp_sessions", "usage_daily", "instances"},
@@ -146,8 +145,9 @@ def rows_of(table: str) -> list[tuple[tuple[Any, ...], str | None, str | None]]:
     if table == "oauth_refresh_tokens":
         return [((S.secret_digest("refresh", t, u),), t, u) for t, u in everyone]
     if table == "oauth_pending":
-        return ([((S.secret_digest("pending", t, u),), None, None) for t, u in everyone]
-                + [((S.secret_digest("pending", None, None),), None, None)])
+        pending: list[tuple[tuple[Any, ...], str | None, str | None]] = [
+            ((S.secret_digest("pending", t, u),), None, None) for t, u in everyone]
+        return [*pending, ((S.secret_digest("pending", None, None),), None, None)]
     if table == "oauth_assertion_jtis":
         return [((S.ORPHAN_CLIENT, "live"), None, None), ((S.ORPHAN_CLIENT, "expired"), None, None)]
     if table == "oauth_signing_keys":
@@ -291,7 +291,7 @@ def table_cells(who: Who) -> Iterator[Cell]:
                    exp, key_len)
         # insert
         exp = rows([]) if grants(INSERT_GRANTS, who, table) else DENIED  # rows([]): succeeded (no RETURNING)
-        yield Cell("insert", table, who, lambda w, table=table: insert_sql(table, w), exp)
+        yield Cell("insert", table, who, functools.partial(insert_sql, table), exp)
         # update: which rows an unconditional UPDATE touches
         exp = rows(visible) if grants(UPDATE_GRANTS, who, table) else DENIED
         yield Cell("update", table, who,
@@ -435,9 +435,11 @@ def test_matrix_covers_every_catalog_object(runtime: psycopg.Connection, seeded)
     """A new table, view or reporting function in schema gateway must join the matrix."""
     with psycopg.connect(seeded.admin_url, autocommit=True) as admin:
         rels = {r[0] for r in admin.execute(
-            "SELECT relname FROM pg_class WHERE relnamespace = 'gateway'::regnamespace AND relkind IN ('r','p','v','m')")}
+            "SELECT relname FROM pg_class"
+            " WHERE relnamespace = 'gateway'::regnamespace AND relkind IN ('r','p','v','m')")}
         funcs = {r[0] for r in admin.execute(
-            "SELECT proname FROM pg_proc WHERE pronamespace = 'gateway'::regnamespace AND prorettype <> 'trigger'::regtype")}
+            "SELECT proname FROM pg_proc"
+            " WHERE pronamespace = 'gateway'::regnamespace AND prorettype <> 'trigger'::regtype")}
     objects = {c.obj.split("(")[0] for c in CELLS}
     helpers = {"current_tenant_id", "current_user_id", "identity_is_set"}  # tested in test_identity.py
     # console_*: the admin SQL console's scope helpers, for the console login only (tested with it).

@@ -54,9 +54,11 @@ def _random_requests(rng: random.Random, sessions: dict, n: int) -> list[tuple]:
     out = []
     for _ in range(n):
         (tenant, user), session = rng.choice(list(sessions.items()))
-        at = midnight + timedelta(days=rng.choice((0, 1)), minutes=rng.randint(-180, 180), microseconds=rng.randint(0, 999999))
+        at = midnight + timedelta(days=rng.choice((0, 1)), minutes=rng.randint(-180, 180),
+                                  microseconds=rng.randint(0, 999999))
         out.append((uuid.UUID(int=rng.getrandbits(128)), session, tenant, user,
-                    rng.choice(("search", "fetch", "echo", None)), rng.choice(("success", "success", "error", "denied")),
+                    rng.choice(("search", "fetch", "echo", None)),
+                    rng.choice(("success", "success", "error", "denied")),
                     rng.randint(0, 20000) / 4, rng.randint(0, 5000), rng.randint(0, 5000),
                     Decimal(rng.randint(0, 10**6)) / Decimal(10**8), rng.choice(("claude-code", "cursor", None)), at))
     return out
@@ -107,8 +109,7 @@ async def test_a_duplicate_insert_is_not_double_counted(db: Database, admin_conn
         async with db.as_system("ingest") as conn:
             cur = await conn.execute(INSERT, _columns(request))
     assert cur.rowcount == 0
-    calls, = admin_conn.execute("SELECT sum(calls) FROM gateway.usage_daily").fetchone()
-    assert calls == 1
+    assert admin_conn.execute("SELECT sum(calls) FROM gateway.usage_daily").fetchone() == (1,)
     _assert_rollup_matches(admin_conn)
 
 
@@ -143,7 +144,7 @@ def test_concurrent_writers_keep_the_rollup_exact(admin_conn: psycopg.Connection
                         conn.execute(_SET_IDENTITY, ("mcp_gateway_ingest", "", ""))
                         conn.execute(INSERT, _columns(batch))
                         conn.execute(INSERT, _columns(batch[:10]))  # a retry inside the same transaction
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(seed,)) for seed in range(4)]

@@ -18,10 +18,9 @@ SESSION_COLUMNS = [
     "protocol_version", "transport", "status", "connected_at", "last_activity", "disconnected_at",
     "total_duration", "disconnect_reason", "session_key", "mcp_session_id", "instance_id",
 ]
-SESSION_STATS_COLUMNS = SESSION_COLUMNS + [
-    "request_count", "error_count", "denied_count", "prompt_tokens", "completion_tokens", "total_tokens",
-    "total_cost", "avg_duration_ms", "max_duration_ms", "first_request_at", "last_request_at",
-]
+SESSION_STATS_COLUMNS = [
+    *SESSION_COLUMNS, "request_count", "error_count", "denied_count", "prompt_tokens", "completion_tokens",
+    "total_tokens", "total_cost", "avg_duration_ms", "max_duration_ms", "first_request_at", "last_request_at"]
 USER_STATS_COLUMNS = [
     "tenant_id", "user_id", "email", "name", "role", "total_sessions", "active_sessions", "total_requests",
     "error_count", "denied_count", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost",
@@ -137,14 +136,15 @@ def test_user_stats_values(runtime: psycopg.Connection, seed_data: S.Seed) -> No
 
 
 def test_disconnected_sessions_newest_first_and_limited(runtime: psycopg.Connection, seed_data: S.Seed) -> None:
-    expected = sorted((s for s in seed_data.sessions if s.status == "disconnected" and s.disconnected_ago.days < 30),
-                      key=lambda s: s.disconnected_ago)
+    ended = {s.id: s.disconnected_ago for s in seed_data.sessions if s.disconnected_ago is not None}
+    expected = sorted((s for s in seed_data.sessions if s.status == "disconnected" and ended[s.id].days < 30),
+                      key=lambda s: ended[s.id])
     with auditor_of(runtime) as c:
         got = [r[0] for r in c.execute("SELECT session_id FROM gateway.get_disconnected_sessions(30, 200)")]
         first = [r[0] for r in c.execute("SELECT session_id FROM gateway.get_disconnected_sessions(30, 1)")]
         row = c.execute("SELECT request_count, disconnect_reason, total_duration"
                         " FROM gateway.get_disconnected_sessions(7, 1)").fetchone()
-    assert [c.disconnected_ago for c in expected] == sorted(c.disconnected_ago for c in expected)
+    assert [c.disconnected_ago for c in expected] == sorted(ended[c.id] for c in expected)
     assert [s.disconnected_ago for s in expected][:2] == [S.timedelta(days=1)] * 2
     assert set(got) == {s.id for s in expected} and len(got) == len(expected)
     assert [next(s for s in seed_data.sessions if s.id == i).disconnected_ago for i in got] == \
@@ -156,9 +156,10 @@ def test_disconnected_sessions_newest_first_and_limited(runtime: psycopg.Connect
 
 
 def test_disconnected_session_stats(runtime: psycopg.Connection, seed_data: S.Seed) -> None:
-    within = [s for s in seed_data.sessions if s.status == "disconnected" and s.disconnected_ago.days < 7
+    ended = {s.id: s.disconnected_ago for s in seed_data.sessions if s.disconnected_ago is not None}
+    within = [s for s in seed_data.sessions if s.status == "disconnected" and ended[s.id].days < 7
               and s.tenant == "acme"]
-    durations = [(s.connected_ago - s.disconnected_ago).total_seconds() for s in within]
+    durations = [(s.connected_ago - ended[s.id]).total_seconds() for s in within]
     with admin_of(runtime) as c:
         row = c.execute("SELECT total_disconnected, disconnect_reasons, avg_duration_seconds,"
                         " max_duration_seconds, min_duration_seconds, period_end - period_start"

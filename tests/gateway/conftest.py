@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +8,7 @@ import psycopg
 import pytest
 
 from tests.gateway_proc import GatewayProcess, running_gateway
+from tests.helpers import wait_for as wait_for  # re-exported: tests import it from here
 from tests.pg import TestDatabase
 
 
@@ -16,17 +16,6 @@ from tests.pg import TestDatabase
 def gateway(database: TestDatabase, tmp_path: Path) -> Iterator[GatewayProcess]:
     with running_gateway(database, tmp_path / "gw", args=("serve", "--tools", "tests.sample_tools:mcp")) as gw:
         yield gw
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def query(admin_conn: psycopg.Connection, sql: str, *params: Any) -> list[tuple[Any, ...]]:

@@ -61,15 +61,16 @@ def test_what_is_not_an_origin(raw: str) -> None:
 def test_configured_origins_are_checked() -> None:
     assert check_origins(["https://A.example:443/", "http://x:80"]) == ["https://a.example", "http://x"]
     assert check_origins(["*"]) == ["*"]
-    for bad, needle in [(["null"], "null"), (["https://a.example/app"], "not an origin"),
-                        (["*", "https://a.example"], "alone")]:
+    cases: list[tuple[list[str], str]] = [(["null"], "null"), (["https://a.example/app"], "not an origin"),
+                                          (["*", "https://a.example"], "alone")]
+    for bad, needle in cases:
         with pytest.raises(ValueError, match=needle):
             check_origins(bad)
     assert check_hosts(["Gateway.Example", "*.example.com", "10.0.0.1", "[::1]"]) == \
         ["gateway.example", "*.example.com", "10.0.0.1", "[::1]"]
-    for bad in ("https://gateway.example", "gateway.example:443", "a.*.example", "*example.com"):
+    for bad_host in ("https://gateway.example", "gateway.example:443", "a.*.example", "*example.com"):
         with pytest.raises(ValueError):
-            check_hosts([bad])
+            check_hosts([bad_host])
 
 
 def test_settings_validate_and_default(monkeypatch: pytest.MonkeyPatch) -> None:

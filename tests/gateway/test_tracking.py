@@ -89,7 +89,8 @@ async def test_raw_http_handshake_is_recorded(gateway: GatewayProcess, admin_con
         await http.post(gateway.mcp_url, headers=session_headers,
                         json={"jsonrpc": "2.0", "method": "notifications/initialized"})
         call = await http.post(gateway.mcp_url, headers=session_headers, json={
-            "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "add", "arguments": {"a": 2, "b": 3}}})
+            "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "add", "arguments": {"a": 2, "b": 3}}})
         assert call.status_code == 200 and "5" in call.text
     wait_rows(admin_conn, "SELECT 1 FROM gateway.mcp_requests WHERE user_id = 'dave' AND tool_name = 'add'", 1)
     assert query(admin_conn, "SELECT client_type, client_version FROM gateway.mcp_sessions") == [("raw-httpx", "9.9")]

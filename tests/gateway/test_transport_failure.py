@@ -12,13 +12,13 @@ from pathlib import Path
 
 import psycopg
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from auth import Principal
 from auth.provider import access_token_for
-from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.tracking import ClientInfo
+from gateway.wiring import create_app
 from tests.gateway.conftest import wait_for
 from tests.pg import TestDatabase
 
@@ -42,17 +42,17 @@ async def test_transport_failure_ends_the_session_as_error_type(
     try:
         client = ClientInfo("cli", "1", "2025-06-18", "streamable-http", "abc123")
         app.services.sessions.session_for(ALICE, client)  # the session made a tracked call
-        app.mcp_http = failing_transport  # type: ignore[assignment]
+        app.mcp_watched.app = failing_transport  # the session-end watcher around the MCP transport
         scope = {"type": "http", "method": "POST", "path": "/mcp", "headers": [(b"mcp-session-id", b"abc123")]}
 
         async def receive() -> dict:
             return {"type": "http.request", "body": b"", "more_body": False}
 
-        async def send(message: dict) -> None:
+        async def send(message: Message) -> None:
             pass
 
         try:
-            await app._mcp(scope, receive, send)
+            await app.mcp_watched(scope, receive, send)
         except TransportLost:
             pass
         await asyncio.to_thread(wait_for, lambda: admin_conn.execute(

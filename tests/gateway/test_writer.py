@@ -122,7 +122,7 @@ async def test_a_lone_surrogate_is_not_an_outage_and_takes_nothing_down(
     records = [crafted, other, _called(crafted), _called(other), _called(crafted, tool_name="t\udfff\x00"),
                _called(other), _called(crafted, error_message="bad \ud83d", status="error")]
     for record in records:
-        writer.submit(record)
+        writer.submit(record)  # type: ignore[arg-type]
     await writer.start()
     try:
         await asyncio.to_thread(wait_for, lambda: writer.backlog == 0, 15, "the queue to drain")
@@ -146,7 +146,7 @@ async def test_a_record_that_cannot_be_stored_at_all_is_quarantined_alone(
     good = _opened("acme", "alice")
     impossible = _opened("t" * 300, "x")  # no tenant id may be that long (the database CHECKs it)
     for record in [good, _called(good), impossible, _called(impossible), _called(good)]:
-        writer.submit(record)
+        writer.submit(record)  # type: ignore[arg-type]
     await writer.start()
     try:
         await asyncio.to_thread(wait_for, lambda: writer.backlog == 0, 15, "the queue to drain")

@@ -103,8 +103,7 @@ class Flow:
         return Authorized(params["code"], verifier, redirect_uri, params)
 
     def token(self, data: dict[str, str], auth: tuple[str, str] | None = None) -> httpx.Response:
-        return httpx.post(self.base_url + "/oauth/token", data=data, auth=auth or httpx.USE_CLIENT_DEFAULT,
-                          timeout=30)
+        return httpx.post(self.base_url + "/oauth/token", data=data, auth=auth, timeout=30)
 
     def exchange(self, client_id: str, authorized: Authorized, **overrides: str) -> httpx.Response:
         data = {"grant_type": "authorization_code", "code": authorized.code, "redirect_uri": authorized.redirect_uri,

@@ -131,7 +131,7 @@ def test_remembered_client_skips_consent(flow: Flow, alice_pat: str) -> None:
     client_id = flow.register()["client_id"]
     tokens_for(flow, client_id, alice_pat, remember=True)
     from tests.oauth.flow import pkce, query_of
-    verifier, challenge = pkce()
+    _verifier, challenge = pkce()
     assert flow.authorize(client_id, challenge=challenge).status_code == 303
     assert flow.login(alice_pat).headers["location"] == "/oauth/consent"
     straight = flow.browser.get("/oauth/consent")

@@ -154,8 +154,10 @@ def test_wrong_resource_at_token(flow: Flow, client_id: str, alice_pat: str, not
 
 
 def _signing_key(admin: psycopg.Connection) -> tuple[str, ec.EllipticCurvePrivateKey]:
-    kid, pem = admin.execute("SELECT kid, private_pem FROM gateway.oauth_signing_keys"
-                             " ORDER BY created_at LIMIT 1").fetchone()
+    row = admin.execute("SELECT kid, private_pem FROM gateway.oauth_signing_keys"
+                        " ORDER BY created_at LIMIT 1").fetchone()
+    assert row is not None
+    kid, pem = row
     key = serialization.load_pem_private_key(pem.encode(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     return kid, key

@@ -85,3 +85,13 @@ def test_retention_sql_keeps_recent_rows_and_rollups(admin_conn: psycopg.Connect
     kept = {r[0] for r in admin_conn.execute("SELECT session_id FROM gateway.mcp_sessions").fetchall()}
     assert kept == {sessions["recent"], sessions["open"]}  # an open session is never pruned
     assert admin_conn.execute("SELECT sum(calls) FROM gateway.usage_daily").fetchone()[0] == rollup_before
+
+
+def test_docs_link_only_inside_the_repository() -> None:
+    """The docs ship with the code: every link resolves in the repository, none points elsewhere."""
+    outside = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if re.match(r"[a-z]+:", target) or not (doc.parent / target.split("#")[0]).exists():
+                outside.append(f"{doc.name}: {target}")
+    assert outside == []

@@ -32,13 +32,15 @@ async def test_closed_gateway(closed_gateway: GatewayProcess) -> None:
 
     with httpx.Client(base_url=gw.base_url, timeout=10) as http:
         # /metrics: only with the exact token.
-        for headers in ({}, {"Authorization": b"Bearer wrong"}, {"Authorization": METRICS_TOKEN.encode()},
-                        {"Authorization": ("Bearer " + METRICS_TOKEN + "x").encode()},
-                        {"Authorization": ("Bearer " + METRICS_TOKEN.upper()).encode()}):
+        tries: list[dict[bytes, bytes]] = [{}, {b"Authorization": b"Bearer wrong"},
+                                           {b"Authorization": METRICS_TOKEN.encode()},
+                                           {b"Authorization": ("Bearer " + METRICS_TOKEN + "x").encode()},
+                                           {b"Authorization": ("Bearer " + METRICS_TOKEN.upper()).encode()}]
+        for headers in tries:
             r = http.get("/metrics", headers=headers)
             assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer"), headers
             assert METRICS_TOKEN not in r.text
-        ok = http.get("/metrics", headers={"Authorization": ("Bearer " + METRICS_TOKEN).encode()})
+        ok = http.get("/metrics", headers={b"Authorization": ("Bearer " + METRICS_TOKEN).encode()})
         assert ok.status_code == 200 and "mcp_gateway_tool_calls_total" in ok.text
 
         # Host allow-list: every path, 400 for any other name (DNS rebinding arrives with the attacker's name).

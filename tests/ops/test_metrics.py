@@ -45,7 +45,8 @@ async def test_metrics_after_tool_calls(gateway: GatewayProcess) -> None:
     async with httpx.AsyncClient(timeout=5) as http:
         assert (await http.post(gateway.mcp_url, json={})).status_code == 401
         bad = make_jwt("mallory", "acme", secret="another-secret-that-is-long-enough-32b")
-        assert (await http.post(gateway.mcp_url, json={}, headers={"Authorization": f"Bearer {bad}"})).status_code == 401
+        refused = await http.post(gateway.mcp_url, json={}, headers={"Authorization": f"Bearer {bad}"})
+        assert refused.status_code == 401
 
     deadline = time.monotonic() + 15
     while True:
@@ -77,10 +78,9 @@ async def test_metrics_after_tool_calls(gateway: GatewayProcess) -> None:
     assert "secret-argument" not in response.text and "alice" not in response.text
 
 
-def fake_services(**extras: Any) -> Any:
-    return SimpleNamespace(
-        tracker=SimpleNamespace(on_recorded=[]), gateway_auth=SimpleNamespace(verifier=SimpleNamespace(on_refused=[])),
-        writer=SimpleNamespace(stats=WriterStats(), backlog=7), sessions=[], extras=extras, instance_id="t")
+def metrics_for(upstream_health: Any = None) -> GatewayMetrics:
+    return GatewayMetrics(writer=SimpleNamespace(stats=WriterStats(), backlog=7), open_sessions=lambda: 0,
+                          instance_id="t", upstream_health=upstream_health)
 
 
 def call(tool: str, status: str = "success") -> ToolCalled:
@@ -93,10 +93,9 @@ def call(tool: str, status: str = "success") -> ToolCalled:
 
 
 def test_each_app_has_its_own_registry_and_hooks() -> None:
-    first, second = fake_services(), fake_services()
-    m1, m2 = GatewayMetrics(first), GatewayMetrics(second)  # no "Duplicated timeseries" error
-    first.tracker.on_recorded[0](call("echo"))
-    first.gateway_auth.verifier.on_refused[0]("token expired")
+    m1, m2 = metrics_for(), metrics_for()  # no "Duplicated timeseries" error
+    m1.tool_called(call("echo"))
+    m1.auth_refused("token expired")
     p1, p2 = samples(m1.render().decode()), samples(m2.render().decode())
     assert value(p1, "mcp_gateway_tool_calls_total", tool="echo", status="success") == 1
     assert value(p2, "mcp_gateway_tool_calls_total", tool="echo", status="success") == 0
@@ -105,9 +104,8 @@ def test_each_app_has_its_own_registry_and_hooks() -> None:
 
 
 def test_flush_sizes_are_observed_once() -> None:
-    services = fake_services()
-    metrics = GatewayMetrics(services)
-    stats = services.writer.stats
+    metrics = metrics_for()
+    stats = metrics.writer.stats
     stats.flushes, stats.flush_sizes = 2, [3, 5]
     parsed = samples(metrics.render().decode())
     assert value(parsed, "mcp_gateway_writer_flush_batch_size_count") == 2
@@ -119,8 +117,7 @@ def test_flush_sizes_are_observed_once() -> None:
 
 
 def test_tool_label_cardinality_is_bounded() -> None:
-    services = fake_services()
-    metrics = GatewayMetrics(services)
+    metrics = metrics_for()
     for i in range(MAX_TOOL_LABELS + 20):  # tools that ran: real, but no more than the cap get a label
         metrics.tool_called(call(f"real_{i}", "success"))
     for i in range(1000):  # names that are not tools: one label for all, whatever the status
@@ -162,15 +159,13 @@ def test_upstream_health_shapes() -> None:
     assert upstream_health(lambda: 1 / 0) == {}
     assert upstream_health({"a": "up", "b": "down", "c": "unknown", "d": {"status": "up"}}) == {
         "a": 1.0, "b": 0.0, "d": 1.0}
-    metrics = GatewayMetrics(fake_services(upstream_health=lambda: {"weather": True, "files": False}))
+    metrics = metrics_for(upstream_health=lambda: {"weather": True, "files": False})
     parsed = samples(metrics.render().decode())
     assert value(parsed, "mcp_gateway_upstream_up", upstream="weather") == 1
     assert value(parsed, "mcp_gateway_upstream_up", upstream="files") == 0
-    # gateway.upstreams.Upstreams, as install_upstreams leaves it in services.extras["upstreams"]
-    upstreams = SimpleNamespace(items=[SimpleNamespace(name="wiki", health=SimpleNamespace(state="up")),
-                                       SimpleNamespace(name="jira", health=SimpleNamespace(state="down")),
-                                       SimpleNamespace(name="new", health=SimpleNamespace(state="unknown"))])
-    parsed = samples(GatewayMetrics(fake_services(upstreams=upstreams)).render().decode())
+    # gateway.upstreams.Upstreams.health_states, as gateway.wiring passes it
+    upstreams = SimpleNamespace(health_states=lambda: {"wiki": "up", "jira": "down", "new": "unknown"})
+    parsed = samples(metrics_for(upstream_health=upstreams.health_states).render().decode())
     assert value(parsed, "mcp_gateway_upstream_up", upstream="wiki") == 1
     assert value(parsed, "mcp_gateway_upstream_up", upstream="jira") == 0
     assert ("mcp_gateway_upstream_up", frozenset({("upstream", "new")})) not in parsed

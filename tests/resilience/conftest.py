@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import psycopg
 
+from tests import helpers
+
 ACCEPT = "application/json, text/event-stream"
 MODERN = "2026-07-28"
 LEGACY = "2025-11-25"
@@ -187,11 +189,4 @@ def rows(conn: psycopg.Connection, sql: str, *params: Any) -> list[tuple[Any, ..
 
 async def poll(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
     """Poll a (blocking, quick) predicate without blocking the event loop's clients."""
-    end = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(predicate)
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
+    return await helpers.poll(predicate, timeout, what, interval, in_thread=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.api.seed import B, MARKER, REQUESTS, SESSIONS, rid
+from tests.api.seed import MARKER, REQUESTS, SESSIONS, B, rid
 
 B_SECRETS = [MARKER] + [str(s.id) for s in SESSIONS if s.tenant == B] + [
     str(rid(i)) for i, (name, *_rest) in enumerate(REQUESTS) if name.startswith("b-")]

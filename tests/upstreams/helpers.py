@@ -7,10 +7,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tests.helpers import poll as poll  # re-exported: tests import it from here
 
 SERVER = Path(__file__).with_name("upstream_server.py")
 
@@ -67,15 +69,3 @@ def toml_value(value: Any) -> str:
     return repr(value)
 
 
-async def poll(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1, what: str = "condition") -> Any:
-    """Await `check()` until it returns something truthy (bounded)."""
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
