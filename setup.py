@@ -1,7 +1,7 @@
 """Metadata lives in pyproject.toml. This file only ships the SQL inside the package.
 
 migrations/ and policies/ stay at the top of the repository (where people look for them);
-a wheel carries copies under gateway/sql/, where gateway.migrate finds them when the
+a wheel carries copies under gateway/sql/, where gateway.store.migrate finds them when the
 package is installed without the source tree (`pip install .`, the Docker image).
 Editable installs read the top-level directories directly, so no stale copy can exist.
 """

@@ -21,7 +21,7 @@ __all__ = [
     "lifespan_of", "proxy_tool_client_factory", "send_auth_error", "send_missing_auth",
 ]
 
-# Protected hooks of fastmcp.server.providers.proxy.ProxyProvider that gateway.upstreams overrides or reads
+# Protected hooks of fastmcp.server.providers.proxy.ProxyProvider that gateway.mcp.upstreams overrides or reads
 # (guarded listings, a last-known tool cache); `_tools_cache` / `_cache_ttl` are instance attributes.
 PROXY_PROVIDER_HOOKS = ("_list_tools", "_get_tool", "_list_resources", "_list_resource_templates",
                         "_list_prompts", "_get_client")
@@ -59,5 +59,5 @@ def client_session_task(client: Any) -> Any:
 
 
 def proxy_tool_client_factory(tool: Any) -> Any:
-    """The client factory a ProxyTool was made with (gateway.upstreams binds it to its Upstream)."""
+    """The client factory a ProxyTool was made with (gateway.mcp.upstreams binds it to its Upstream)."""
     return tool._client_factory

@@ -65,7 +65,7 @@ def bench_database() -> Iterator[BenchDatabase]:
             env["MCP_GATEWAY_DATABASE_URL"] = url
             admin = url
         else:
-            from gateway.embedded import EmbeddedPostgres
+            from gateway.store.embedded import EmbeddedPostgres
 
             cluster = EmbeddedPostgres(data_dir)
             admin = cluster.ensure_running()

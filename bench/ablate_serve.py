@@ -18,10 +18,10 @@ from typing import Any
 
 
 def apply(parts: set[str]) -> None:
-    import gateway.metrics as metrics_module
+    import gateway.http.metrics as metrics_module
     import gateway.wiring as wiring_module
-    import gateway.tracking as tracking_module
-    import gateway.writer as writer_module
+    import gateway.tracking.middleware as tracking_module
+    import gateway.tracking.writer as writer_module
     from fastmcp.server.middleware import Middleware
 
     if "log" in parts:
@@ -64,7 +64,7 @@ def main() -> None:
     if unknown:
         sys.exit(f"BENCH_ABLATE: unknown part(s) {sorted(unknown)}")
     apply(parts)
-    from gateway.cli import main as cli_main
+    from gateway.cli.commands import main as cli_main
 
     cli_main(sys.argv[1:])
 

@@ -2,7 +2,7 @@
 
     python bench/ingest.py [--records 200000] [--users 200] [--repeat 3]
 
-Drives `gateway.writer.TrackingWriter.submit()` at full speed with synthetic `ToolCalled` records
+Drives `gateway.tracking.writer.TrackingWriter.submit()` at full speed with synthetic `ToolCalled` records
 (`--users` principals, one analytics session each, small JSON arguments and results so token counting
 and cost run as in production) against a real, migrated database — the same code path, pool, login
 (mcp_gateway_app as the ingest role) and row-level security the gateway uses. The producer keeps at
@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg  # noqa: E402
 
 from bench._harness import bench_database, cores  # noqa: E402
-from gateway.db import Database, resolve_urls  # noqa: E402
-from gateway.records import SessionOpened, ToolCalled  # noqa: E402
+from gateway.store.db import Database, resolve_urls  # noqa: E402
+from gateway.tracking.records import SessionOpened, ToolCalled  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
-from gateway.tracking import session_key  # noqa: E402
-from gateway.writer import TrackingWriter, utcnow  # noqa: E402
+from gateway.tracking.middleware import session_key  # noqa: E402
+from gateway.tracking.writer import TrackingWriter, utcnow  # noqa: E402
 
 
 def make_records(n: int, users: int) -> tuple[list[SessionOpened], list[ToolCalled]]:

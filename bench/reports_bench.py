@@ -9,7 +9,7 @@ row count), migrates it, loads sessions and requests with INSERT ... SELECT
 generate_series in batches (the rollup trigger fills gateway.usage_daily per statement),
 then times, as a tenant admin under row-level security (Database.as_principal):
 
-  rollup   gateway.reports.cost_report(group_by="user", since="30d")  (reads usage_daily)
+  rollup   gateway.store.reports.cost_report(group_by="user", since="30d")  (reads usage_daily)
   raw      the same per-user report computed from gateway.mcp_requests
 
 and prints p50/p95 of each and the ratio. Target: rollup p50 < 100 ms.
@@ -30,9 +30,9 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from auth import Principal  # noqa: E402
-from gateway.db import APP_LOGIN, CONSOLE_LOGIN, Database, DatabaseUrls, resolve_urls, url_password, with_user  # noqa: E402
-from gateway.migrate import migrate  # noqa: E402
-from gateway.reports import cost_report, resolve_range  # noqa: E402
+from gateway.store.db import APP_LOGIN, CONSOLE_LOGIN, Database, DatabaseUrls, resolve_urls, url_password, with_user  # noqa: E402
+from gateway.store.migrate import migrate  # noqa: E402
+from gateway.store.reports import cost_report, resolve_range  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 
 BENCH_DB = "mcp_gateway_bench"

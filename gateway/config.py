@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from auth.principal import Role
 from gateway.errors import UserError
 from gateway.oauth.config import OAuthClientConfig
-from gateway.pricing import Pricing
+from gateway.tracking.pricing import Pricing
 
 _UPSTREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

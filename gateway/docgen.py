@@ -6,7 +6,7 @@
 
 The generated part sits between the BEGIN/END markers; the rest of the file is written by hand.
 Sources: gateway.settings.Settings and auth.settings.AuthSettings (environment variables), and the
-MCP_GATEWAY_CONFIG TOML models in gateway.config / gateway.pricing. auth/ keeps its models free of
+MCP_GATEWAY_CONFIG TOML models in gateway.config / gateway.tracking.pricing. auth/ keeps its models free of
 prose, so their descriptions live in AUTH_DESCRIPTIONS here; a new auth setting without one fails.
 """
 
@@ -151,8 +151,8 @@ def generate() -> str:
     from auth.settings import AuthSettings
     from gateway.config import AccessConfig, AccessRule, QuotaConfig, RoleQuota, TenantQuota, UpstreamConfig
     from gateway.oauth.config import OAuthClientConfig
-    from gateway.pricing import Pricing
     from gateway.settings import Settings
+    from gateway.tracking.pricing import Pricing
 
     out = [
         BEGIN,

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from gateway import origins
+from gateway.http import origins
 
 CsvList = Annotated[list[str], NoDecode]  # "a,b" in the environment
 

@@ -30,23 +30,23 @@ from starlette.routing import BaseRoute
 from auth import AuthSettings, Principal
 from auth.provider import GatewayAuth, current_principal
 from gateway import __version__
-from gateway.access import AccessMiddleware, AccessPolicy
-from gateway.app import GatewayApp
 from gateway.config import GatewayConfig
-from gateway.db import Database, DatabaseUrls
-from gateway.instance_lock import InstanceClaim, InstanceLock
-from gateway.metric_labels import registry_names
-from gateway.metrics import GatewayMetrics, configure_otel_once
+from gateway.http.app import GatewayApp
+from gateway.http.metric_labels import registry_names
+from gateway.http.metrics import GatewayMetrics, configure_otel_once
+from gateway.mcp.access import AccessMiddleware, AccessPolicy
+from gateway.mcp.quotas import QuotaMiddleware, Quotas, quotas_configured
+from gateway.mcp.server import add_builtin_tools, add_demo_tools, mount_servers
+from gateway.mcp.session_cap import SessionCap, session_cap_from
+from gateway.mcp.sqlconsole import SqlConsole, add_admin_tools, limits_from
+from gateway.mcp.upstreams import Upstreams
 from gateway.oauth.wiring import build_oauth
-from gateway.quotas import QuotaMiddleware, Quotas, quotas_configured
-from gateway.server import add_builtin_tools, add_demo_tools, mount_servers
-from gateway.session_cap import SessionCap, session_cap_from
 from gateway.settings import Settings
-from gateway.sqlconsole import SqlConsole, add_admin_tools, limits_from
-from gateway.tokens import PostgresTokenStore
-from gateway.tracking import AnalyticsSessions, Tracker, TrackingMiddleware
-from gateway.upstreams import Upstreams
-from gateway.writer import TrackingWriter, utcnow
+from gateway.store.db import Database, DatabaseUrls
+from gateway.store.instance_lock import InstanceClaim, InstanceLock
+from gateway.store.tokens import PostgresTokenStore
+from gateway.tracking.middleware import AnalyticsSessions, Tracker, TrackingMiddleware
+from gateway.tracking.writer import TrackingWriter, utcnow
 
 log = logging.getLogger("mcp_gateway")
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from gateway.db import APP_LOGIN, CONSOLE_LOGIN, DatabaseUrls, url_password, with_user
-from gateway.migrate import MIGRATIONS_DIR, migrate
+from gateway.store.db import APP_LOGIN, CONSOLE_LOGIN, DatabaseUrls, url_password, with_user
+from gateway.store.migrate import MIGRATIONS_DIR, migrate
 
 _ROLES_SQL = (MIGRATIONS_DIR / "000_roles.sql").read_bytes()
 
@@ -57,7 +57,7 @@ def start_server() -> Iterator[Server]:
         with PostgresContainer("postgres:16-alpine", driver=None) as container:
             yield Server(container.get_connection_url())
         return
-    from gateway.embedded import EmbeddedPostgres
+    from gateway.store.embedded import EmbeddedPostgres
 
     directory = tempfile.mkdtemp(prefix="mcpgw-test-")
     cluster = EmbeddedPostgres(directory, fast_unsafe=True)

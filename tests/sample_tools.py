@@ -4,7 +4,7 @@ from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
 
 from gateway import track_tool_execution
-from gateway.server import add_demo_tools
+from gateway.mcp.server import add_demo_tools
 
 mcp = FastMCP("sample")
 

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field, ValidationError
 from rich.console import Console
 
-from gateway.cli_common import cell, check_format, check_id, load_settings
-from gateway.cli_reports import costs_table
+from gateway.cli.common import cell, check_format, check_id, load_settings
+from gateway.cli.reports import costs_table
 from gateway.errors import UserError
 from gateway.formatting import money, one_line, validation_message
-from gateway.reports import CostReport
+from gateway.store.reports import CostReport
 
 
 def rendered(table: object) -> str:

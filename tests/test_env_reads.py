@@ -15,12 +15,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 # (file, the expression inside the read) -> why it may read the environment directly
 ALLOWED = {
-    ("gateway/upstreams.py", "source"): "env_from: a variable the config file names for a stdio child",
-    ("gateway/upstreams.py", "cfg.bearer_token_env"): "an upstream's bearer token, by the name the config gives",
+    ("gateway/mcp/upstreams.py", "source"): "env_from: a variable the config file names for a stdio child",
+    ("gateway/mcp/upstreams.py", "cfg.bearer_token_env"): "an upstream's bearer token, by the name the config gives",
     ("gateway/config.py", "upstream.bearer_token_env"): "checks that the named secret exists at start",
     ("gateway/config.py", "source"): "checks that an env_from source exists at start",
-    ("gateway/metrics.py", "'OTEL_EXPORTER_OTLP_ENDPOINT'"): "standard OpenTelemetry variable",
-    ("gateway/metrics.py", "'OTEL_SERVICE_NAME'"): "standard OpenTelemetry variable",
+    ("gateway/http/metrics.py", "'OTEL_EXPORTER_OTLP_ENDPOINT'"): "standard OpenTelemetry variable",
+    ("gateway/http/metrics.py", "'OTEL_SERVICE_NAME'"): "standard OpenTelemetry variable",
 }
 
 

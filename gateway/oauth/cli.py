@@ -19,7 +19,7 @@ def grants(tenant: Annotated[str | None, typer.Option(help="Only this tenant")] 
            user: Annotated[str | None, typer.Option(help="Only this user")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
     """List grants (client, user, scope, last use; never a token)."""
-    from gateway.cli_common import database_urls, load_settings, run, with_db
+    from gateway.cli.common import database_urls, load_settings, run, with_db
     from gateway.oauth.store import OAuthStore
 
     rows = run(with_db(database_urls(load_settings()), lambda db: OAuthStore(db).list_grants(tenant, user)))
@@ -38,7 +38,7 @@ def grants(tenant: Annotated[str | None, typer.Option(help="Only this tenant")] 
 @oauth_app.command("revoke")
 def revoke(grant_id: Annotated[str, typer.Argument(help="The grant id shown by `oauth grants`")]) -> None:
     """Revoke a grant and every token issued under it; running gateways refuse them within 5 seconds."""
-    from gateway.cli_common import database_urls, load_settings, run, with_db
+    from gateway.cli.common import database_urls, load_settings, run, with_db
     from gateway.oauth.store import OAuthStore
 
     try:

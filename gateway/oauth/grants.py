@@ -15,8 +15,8 @@ from starlette.routing import Route
 from auth.principal import Principal
 from auth.provider import GatewayAuth
 from auth.starlette import Unauthorized, require_principal
-from gateway.db import Database
 from gateway.oauth.store import OAuthStore
+from gateway.store.db import Database
 
 _COLUMNS = ("g.grant_id::text AS grant_id, g.tenant_id, g.user_id, g.client_id, c.client_name, c.client_uri,"
             " g.scope, g.remember, g.created_at, g.last_used_at, g.revoked_at")

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from gateway.db import Database
 from gateway.oauth.store import OAuthStore
+from gateway.store.db import Database
 
 _LOCK = 0x6D6367_6B6579  # advisory lock id: "mcg key"
 PREPUBLISH = timedelta(days=1)

@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from auth.principal import Principal
-from gateway.db import Database
+from gateway.store.db import Database
 
 
 def digest(secret: str) -> bytes:

@@ -18,7 +18,6 @@ from auth.jwks import JwksKeys
 from auth.local_tokens import LocalTokenVerifier
 from auth.provider import GatewayAuth
 from auth.settings import AuthSettings
-from gateway.db import Database
 from gateway.oauth.cimd import CimdFetcher
 from gateway.oauth.config import OAuthClientConfig
 from gateway.oauth.grants import GrantsApi
@@ -27,6 +26,7 @@ from gateway.oauth.keys import SigningKeys
 from gateway.oauth.routes import OAuthRoutes
 from gateway.oauth.server import OAuthService
 from gateway.oauth.store import ClientRow, OAuthStore
+from gateway.store.db import Database
 
 log = logging.getLogger("mcp_gateway.oauth")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.commands import main
 from tests.api.conftest import PRINCIPALS, ApiEnv
 from tests.api.seed import MARKER, A, B
 

@@ -13,8 +13,8 @@ import uvicorn
 
 from auth import AuthSettings
 from auth.provider import GatewayAuth
-from gateway.db import Database, DatabaseUrls
-from gateway.tokens import PostgresTokenStore
+from gateway.store.db import Database, DatabaseUrls
+from gateway.store.tokens import PostgresTokenStore
 from tests.auth.conftest import build_app
 
 

@@ -19,8 +19,8 @@ import pytest
 from auth import AuthSettings
 from auth.pat import hash_pat, is_well_formed_pat
 from auth.provider import GatewayAuth
-from gateway.db import Database
-from gateway.tokens import PostgresTokenStore, create_token, list_tokens, parse_duration, revoke_token
+from gateway.store.db import Database
+from gateway.store.tokens import PostgresTokenStore, create_token, list_tokens, parse_duration, revoke_token
 from tests.auth.conftest import build_app, free_port, serve, whoami_mcp
 from tests.pg import TestDatabase
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-import gateway.embedded as embedded
-from gateway.embedded import EmbeddedPostgres, EmbeddedPostgresError
+import gateway.store.embedded as embedded
+from gateway.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_start_reuse_stop_restart_keeps_data(data_dir: Path) -> None:
 
 
 def test_concurrent_first_starts_make_one_server(data_dir: Path) -> None:
-    code = ("import sys; from gateway.embedded import EmbeddedPostgres;"
+    code = ("import sys; from gateway.store.embedded import EmbeddedPostgres;"
             " print(EmbeddedPostgres(sys.argv[1], fast_unsafe=True).ensure_running())")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(data_dir)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from auth import Principal
-from gateway.db import Database
+from gateway.store.db import Database
 
 ALICE = Principal(user_id="alice", tenant_id="acme", token_kind="pat")
 

@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 from gateway.errors import UserError
-from gateway.migrate import MIGRATIONS_DIR, migrate
+from gateway.store.migrate import MIGRATIONS_DIR, migrate
 from tests.db import lint
 
 MIGRATION_FILES = sorted(p.name for p in MIGRATIONS_DIR.glob("*.sql"))
@@ -91,7 +91,7 @@ def test_concurrent_migrate_threads_apply_each_file_once(empty_db: str) -> None:
 
 
 def test_concurrent_migrate_processes(empty_db: str) -> None:
-    code = "import sys; from gateway.migrate import migrate; print(len(migrate(sys.argv[1]).applied))"
+    code = "import sys; from gateway.store.migrate import migrate; print(len(migrate(sys.argv[1]).applied))"
     procs = [subprocess.Popen([sys.executable, "-c", code, empty_db], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
     results = [p.communicate(timeout=120) for p in procs]

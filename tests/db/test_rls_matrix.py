@@ -3,7 +3,7 @@
 Principals: two tenants x {member, other member of the same tenant, tenant admin,
 auditor}; no identity (the runtime login after SET LOCAL ROLE of each request role,
 tenant/user unset); the bare runtime login (no SET ROLE); and the two system roles
-(ingest, authn) as gateway.db.Database.as_system sets them.
+(ingest, authn) as gateway.store.db.Database.as_system sets them.
 Objects: every table, view and function of schema gateway.
 Operations: select / insert / update / delete on tables and views (plus reading
 api_tokens.token_hash); one `call` per function variant (functions have no
@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from gateway.db import _SET_IDENTITY  # the one statement that sets identity
+from gateway.store.db import _SET_IDENTITY  # the one statement that sets identity
 from tests.db import seed as S
 
 DATA = S.build()

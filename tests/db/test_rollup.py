@@ -15,7 +15,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from gateway.db import _SET_IDENTITY, Database
+from gateway.store.db import _SET_IDENTITY, Database
 
 TENANTS = {"acme": ("alice", "bob"), "globex": ("alice", "carol")}
 ROLLUP_FROM_REQUESTS = """

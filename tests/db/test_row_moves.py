@@ -14,7 +14,7 @@ import uuid
 import psycopg
 import pytest
 
-from gateway.db import _SET_IDENTITY
+from gateway.store.db import _SET_IDENTITY
 from tests.db import seed as S
 
 A_ALICE_S1 = S.sid("acme", "alice", "s1")

@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from gateway.migrate import MIGRATIONS_DIR
+from gateway.store.migrate import MIGRATIONS_DIR
 
 MIGRATION = (MIGRATIONS_DIR / "013_hashed_session_key.sql").read_text()
 

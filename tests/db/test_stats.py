@@ -10,7 +10,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from gateway.db import _SET_IDENTITY
+from gateway.store.db import _SET_IDENTITY
 from tests.db import seed as S
 
 SESSION_COLUMNS = [

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 from fastmcp import Client
 
-from gateway.pricing import Pricing, count_tokens
+from gateway.tracking.pricing import Pricing, count_tokens
 from tests.gateway.conftest import wait_rows
 from tests.gateway_proc import make_jwt, running_gateway
 from tests.pg import TestDatabase

@@ -9,9 +9,9 @@ import pytest
 
 from auth import Principal
 from gateway import track_tool_execution
-from gateway.db import Database
-from gateway.tracking import AnalyticsSessions, Tracker, configure_standalone_tracking
-from gateway.writer import TrackingWriter
+from gateway.store.db import Database
+from gateway.tracking.middleware import AnalyticsSessions, Tracker, configure_standalone_tracking
+from gateway.tracking.writer import TrackingWriter
 from tests.gateway.conftest import wait_for
 from tests.pg import TestDatabase
 

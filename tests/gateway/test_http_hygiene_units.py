@@ -24,9 +24,9 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from gateway.csvsafe import csv_cell, to_csv
-from gateway.metric_labels import OTHER, UNKNOWN, ToolLabels
-from gateway.metrics_auth import bearer_matches, protect_metrics
-from gateway.origins import (
+from gateway.http.metric_labels import OTHER, UNKNOWN, ToolLabels
+from gateway.http.metrics_auth import bearer_matches, protect_metrics
+from gateway.http.origins import (
     OriginMiddleware,
     check_hosts,
     check_origins,
@@ -34,8 +34,8 @@ from gateway.origins import (
     guard_http,
     normalize_origin,
 )
-from gateway.reports import MAX_DATE, MIN_DATE, ReportError, parse_day, resolve_range
 from gateway.settings import Settings
+from gateway.store.reports import MAX_DATE, MIN_DATE, ReportError, parse_day, resolve_range
 
 # -- Origin ---------------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from fastmcp import Client
 
-from gateway.instance_lock import InstanceInUse, InstanceLock
+from gateway.store.instance_lock import InstanceInUse, InstanceLock
 from tests.gateway.conftest import query, wait_for, wait_rows
 from tests.gateway_proc import REPO, free_port, gateway_env, make_jwt, start_gateway
 from tests.netproxy import CuttableProxy

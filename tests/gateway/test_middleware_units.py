@@ -14,12 +14,12 @@ from fastmcp import Client, FastMCP
 from fastmcp.exceptions import ToolError
 
 from auth import Principal
-from gateway.access import AccessMiddleware, AccessPolicy
 from gateway.config import AccessConfig, QuotaConfig
-from gateway.pricing import Pricing
-from gateway.quotas import QuotaMiddleware, Quotas
-from gateway.records import Record, SessionOpened, ToolCalled
-from gateway.tracking import AnalyticsSessions, Tracker, TrackingMiddleware
+from gateway.mcp.access import AccessMiddleware, AccessPolicy
+from gateway.mcp.quotas import QuotaMiddleware, Quotas
+from gateway.tracking.middleware import AnalyticsSessions, Tracker, TrackingMiddleware
+from gateway.tracking.pricing import Pricing
+from gateway.tracking.records import Record, SessionOpened, ToolCalled
 
 ALICE = Principal(user_id="alice", tenant_id="acme", token_kind="pat")
 ADA = Principal(user_id="ada", tenant_id="acme", role="admin", token_kind="pat")

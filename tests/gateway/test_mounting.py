@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 from fastmcp import Client, FastMCP
 
-from gateway.server import has_nothing_to_mount
+from gateway.mcp.server import has_nothing_to_mount
 from tests import sample_tools, sample_tools_lifespan
 from tests.gateway.conftest import wait_rows
 from tests.gateway_proc import make_jwt, running_gateway

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auth import Principal
-from gateway.session_cap import SessionCap
+from gateway.mcp.session_cap import SessionCap
 from tests.gateway.conftest import wait_rows
 from tests.gateway_proc import GatewayProcess, make_jwt, running_gateway
 from tests.pg import TestDatabase

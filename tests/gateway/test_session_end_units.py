@@ -10,7 +10,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from auth import Principal
 from auth.provider import access_token_for
-from gateway.session_end import SessionEndWatcher
+from gateway.tracking.session_end import SessionEndWatcher
 
 ALICE = Principal(user_id="alice", tenant_id="acme", token_kind="pat")
 SSE_ID = "0123456789abcdef0123456789abcdef"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from auth import Principal
-from gateway.db import Database
-from gateway.tracking import AnalyticsSessions, ClientInfo
-from gateway.writer import TrackingWriter
+from gateway.store.db import Database
+from gateway.tracking.middleware import AnalyticsSessions, ClientInfo
+from gateway.tracking.writer import TrackingWriter
 from tests.pg import TestDatabase
 
 

@@ -17,7 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 from auth import Principal
 from auth.provider import access_token_for
 from gateway.settings import Settings
-from gateway.tracking import ClientInfo
+from gateway.tracking.middleware import ClientInfo
 from gateway.wiring import create_app
 from tests.gateway.conftest import wait_for
 from tests.pg import TestDatabase

@@ -10,10 +10,10 @@ import psycopg
 import pytest
 
 from auth import Principal
-from gateway.db import Database
-from gateway.records import SessionOpened, ToolCalled
-from gateway.tracking import AnalyticsSessions, ClientInfo
-from gateway.writer import TrackingWriter, utcnow
+from gateway.store.db import Database
+from gateway.tracking.middleware import AnalyticsSessions, ClientInfo
+from gateway.tracking.records import SessionOpened, ToolCalled
+from gateway.tracking.writer import TrackingWriter, utcnow
 from tests.gateway.conftest import wait_for
 from tests.netproxy import CuttableProxy
 from tests.pg import TestDatabase

@@ -5,7 +5,7 @@ Fixtures:
 - `db_factory`  (session) tests.pg.DatabaseFactory: `.create()` / `.drop()` more databases.
 - `database`    (function) tests.pg.TestDatabase: a migrated, empty database; `.urls`,
                 `.admin_url`, `.env()` for subprocesses.
-- `db`          (function, async) gateway.db.Database opened on `database` (runtime login).
+- `db`          (function, async) gateway.store.db.Database opened on `database` (runtime login).
 - `admin_conn`  (function) psycopg.Connection as the admin/superuser, autocommit.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import psycopg
 import pytest
 
-from gateway.db import Database
+from gateway.store.db import Database
 from tests.pg import DatabaseFactory, Server, TestDatabase, start_server
 
 

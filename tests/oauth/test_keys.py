@@ -16,9 +16,9 @@ import pytest
 from auth.errors import TokenRejected
 from auth.jwt_verify import JwtHeader
 from auth.local_tokens import LocalTokenVerifier
-from gateway.db import Database
 from gateway.oauth.keys import SigningKeys
 from gateway.oauth.store import OAuthStore
+from gateway.store.db import Database
 
 
 def keys_for(db: Database, days: int = 30) -> SigningKeys:

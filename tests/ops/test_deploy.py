@@ -172,7 +172,7 @@ def test_wheel_carries_migrations_policies_and_dashboard(wheel: Path) -> None:
         expected = {f"gateway/sql/{directory}/{p.name}" for p in (REPO / directory).glob("*.sql")}
         assert expected and expected <= names, sorted(expected - names)
     for asset in ("index.html", "dashboard.js", "dashboard.css"):
-        assert f"gateway/static/{asset}" in names
+        assert f"gateway/http/static/{asset}" in names
     assert not any(n.startswith(("migrations/", "policies/", "tests/")) for n in names)
 
 
@@ -183,7 +183,7 @@ def test_installed_wheel_migrates_without_the_source_tree(wheel: Path, database:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GATEWAY_")}
     env |= {"PYTHONPATH": str(site), "MCP_GATEWAY_DATABASE_URL": database.admin_url,
             "MCP_GATEWAY_DATA_DIR": str(tmp_path / "data")}
-    where = subprocess.run([sys.executable, "-c", "import gateway.migrate as m; print(m.MIGRATIONS_DIR)"],
+    where = subprocess.run([sys.executable, "-c", "import gateway.store.migrate as m; print(m.MIGRATIONS_DIR)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert where.stdout.strip() == str(site / "gateway" / "sql" / "migrations"), where.stderr
     result = subprocess.run([sys.executable, "-m", "gateway.cli", "migrate"], cwd=tmp_path, env=env,

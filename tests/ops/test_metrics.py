@@ -10,9 +10,9 @@ import httpx
 from fastmcp import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import MAX_TOOL_LABELS, OTHER, UNKNOWN, GatewayMetrics, route_of, upstream_health
-from gateway.records import ToolCalled
-from gateway.writer import WriterStats
+from gateway.http.metrics import MAX_TOOL_LABELS, OTHER, UNKNOWN, GatewayMetrics, route_of, upstream_health
+from gateway.tracking.records import ToolCalled
+from gateway.tracking.writer import WriterStats
 from tests.gateway_proc import GatewayProcess, make_jwt
 
 
@@ -163,7 +163,7 @@ def test_upstream_health_shapes() -> None:
     parsed = samples(metrics.render().decode())
     assert value(parsed, "mcp_gateway_upstream_up", upstream="weather") == 1
     assert value(parsed, "mcp_gateway_upstream_up", upstream="files") == 0
-    # gateway.upstreams.Upstreams.health_states, as gateway.wiring passes it
+    # gateway.mcp.upstreams.Upstreams.health_states, as gateway.wiring passes it
     upstreams = SimpleNamespace(health_states=lambda: {"wiki": "up", "jira": "down", "new": "unknown"})
     parsed = samples(metrics_for(upstream_health=upstreams.health_states).render().decode())
     assert value(parsed, "mcp_gateway_upstream_up", upstream="wiki") == 1

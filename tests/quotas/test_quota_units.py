@@ -8,9 +8,9 @@ from decimal import Decimal
 
 from auth import Principal
 from gateway.config import QuotaConfig
-from gateway.pricing import Pricing
-from gateway.quotas import Quotas, TokenBucket
-from gateway.records import ToolCalled
+from gateway.mcp.quotas import Quotas, TokenBucket
+from gateway.tracking.pricing import Pricing
+from gateway.tracking.records import ToolCalled
 
 
 def test_token_bucket_burst_then_rate() -> None:

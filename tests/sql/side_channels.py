@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from gateway.sqlconsole import sign_scope
+from gateway.mcp.sqlconsole import sign_scope
 
 CONSOLE = "mcp_gateway_console"
 COUNT_TYPES = ("int2", "int4", "int8", "float4", "float8", "numeric")

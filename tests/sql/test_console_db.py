@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from gateway.sqlconsole import sign_scope
+from gateway.mcp.sqlconsole import sign_scope
 from tests.api.conftest import ApiEnv
 from tests.api.seed import A, B
 from tests.sql.corpus import CORPUS, Attack

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import psycopg
 
-from gateway.console_hardening import open_channels
-from gateway.doctor import console_check
-from gateway.migrate import migrate
+from gateway.cli.doctor import console_check
+from gateway.store.console_hardening import open_channels
+from gateway.store.migrate import migrate
 from tests.pg import DatabaseFactory
 
 

@@ -21,9 +21,9 @@ import tracemalloc
 import psycopg
 import pytest
 
-from gateway.console_slots import FairSlots, SlotsBusy
-from gateway.db import Database
-from gateway.sqlconsole import ConsoleBusy, ConsoleLimits, SqlConsole
+from gateway.mcp.console_slots import FairSlots, SlotsBusy
+from gateway.mcp.sqlconsole import ConsoleBusy, ConsoleLimits, SqlConsole
+from gateway.store.db import Database
 from tests.pg import TestDatabase
 
 A, B, C = "acme", "globex", "initech"

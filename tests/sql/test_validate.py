@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.sqlconsole import QueryRefused, validate_sql
-from gateway.sqlguard import ALLOWED_FUNCTIONS
+from gateway.mcp.sqlconsole import QueryRefused, validate_sql
+from gateway.mcp.sqlguard import ALLOWED_FUNCTIONS
 from tests.sql.corpus import CORPUS
 
 ALLOWED = [

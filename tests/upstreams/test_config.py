@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.access import AccessPolicy
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import UserError
-from gateway.quotas import Quotas
+from gateway.mcp.access import AccessPolicy
+from gateway.mcp.quotas import Quotas
 from tests.gateway_proc import REPO
 
 EXAMPLE = REPO / "examples" / "gateway.toml"

@@ -1,0 +1,1 @@
+"""The ASGI app: routing, /api, /dashboard, /metrics, /health and /ready."""

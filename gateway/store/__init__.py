@@ -1,0 +1,3 @@
+"""PostgreSQL: the pools and per-transaction identity, tokens, reports, migrations,
+the embedded cluster.
+"""

