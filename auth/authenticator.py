@@ -6,6 +6,7 @@ loggable reason. It never raises anything else and never logs the token (only a 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -18,7 +19,7 @@ import httpx
 
 from auth.cache import TTLCache
 from auth.claims import principal_from_claims
-from auth.errors import AuthConfigError, TokenRejected
+from auth.errors import AuthConfigError, StoreUnavailable, TokenRejected
 from auth.introspection import Introspector
 from auth.jwks import JwksKeys
 from auth.jwt_verify import ASYMMETRIC_ALGS, HMAC_ALGS, decode, inspect_header, looks_like_jwt
@@ -31,6 +32,9 @@ log = logging.getLogger("auth")
 
 # RFC 6750 b64token: what a bearer credential may consist of at all.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+# After a failed or timed-out provisioning, callers are served without retrying it for this long.
+PROVISION_RETRY_SECONDS = 5.0
 
 
 def token_fingerprint(token: str) -> str:
@@ -47,8 +51,11 @@ class Authenticator:
         self._clock = clock
         self._own_http = http_client is None
         self._http = http_client
-        self.pats = PatVerifier(token_store, flush_interval=settings.last_used_flush_interval,
-                                 outage_grace=settings.pat_outage_grace, max_known=settings.cache_max_entries) if token_store else None
+        self.pats = PatVerifier(
+            token_store, flush_interval=settings.last_used_flush_interval, outage_grace=settings.pat_outage_grace,
+            fresh_for=settings.pat_cache_ttl, store_timeout=settings.store_timeout,
+            retry_after=settings.unavailable_retry_after, max_known=settings.cache_max_entries, clock=clock,
+        ) if token_store else None
         self.jwks = (
             JwksKeys(self._client, jwks_url=settings.jwks_url, oidc_issuer=settings.oidc_issuer,
                      cache_ttl=settings.jwks_cache_ttl, min_refresh_interval=settings.jwks_min_refresh_interval)
@@ -100,6 +107,8 @@ class Authenticator:
             if exc.reason in _CACHEABLE_REFUSALS:
                 self._results.put(key, exc.reason, self.settings.negative_cache_ttl)
             raise
+        except StoreUnavailable:
+            raise  # not a verdict on the token: the caller answers 503, not 401
         except Exception as exc:  # a bug or a hostile corner case must still be a refusal, not a 5xx
             log.error("token %s: unexpected %s during verification", token_fingerprint(token), type(exc).__name__)
             raise TokenRejected("token could not be verified") from None
@@ -114,7 +123,7 @@ class Authenticator:
         if looks_like_pat(token):
             if self.pats is None:
                 raise TokenRejected("personal access tokens are not enabled")
-            return await self.pats.verify(token), s.pat_cache_ttl
+            return await self.pats.verify(token), 0.0  # PatVerifier keeps its own cache (staleness, outages)
         if looks_like_jwt(token):
             header = inspect_header(token, s)
             if header.alg in HMAC_ALGS:
@@ -143,12 +152,13 @@ class Authenticator:
             repr((principal.tenant_id, principal.user_id, principal.email, principal.name, principal.role,
                   principal.issuer, principal.subject)).encode()
         ).digest()
-        if self._provisioned.get(fingerprint):
+        if self._provisioned.get(fingerprint) is not None:
             return
-        try:
-            await self._provisioner.provision(principal)
-        except Exception as exc:  # authenticated all the same; retried on a later request
+        try:  # bounded: a slow or hung database must not stall the caller
+            await asyncio.wait_for(self._provisioner.provision(principal), self.settings.store_timeout)
+        except Exception as exc:  # authenticated all the same; retried a little later, not on every request
             log.warning("provisioning %s failed: %s", principal.key, type(exc).__name__)
+            self._provisioned.put(fingerprint, False, PROVISION_RETRY_SECONDS)
             return
         self._provisioned.put(fingerprint, True, 3600.0)
 

@@ -30,10 +30,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth.authenticator import Authenticator, token_fingerprint
-from auth.errors import AuthConfigError, TokenRejected
+from auth.errors import AuthConfigError, StoreUnavailable, TokenRejected
 from auth.principal import Principal
 from auth.settings import AuthSettings
 from auth.store import TokenStore, UserProvisioner
+from auth.unavailable import StoreUnavailableResponse
 
 log = logging.getLogger("auth")
 
@@ -104,6 +105,8 @@ class GatewayTokenVerifier(TokenVerifier):
                 except Exception:  # pragma: no cover - a hook never turns a 401 into a 500
                     log.exception("on_refused hook failed")
             return None
+        except StoreUnavailable:
+            raise  # answered 503 by StoreUnavailableResponse, around the authentication middleware
         except Exception as exc:  # pragma: no cover - Authenticator already folds these into refusals
             log.error("bearer token verification failed: %s", type(exc).__name__)
             return None
@@ -158,7 +161,7 @@ class _GatewayAuthProvider(RemoteAuthProvider):
     """RemoteAuthProvider whose 401s on /mcp and /sse carry our invalid-token description."""
 
     def get_middleware(self) -> list[Any]:
-        return [*super().get_middleware(), Middleware(InvalidTokenDescription)]
+        return [Middleware(StoreUnavailableResponse), *super().get_middleware(), Middleware(InvalidTokenDescription)]
 
 
 def _url(value: str, what: str) -> AnyHttpUrl:
@@ -228,7 +231,8 @@ class GatewayAuth:
         Inside, `require_principal(request)` (auth.starlette) returns the caller.
         """
         guarded = InvalidTokenDescription(RequireAuthMiddleware(app, [], self.resource_metadata_url, []))
-        inner = AuthenticationMiddleware(AuthContextMiddleware(guarded), backend=BearerAuthBackend(self.verifier))
+        inner = StoreUnavailableResponse(
+            AuthenticationMiddleware(AuthContextMiddleware(guarded), backend=BearerAuthBackend(self.verifier)))
 
         async def with_auth_in_scope(scope: Scope, receive: Receive, send: Send) -> None:
             scope[SCOPE_KEY] = self  # lets require_principal find us from any nested app

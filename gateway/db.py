@@ -43,6 +43,7 @@ _SET_IDENTITY = (
     " set_config('mcp_gateway.tenant_id', %s, true),"
     " set_config('mcp_gateway.user_id', %s, true)"
 )
+_SET_IDENTITY_BOUNDED = _SET_IDENTITY + ", set_config('statement_timeout', %s, true)"
 
 
 def with_user(url: str, user: str, password: str | None = None, *, dbname: str | None = None) -> str:
@@ -136,15 +137,24 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def as_system(self, role: SystemRole) -> AsyncIterator[psycopg.AsyncConnection]:
-        """A transaction for the gateway's own work, with no caller identity."""
-        async with self._transaction(SYSTEM_ROLES[role], "", "") as conn:
+    async def as_system(self, role: SystemRole, *, timeout: float | None = None
+                        ) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A transaction for the gateway's own work, with no caller identity.
+
+        `timeout` (seconds) bounds both the wait for a pooled connection (PoolTimeout) and every
+        statement in the transaction (statement_timeout, lock waits included), for work a caller waits on.
+        """
+        async with self._transaction(SYSTEM_ROLES[role], "", "", timeout) as conn:
             yield conn
 
     @asynccontextmanager
-    async def _transaction(self, db_role: str, tenant_id: str, user_id: str) -> AsyncIterator[psycopg.AsyncConnection]:
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(_SET_IDENTITY, (db_role, tenant_id, user_id))
+    async def _transaction(self, db_role: str, tenant_id: str, user_id: str,
+                           timeout: float | None = None) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with self.pool.connection(timeout=timeout) as conn, conn.transaction():
+            if timeout is None:
+                await conn.execute(_SET_IDENTITY, (db_role, tenant_id, user_id))
+            else:
+                await conn.execute(_SET_IDENTITY_BOUNDED, (db_role, tenant_id, user_id, f"{int(timeout * 1000)}ms"))
             yield conn
 
     async def ping(self, timeout: float = 2.0) -> bool:

@@ -51,7 +51,7 @@ class Services:
         tracker = Tracker(writer, sessions)
         if auth_settings is None:
             auth_settings = AuthSettings.load(public_url=settings.resolved_public_url)
-        store = PostgresTokenStore(db)
+        store = PostgresTokenStore(db, timeout=auth_settings.store_timeout)
         gateway_auth = GatewayAuth(auth_settings, token_store=store)
         instance = InstanceClaim(InstanceLock(urls.app, instance_id), _crash_recovery(writer), utcnow())
         return cls(settings=settings, config=config, urls=urls, db=db, writer=writer, sessions=sessions,
