@@ -10,6 +10,7 @@ that skipped this step holds no privileges at all.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -116,6 +117,7 @@ class Database:
             timeout=10,
             reconnect_timeout=0,  # keep retrying while the database is away
         )
+        self._unwinding: set[asyncio.Future[None]] = set()  # timed-out pings, referenced until they end
 
     async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         await self.pool.open(wait=wait, timeout=timeout)
@@ -158,9 +160,16 @@ class Database:
             yield conn
 
     async def ping(self, timeout: float = 2.0) -> bool:
-        try:
-            async with self.pool.connection(timeout=timeout) as conn:
-                await conn.execute("SELECT 1")
-            return True
-        except Exception:  # any failure means "not reachable now"
+        """Reachable now? Answers within `timeout` even when a stopped server never answers."""
+        task = asyncio.ensure_future(self._ping(timeout))
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:  # cancelled in the background: psycopg's cancel request may itself wait on the server
+            task.cancel()
+            self._unwinding.add(task)
+            task.add_done_callback(self._unwinding.discard)
             return False
+        return not task.cancelled() and task.exception() is None
+
+    async def _ping(self, timeout: float) -> None:
+        async with self.pool.connection(timeout=timeout) as conn:
+            await conn.execute("SELECT 1")

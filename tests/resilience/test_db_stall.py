@@ -9,6 +9,7 @@ Real gateway process, real PostgreSQL, personal access tokens (the token kind th
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -158,6 +159,30 @@ async def test_locked_token_table(database: TestDatabase, tmp_path: Path, tokens
             print(f"revocation honoured {elapsed:.2f}s after the lock was released")
             await until_status(http, gateway.base_url, tokens.unseen, 200, REVOCATION_BOUND)
             assert (await call(http, gateway.base_url, tokens.known)).status == 200
+
+
+async def test_one_lookup_per_token_while_locked(database: TestDatabase, tmp_path: Path, tokens: Tokens) -> None:
+    """Single flight: 20 requests for one unknown token wait on one query, not 20 (nor 20 pool slots)."""
+    with gateway_on(database, tmp_path) as gateway, psycopg.connect(database.admin_url) as locker:
+        async with httpx.AsyncClient(timeout=30) as http:
+            await warm(http, gateway.base_url, tokens)
+            locker.execute("LOCK TABLE gateway.api_tokens IN ACCESS EXCLUSIVE MODE")
+            calls = [asyncio.create_task(call(http, gateway.base_url, tokens.unseen)) for _ in range(20)]
+            waiting: list[int] = []
+            with psycopg.connect(database.admin_url, autocommit=True) as watcher:
+                while not all(c.done() for c in calls):
+                    row = watcher.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND application_name = %s AND wait_event_type = 'Lock'",
+                        (f"mcp-gateway test-{gateway.port}",)).fetchone()
+                    waiting.append(int(row[0]) if row else 0)
+                    await asyncio.sleep(0.02)
+            answers = [c.result() for c in calls]
+            locker.rollback()
+            assert {a.status for a in answers} == {503}, [a.status for a in answers]
+            assert max(waiting) == 1, waiting
+            assert max(a.seconds for a in answers) < STORE_TIMEOUT + SLACK
+            await until_status(http, gateway.base_url, tokens.unseen, 200, REVOCATION_BOUND)
 
 
 @contextmanager
