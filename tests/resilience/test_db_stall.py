@@ -126,7 +126,7 @@ async def warm(http: httpx.AsyncClient, base: str, tokens: Tokens) -> None:
 
 @contextmanager
 def gateway_on(database: TestDatabase, tmp_path: Path, **env: str) -> Iterator[GatewayProcess]:
-    gateway = start_gateway(database, tmp_path, args=TOOLS, **ENV, **env)
+    gateway = start_gateway(database, tmp_path, args=TOOLS, **ENV, **env)  # type: ignore[arg-type]
     try:
         yield gateway
     finally:
