@@ -123,12 +123,12 @@ def _p99(values: list[float]) -> float:
 
 
 def postmaster_pid(admin_url: str) -> int | None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with psycopg.connect(admin_url, autocommit=True) as conn:  # read while the backend lives
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    try:
-        stat = Path(f"/proc/{row[0] if row else 0}/stat").read_text()
-    except OSError:
-        return None  # not on this machine
+        try:
+            stat = Path(f"/proc/{row[0] if row else 0}/stat").read_text()
+        except OSError:
+            return None  # not on this machine
     return int(stat[stat.rindex(")") + 2:].split()[1])
 
 

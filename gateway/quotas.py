@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcp_gateway.quotas")
 
 PENDING_MAX = 200_000  # local not-yet-confirmed calls remembered for budgets
+REFRESH_TIMEOUT = 10.0  # seconds for one refresh of the spend totals (pool checkout and query)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +255,8 @@ class Quotas:
         user: dict[tuple[str, str], Decimal] = {}
         tenant: dict[str, Decimal] = {}
         confirmed: set[uuid.UUID] = set()
-        async with self.db.as_system("ingest") as conn:
+        # Bounded: a locked table must not hold a pooled connection (and stall the refresh loop) for ever.
+        async with self.db.as_system("ingest", timeout=REFRESH_TIMEOUT) as conn:
             # One statement, one snapshot: a flush committing meanwhile is either in both parts or in neither.
             cur = await conn.execute(
                 "SELECT tenant_id, CASE WHEN GROUPING(user_id) = 1 THEN NULL ELSE user_id END, sum(cost), NULL::uuid"

@@ -22,13 +22,13 @@ def _ppid(pid: int) -> int:
 
 def postmaster_pid(admin_url: str) -> int | None:
     """The postmaster of the server behind `admin_url`, if it runs on this machine (else None)."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with psycopg.connect(admin_url, autocommit=True) as conn:  # read while the backend lives
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    try:
-        return _ppid(int(row[0]))
-    except (OSError, ValueError):
-        return None
+        assert row is not None
+        try:
+            return _ppid(int(row[0]))
+        except (OSError, ValueError):
+            return None
 
 
 def cluster_pids(postmaster: int) -> list[int]:
