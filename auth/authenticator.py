@@ -1,7 +1,9 @@
 """One question, one place: which principal does this bearer token stand for?
 
-`Authenticator.authenticate(token)` returns a Principal or raises TokenRejected with a short,
-loggable reason. It never raises anything else and never logs the token (only a hash prefix).
+`Authenticator.authenticate(token)` returns a Principal, raises TokenRejected with a short, loggable
+reason, or raises StoreUnavailable when only the token store (the database) could decide and it did not
+answer in time (not a refusal: HTTP answers 503, not 401). It never raises anything else and never logs
+the token (only a hash prefix).
 """
 
 from __future__ import annotations

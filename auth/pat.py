@@ -134,10 +134,8 @@ class PatVerifier:
         self._flushing: asyncio.Task[None] | None = None
 
     async def verify(self, token: str) -> Principal:
-        if not is_well_formed_pat(token):
-            raise TokenRejected("malformed personal access token")
         token_hash = hash_pat(token)
-        known = self._known.get(token_hash)
+        known = self._known.get(token_hash)  # only well-formed tokens the store knew are ever in here
         if known is not None:
             age = self._clock() - known.read_at
             if age < self._fresh_for:
@@ -145,6 +143,8 @@ class PatVerifier:
             if age < self._outage_grace:
                 self._lookup(token_hash)  # refreshed in the background; this caller is served meanwhile
                 return self._judge(known)
+        if not is_well_formed_pat(token):
+            raise TokenRejected("malformed personal access token")
         record = await self._wait_for_lookup(token_hash)
         if record is None:
             raise TokenRejected("unknown personal access token")
