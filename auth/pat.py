@@ -94,6 +94,11 @@ class _Known:
     read_at: float               # clock() when the store answered
 
 
+# How long a request for a known token whose record is stale waits for the store's fresh answer before it
+# is served from that record: long enough for a healthy database, short enough never to stall a caller.
+REVALIDATE_WAIT = 0.25
+
+
 def _principal_or_none(record: PatRecord) -> Principal | None:
     try:
         return principal_from_record(record)
@@ -106,9 +111,11 @@ class PatVerifier:
 
     One cache, three ages for a token's record (what the store last said about it):
     - younger than `fresh_for`: used as is;
-    - younger than `outage_grace`: used as is, and one lookup refreshes it in the background
-      (stale-while-revalidate), so a slow or hung store never stalls a caller it already knows;
-      a revocation bites as soon as that lookup answers;
+    - younger than `outage_grace`: looked up again. A store that answers within REVALIDATE_WAIT
+      decides (a revocation bites at once, however long the token was idle); a slower, hung or failing
+      one does not hold the caller: the record is used and the lookup finishes in the background
+      (stale-while-revalidate), and until a lookup answers quickly again, stale records are served
+      without waiting at all;
     - older, or never seen: the caller waits for the lookup, at most `store_timeout` seconds, then
       gets `StoreUnavailable` (503), never a refusal: the token may be good.
     Lookups are single-flight: one query per token hash at a time, every other request for that
@@ -129,7 +136,7 @@ class PatVerifier:
         self._used: dict[str, datetime] = {}
         self._known: OrderedDict[bytes, _Known] = OrderedDict()
         self._lookups: dict[bytes, tuple[asyncio.Task[PatRecord | None], float]] = {}  # hash -> (task, started)
-        self._store_failing = False
+        self._store_slow = False  # set by a failed or slow lookup, cleared by a quick answer
         self._last_flush = clock()
         self._flushing: asyncio.Task[None] | None = None
 
@@ -141,8 +148,7 @@ class PatVerifier:
             if age < self._fresh_for:
                 return self._judge(known)
             if age < self._outage_grace:
-                self._lookup(token_hash)  # refreshed in the background; this caller is served meanwhile
-                return self._judge(known)
+                return self._judge(await self._revalidate(token_hash, known))
         if not is_well_formed_pat(token):
             raise TokenRejected("malformed personal access token")
         record = await self._wait_for_lookup(token_hash)
@@ -163,6 +169,27 @@ class PatVerifier:
         return known.principal
 
     # -- lookups -------------------------------------------------------------------------------
+    async def _revalidate(self, token_hash: bytes, stale: _Known) -> _Known:
+        """The store's fresh word if it gives it quickly, else the stale record (lookup goes on)."""
+        task = self._lookup(token_hash)
+        if task is None or self._store_slow:
+            return stale  # the store is hung, failing or slow: do not make this caller wait on it
+        done, _ = await asyncio.wait({task}, timeout=REVALIDATE_WAIT)
+        if not done:
+            self._mark_slow(f"no answer within {REVALIDATE_WAIT:g} s")
+            return stale
+        if task.cancelled() or task.exception() is not None:
+            return stale
+        record = task.result()
+        if record is None:
+            raise TokenRejected("unknown personal access token")
+        return self._known.get(token_hash) or _Known(record, _principal_or_none(record), self._clock())
+
+    def _mark_slow(self, why: str) -> None:
+        if not self._store_slow:
+            log.warning("token store slow or unavailable (%s): serving known tokens from their last record", why)
+        self._store_slow = True
+
     def _lookup(self, token_hash: bytes) -> asyncio.Task[PatRecord | None] | None:
         """The one lookup for this hash; None if the running one is past its deadline (store hung)."""
         running = self._lookups.get(token_hash)
@@ -183,19 +210,17 @@ class PatVerifier:
             task.exception()  # retrieved here: a background refresh may fail with nobody awaiting it
 
     async def _fetch(self, token_hash: bytes) -> PatRecord | None:
+        started = self._clock()
         try:
             # The store bounds its own wait (pool checkout, statement_timeout); this bounds a store that
             # cannot even be told to stop (a stopped server, a black-holed network).
             record = await asyncio.wait_for(self.store.find_by_hash(token_hash), self._store_timeout + 0.5)
         except Exception as exc:
-            if not self._store_failing:
-                log.warning("token store unavailable (%s): serving known tokens from their last record",
-                            type(exc).__name__)
-            self._store_failing = True
+            self._mark_slow(type(exc).__name__)
             raise
-        if self._store_failing:
+        if self._store_slow and self._clock() - started < REVALIDATE_WAIT:
             log.warning("token store answers again")
-            self._store_failing = False
+            self._store_slow = False
         self._remember(token_hash, record)
         return record
 

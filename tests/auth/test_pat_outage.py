@@ -103,3 +103,16 @@ async def test_malformed_and_unknown_are_still_refused(setup: Setup, db: Databas
     with pytest.raises(TokenRejected) as info:  # the database answers: unknown is a refusal
         await setup.authenticator.authenticate(generate_pat())
     assert info.value.reason == "unknown personal access token"
+
+
+async def test_idle_token_revoked_is_refused_on_its_next_use(setup: Setup, db: Database) -> None:
+    """Stale-while-revalidate only when the database is slow: a healthy one decides, however idle the token."""
+    from gateway.tokens import revoke_token
+
+    token_id, token = await create_token(db, tenant_id="acme", user_id="ida")
+    assert (await setup.authenticator.authenticate(token)).user_id == "ida"
+    assert await revoke_token(db, token_id)
+    setup.clock.now += 50  # idle for a while (within the outage grace)
+    with pytest.raises(TokenRejected) as info:
+        await setup.authenticator.authenticate(token)
+    assert info.value.reason == "revoked personal access token"
