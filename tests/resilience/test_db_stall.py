@@ -69,6 +69,14 @@ async def whoami(http: httpx.AsyncClient, base: str, token: str) -> Answer:
                   response.text[:300])
 
 
+async def sse(http: httpx.AsyncClient, base: str, token: str) -> Answer:
+    """The legacy SSE transport's GET: only the status line and headers are read."""
+    started = time.monotonic()
+    async with http.stream("GET", base + "/sse", headers={"Authorization": f"Bearer {token}",
+                                                           "Accept": "text/event-stream"}) as response:
+        return Answer(response.status_code, response.headers.get("retry-after"), time.monotonic() - started, "")
+
+
 @dataclass
 class Tokens:
     known: str        # verified before the stall
@@ -100,7 +108,7 @@ async def known_tokens_keep_working(http: httpx.AsyncClient, base: str, *tokens:
 
 
 async def unseen_token_gets_503(http: httpx.AsyncClient, base: str, token: str) -> None:
-    for check in (call, whoami):
+    for check in (call, whoami, sse):
         answer = await check(http, base, token)
         assert answer.status == 503, (check.__name__, answer)
         assert answer.retry_after == str(RETRY_AFTER), answer
