@@ -6,7 +6,7 @@ Starlette pieces load on first use, so `from auth import Principal` stays cheap.
 
 from typing import TYPE_CHECKING, Any
 
-from auth.errors import AuthConfigError, TokenRejected
+from auth.errors import AuthConfigError, StoreUnavailable, TokenRejected
 from auth.principal import PRIVILEGED_ROLES, ROLES, Principal, Role, TokenKind, normalize_role
 from auth.settings import AuthSettings
 from auth.store import PatRecord, TokenStore
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PRIVILEGED_ROLES", "ROLES",
     "AuthConfigError", "AuthSettings", "Authenticator", "GatewayAuth", "GatewayTokenVerifier",
-    "PatRecord", "Principal", "Role", "TokenKind", "TokenRejected", "TokenStore",
+    "PatRecord", "Principal", "Role", "StoreUnavailable", "TokenKind", "TokenRejected", "TokenStore",
     "current_principal", "normalize_role", "require_principal",
 ]
 

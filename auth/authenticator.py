@@ -1,7 +1,9 @@
 """One question, one place: which principal does this bearer token stand for?
 
-`Authenticator.authenticate(token)` returns a Principal or raises TokenRejected with a short,
-loggable reason. It never raises anything else and never logs the token (only a hash prefix).
+`Authenticator.authenticate(token)` returns a Principal, raises TokenRejected with a short, loggable
+reason, or raises StoreUnavailable when only the token store (the database) could decide and it did not
+answer in time (not a refusal: HTTP answers 503, not 401). It never raises anything else and never logs
+the token (only a hash prefix).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import httpx
 
 from auth.cache import TTLCache
 from auth.claims import principal_from_claims
-from auth.errors import AuthConfigError, TokenRejected
+from auth.errors import AuthConfigError, StoreUnavailable, TokenRejected
 from auth.introspection import Introspector
 from auth.jwks import JwksKeys
 from auth.jwt_verify import ASYMMETRIC_ALGS, HMAC_ALGS, decode, inspect_header, looks_like_jwt
@@ -32,6 +34,7 @@ log = logging.getLogger("auth")
 
 # RFC 6750 b64token: what a bearer credential may consist of at all.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
 
 
 def token_fingerprint(token: str) -> str:
@@ -49,9 +52,11 @@ class Authenticator:
         self._clock = clock
         self._own_http = http_client is None
         self._http = http_client
-        self.pats = PatVerifier(token_store, flush_interval=settings.last_used_flush_interval,
-                                outage_grace=settings.pat_outage_grace,
-                                max_known=settings.cache_max_entries) if token_store else None
+        self.pats = PatVerifier(
+            token_store, flush_interval=settings.last_used_flush_interval, outage_grace=settings.pat_outage_grace,
+            fresh_for=settings.pat_cache_ttl, store_timeout=settings.store_timeout,
+            retry_after=settings.unavailable_retry_after, max_known=settings.cache_max_entries, clock=clock,
+        ) if token_store else None
         self.jwks = (
             JwksKeys(self._client, jwks_url=settings.jwks_url, oidc_issuer=settings.oidc_issuer,
                      cache_ttl=settings.jwks_cache_ttl, min_refresh_interval=settings.jwks_min_refresh_interval)
@@ -101,6 +106,8 @@ class Authenticator:
             if exc.reason in _CACHEABLE_REFUSALS:
                 self._results.put(key, exc.reason, self.settings.negative_cache_ttl)
             raise
+        except StoreUnavailable:
+            raise  # not a verdict on the token: the caller answers 503, not 401
         except Exception as exc:  # a bug or a hostile corner case must still be a refusal, not a 5xx
             log.error("token %s: unexpected %s during verification", token_fingerprint(token), type(exc).__name__)
             raise TokenRejected("token could not be verified") from None
@@ -114,7 +121,7 @@ class Authenticator:
         if looks_like_pat(token):
             if self.pats is None:
                 raise TokenRejected("personal access tokens are not enabled")
-            return await self.pats.verify(token), s.pat_cache_ttl
+            return await self.pats.verify(token), 0.0  # PatVerifier keeps its own cache (staleness, outages)
         if looks_like_jwt(token):
             header = inspect_header(token, s)
             if self.local_tokens is not None and self.local_tokens.owns(token, header):

@@ -32,12 +32,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth.authenticator import Authenticator, token_fingerprint
-from auth.errors import AuthConfigError, TokenRejected
+from auth.errors import AuthConfigError, StoreUnavailable, TokenRejected
 from auth.fastmcp_private import add_http_routes
 from auth.local_tokens import LocalTokenVerifier
 from auth.principal import Principal
 from auth.settings import AuthSettings
 from auth.store import TokenStore
+from auth.unavailable import StoreUnavailableResponse
 
 log = logging.getLogger("auth")
 
@@ -181,7 +182,7 @@ class _GatewayRemoteAuth(RemoteAuthProvider):
     """RemoteAuthProvider whose 401s say why a token was refused."""
 
     def get_middleware(self) -> list[Any]:
-        return [Middleware(RefusalReasons), *super().get_middleware()]
+        return [Middleware(StoreUnavailableResponse), Middleware(RefusalReasons), *super().get_middleware()]
 
 
 class GatewayTokenVerifier(TokenVerifier):
@@ -209,6 +210,8 @@ class GatewayTokenVerifier(TokenVerifier):
                 except Exception:  # pragma: no cover - a hook never turns a 401 into a 500
                     log.exception("on_refused hook failed")
             return None
+        except StoreUnavailable:
+            raise  # answered 503 by StoreUnavailableResponse, around the authentication middleware
         except Exception as exc:  # pragma: no cover - Authenticator already folds these into refusals
             log.error("bearer token verification failed: %s", type(exc).__name__)
             return None
@@ -285,8 +288,8 @@ class GatewayAuth:
         Inside, `require_principal(request)` (auth.starlette) returns the caller.
         """
         guarded = RequireAuthMiddleware(app, [], self.resource_metadata_url, [])
-        inner = RefusalReasons(
-            AuthenticationMiddleware(AuthContextMiddleware(guarded), backend=BearerAuthBackend(self.verifier)))
+        inner = StoreUnavailableResponse(RefusalReasons(
+            AuthenticationMiddleware(AuthContextMiddleware(guarded), backend=BearerAuthBackend(self.verifier))))
 
         async def with_auth_in_scope(scope: Scope, receive: Receive, send: Send) -> None:
             scope[SCOPE_KEY] = self  # lets require_principal find us from any nested app

@@ -70,9 +70,14 @@ class AuthSettings(BaseSettings):
     introspection_cache_ttl: float = Field(default=60.0, ge=0, le=60)
     http_timeout: float = Field(default=5.0, gt=0, le=60)
     last_used_flush_interval: float = Field(default=30.0, ge=0, le=3600)
-    # While the token store (the database) cannot be reached, a PAT that verified within this many
-    # seconds keeps working; 0 refuses every PAT during an outage.
+    # While the token store (the database) is slow or away, a PAT whose record was read within this many
+    # seconds keeps working from that record (stale-while-revalidate); 0 refuses every PAT during an outage.
     pat_outage_grace: float = Field(default=900.0, ge=0, le=86_400)
+    # The longest a request waits on the token store (pool checkout and query together) before it is
+    # answered 503; at most 2 s so a hung database never stalls a caller for longer.
+    store_timeout: float = Field(default=1.5, gt=0, le=2.0)
+    # Retry-After (seconds) of that 503.
+    unavailable_retry_after: int = Field(default=5, ge=1, le=300)
 
     # The gateway as OAuth 2.1 authorization server for its own MCP endpoint (gateway/oauth).
     oauth_server: bool = Field(True, description=(

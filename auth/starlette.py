@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import Message
 
+from auth.errors import StoreUnavailable
 from auth.fastmcp_private import send_auth_error, send_missing_auth
 from auth.principal import Principal
 from auth.provider import (
@@ -24,6 +25,7 @@ from auth.provider import (
     noting_refusal,
     safe_description,
 )
+from auth.unavailable import UNAVAILABLE_DESCRIPTION
 
 STATE_KEY = "mcp_gateway_auth"
 
@@ -55,6 +57,13 @@ async def challenge_headers(gateway_auth: GatewayAuth, *, token_presented: bool,
     return headers, sent[1].get("body", b"").decode() or "Authentication required"
 
 
+class TemporarilyUnavailable(HTTPException):
+    """503 + Retry-After: the token could not be checked (database slow or away), it was not refused."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(status_code=503, detail=UNAVAILABLE_DESCRIPTION, headers={"Retry-After": str(retry_after)})
+
+
 def gateway_auth_of(conn: HTTPConnection) -> GatewayAuth:
     """The GatewayAuth of this request: set in the scope by `GatewayAuth.protect`, else
     `app.state.mcp_gateway_auth` of the (innermost) Starlette app."""
@@ -74,7 +83,10 @@ async def require_principal(conn: HTTPConnection, gateway_auth: GatewayAuth | No
     gateway_auth = gateway_auth or gateway_auth_of(conn)
     header = conn.headers.get("authorization")
     with noting_refusal() as note:
-        principal = await gateway_auth.principal_for_header(header)
+        try:
+            principal = await gateway_auth.principal_for_header(header)
+        except StoreUnavailable as exc:
+            raise TemporarilyUnavailable(exc.retry_after) from None
     if principal is not None:
         return principal
     presented = header is not None and header[:7].lower() == "bearer "

@@ -52,8 +52,13 @@ AUTH_DESCRIPTIONS: dict[str, str] = {
     "allow_id_tokens": "Accept OIDC ID tokens as access tokens (off: only access tokens).",
     "accepted_jwt_types": "Accepted JWT `typ` headers (comma-separated).",
     "verify_cache_ttl": "Seconds a verified JWT stays cached.",
-    "pat_outage_grace": "Seconds a personal access token that verified recently keeps working while the "
-                        "database cannot be reached (0: refuse every PAT during an outage).",
+    "pat_outage_grace": "Longest staleness, in seconds, of a personal access token's cached record: while the "
+                        "database is slow, hung or away, a PAT whose record was read within this time keeps "
+                        "working from it (0: refuse every PAT the database cannot confirm).",
+    "store_timeout": "Seconds (at most 2) a request waits on the database to check its token (pool checkout and "
+                     "query together; also bounds user provisioning) before it is answered 503 with Retry-After.",
+    "unavailable_retry_after": "Retry-After seconds of the 503 a caller gets when its token cannot be checked "
+                               "because the database did not answer in time.",
     "pat_cache_ttl": "Seconds a personal access token check stays cached (at most 4, so a revocation bites "
                      "within 5 seconds).",
     "negative_cache_ttl": "Seconds a refused token is refused again without re-checking.",

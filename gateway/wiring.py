@@ -136,8 +136,8 @@ def build_services(settings: Settings, config: GatewayConfig, urls: DatabaseUrls
     if auth_settings is None:
         auth_settings = AuthSettings.load(public_url=settings.resolved_public_url)
     oauth = build_oauth(auth_settings, db, config.oauth_clients)  # None with MCP_GATEWAY_OAUTH_SERVER=false
-    gateway_auth = GatewayAuth(auth_settings, token_store=PostgresTokenStore(db),
-                               **(oauth.auth_kwargs if oauth else {}))
+    token_store = PostgresTokenStore(db, timeout=auth_settings.store_timeout)  # a slow database answers 503
+    gateway_auth = GatewayAuth(auth_settings, token_store=token_store, **(oauth.auth_kwargs if oauth else {}))
     instance = InstanceClaim(InstanceLock(urls.app, instance_id), _crash_recovery(writer), utcnow())
     console = SqlConsole(urls, db, limits=limits_from(settings))
     quotas = Quotas(config.quotas, config.pricing, db) if quotas_configured(config.quotas) else None

@@ -1,5 +1,7 @@
 """A TCP proxy in front of PostgreSQL that a test can cut and restore: a real outage
-for the gateway (connections reset, new ones refused) without stopping the shared server."""
+for the gateway (connections reset, new ones refused) without stopping the shared server.
+`freeze()` black-holes instead: connections stay open and new ones are accepted, but no byte
+passes either way until `thaw()` (a hung server or a silently dropping network)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ class CuttableProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._thread.start()
         self.restore()
 
@@ -42,7 +46,14 @@ class CuttableProxy:
     def restore(self) -> None:
         self._call(self._listen())
 
+    def freeze(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+
+    def thaw(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.set)
+
     def close(self) -> None:
+        self.thaw()
         self.cut()
         self._call(self._cancel_pipes())
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -69,6 +80,7 @@ class CuttableProxy:
         self._writers.clear()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._flowing.wait()
         try:
             if self.target_unix:
                 up_reader, up_writer = await asyncio.open_unix_connection(self.target_unix)
@@ -82,6 +94,7 @@ class CuttableProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    await self._flowing.wait()
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.IncompleteReadError):

@@ -68,6 +68,9 @@ class Reservation:
     amount: Decimal
 
 
+REFRESH_TIMEOUT = 10.0  # seconds for one refresh of the spend totals (pool checkout and query)
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     calls_per_minute: float | None
@@ -321,7 +324,8 @@ class Quotas:
         user: dict[tuple[str, str], Decimal] = {}
         tenant: dict[str, Decimal] = {}
         confirmed: set[uuid.UUID] = set()
-        async with self.db.as_system("ingest") as conn:
+        # Bounded: a locked table must not hold a pooled connection (and stall the refresh loop) for ever.
+        async with self.db.as_system("ingest", timeout=REFRESH_TIMEOUT) as conn:
             # One statement, one snapshot: a flush committing meanwhile is either in both parts or in neither.
             cur = await conn.execute(
                 "SELECT tenant_id, CASE WHEN GROUPING(user_id) = 1 THEN NULL ELSE user_id END, sum(cost), NULL::uuid"

@@ -10,6 +10,7 @@ that skipped this step holds no privileges at all.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ _SET_IDENTITY = (
     " set_config('mcp_gateway.tenant_id', %s, true),"
     " set_config('mcp_gateway.user_id', %s, true)"
 )
+_SET_IDENTITY_BOUNDED = _SET_IDENTITY + ", set_config('statement_timeout', %s, true)"
 
 
 def with_user(url: str, user: str, password: str | None = None, *, dbname: str | None = None) -> str:
@@ -116,6 +118,7 @@ class Database:
             timeout=10,
             reconnect_timeout=0,  # keep retrying while the database is away
         )
+        self._unwinding: set[asyncio.Future[None]] = set()  # timed-out pings, referenced until they end
 
     async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         await self.pool.open(wait=wait, timeout=timeout)
@@ -137,21 +140,37 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def as_system(self, role: SystemRole) -> AsyncIterator[psycopg.AsyncConnection]:
-        """A transaction for the gateway's own work, with no caller identity."""
-        async with self._transaction(SYSTEM_ROLES[role], "", "") as conn:
+    async def as_system(self, role: SystemRole, *, timeout: float | None = None
+                        ) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A transaction for the gateway's own work, with no caller identity.
+
+        `timeout` (seconds) bounds both the wait for a pooled connection (PoolTimeout) and every
+        statement in the transaction (statement_timeout, lock waits included), for work a caller waits on.
+        """
+        async with self._transaction(SYSTEM_ROLES[role], "", "", timeout) as conn:
             yield conn
 
     @asynccontextmanager
-    async def _transaction(self, db_role: str, tenant_id: str, user_id: str) -> AsyncIterator[psycopg.AsyncConnection]:
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(_SET_IDENTITY, (db_role, tenant_id, user_id))
+    async def _transaction(self, db_role: str, tenant_id: str, user_id: str,
+                           timeout: float | None = None) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with self.pool.connection(timeout=timeout) as conn, conn.transaction():
+            if timeout is None:
+                await conn.execute(_SET_IDENTITY, (db_role, tenant_id, user_id))
+            else:
+                await conn.execute(_SET_IDENTITY_BOUNDED, (db_role, tenant_id, user_id, f"{int(timeout * 1000)}ms"))
             yield conn
 
     async def ping(self, timeout: float = 2.0) -> bool:
-        try:
-            async with self.pool.connection(timeout=timeout) as conn:
-                await conn.execute("SELECT 1")
-            return True
-        except Exception:  # any failure means "not reachable now"
+        """Reachable now? Answers within `timeout` even when a stopped server never answers."""
+        task = asyncio.ensure_future(self._ping(timeout))
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:  # cancelled in the background: psycopg's cancel request may itself wait on the server
+            task.cancel()
+            self._unwinding.add(task)
+            task.add_done_callback(self._unwinding.discard)
             return False
+        return not task.cancelled() and task.exception() is None
+
+    async def _ping(self, timeout: float) -> None:
+        async with self.pool.connection(timeout=timeout) as conn:
+            await conn.execute("SELECT 1")

@@ -57,11 +57,12 @@ class TokenInfo:
 class PostgresTokenStore:
     """auth.store.TokenStore on gateway.api_tokens (joined with users for email and name)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, timeout: float | None = None) -> None:
         self.db = db
+        self.timeout = timeout  # a caller waits on find_by_hash: bound pool checkout and query
 
     async def find_by_hash(self, token_hash: bytes) -> PatRecord | None:
-        async with self.db.as_system("authn") as conn:
+        async with self.db.as_system("authn", timeout=self.timeout) as conn:
             cur = await conn.cursor(row_factory=class_row(PatRecord)).execute(
                 "SELECT t.token_id::text AS token_id, t.tenant_id, t.user_id, t.role,"
                 "       coalesce(t.scopes, '{}') AS scopes, t.expires_at, t.revoked_at, u.email, u.name"
@@ -78,7 +79,8 @@ class PostgresTokenStore:
         if not used:
             return
         ids = list(used)
-        async with self.db.as_system("authn") as conn:
+        # In the background, but it holds a pooled connection: a locked table must not keep it for ever.
+        async with self.db.as_system("authn", timeout=None if self.timeout is None else 4 * self.timeout) as conn:
             await conn.execute(
                 "UPDATE gateway.api_tokens t"
                 "   SET last_used_at = greatest(t.last_used_at, v.used_at)"

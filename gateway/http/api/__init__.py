@@ -18,6 +18,8 @@ from starlette.routing import Route
 
 from gateway.http.api.handlers import ApiError, Endpoint, endpoints, error_response
 
+UNAVAILABLE_RETRY_AFTER = 5  # seconds
+
 if TYPE_CHECKING:
     from gateway.wiring import Services
 
@@ -29,19 +31,26 @@ def _route(endpoint: Endpoint) -> Route:
         except ApiError as exc:
             return exc.response()
         except OperationalError:
-            return error_response(503, "unavailable", "the database is unavailable")
+            return _unavailable()
         except Exception as exc:
             if type(exc).__name__ == "PoolTimeout":
-                return error_response(503, "unavailable", "the database is unavailable")
+                return _unavailable()
             raise
 
     call.__name__ = endpoint.handler.__name__
     return Route(endpoint.path, call, methods=[endpoint.method])
 
 
+def _unavailable() -> Response:
+    """The database did not answer in time: an outage, retry later (never a verdict on the caller)."""
+    response = error_response(503, "unavailable", "the database is unavailable")
+    response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
+    return response
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    names = {404: "not_found", 405: "method_not_allowed"}
+    names = {404: "not_found", 405: "method_not_allowed", 503: "unavailable"}
     return JSONResponse({"error": names.get(exc.status_code, "error"), "detail": str(exc.detail)},
                         status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
