@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterator
@@ -272,6 +273,7 @@ def _serve(settings: Any, *, tools: list[str], config_path: Path | None, demo: b
     from gateway.logs import configure_logging
     from gateway.server import load_tools
     from gateway.streams import complete_streams
+    from gateway.workers import inherited_listeners
 
     configure_logging(settings.log_format or log_format)
     # Everything a person can get wrong is checked before anything is started or written.
@@ -279,7 +281,12 @@ def _serve(settings: Any, *, tools: list[str], config_path: Path | None, demo: b
     servers = [load_tools(spec) for spec in tools]
     auth_settings = _auth_settings(settings)
     # The port next: a clash must not start the database, end anyone's sessions or print a token.
-    sockets = bind_listeners(settings.host, settings.port)
+    sockets = inherited_listeners()  # a worker of `serve --workers`: the supervisor bound them
+    if sockets is None:
+        sockets = bind_listeners(settings.host, settings.port)
+        if settings.workers > 1:
+            settings.port = bound_port(sockets)
+            raise SystemExit(_supervise(settings, sockets, migrate=migrate))
     settings.port = bound_port(sockets)  # --port 0: the port the kernel chose
     urls = _urls(settings)
     try:
@@ -307,6 +314,20 @@ def _serve(settings: Any, *, tools: list[str], config_path: Path | None, demo: b
         # Oversized bearer tokens must reach the verifier (401), not die in h11 (400).
         h11_max_incomplete_event_size=4 * 1024 * 1024), on_started=started)
     server.run(sockets=sockets)  # a failed start-up exits 3 from inside uvicorn, after logging why
+
+
+def _supervise(settings: Any, sockets: list[socket.socket], *, migrate: bool) -> int:
+    """`serve --workers N`: migrate once, then run N workers on these sockets (gateway/workers.py)."""
+    from gateway.workers import Supervisor, worker_command
+
+    urls = _urls(settings)
+    if migrate:
+        _migrate(urls)
+    base = settings.instance_id or f"{socket.gethostname()}:{settings.port}"
+    env = dict(os.environ, MCP_GATEWAY_PORT=str(settings.port), MCP_GATEWAY_WORKERS=str(settings.workers))
+    logging.getLogger("mcp_gateway").info("serving on %s/mcp with %d workers", settings.resolved_public_url,
+                                          settings.workers)
+    return Supervisor(worker_command(sys.argv[1:]), sockets, base, settings.workers, env=env).run()
 
 
 def _hold_instance_id(lock: Any) -> None:
@@ -342,9 +363,14 @@ def serve(
         "--migrate/--no-migrate",
         help="Apply migrations at start. --no-migrate: migrations run elsewhere (e.g. a one-shot "
              "`mcp-gateway migrate`), so this process needs no admin credentials.")] = True,
+    workers: Annotated[int | None, typer.Option(
+        help="Worker processes on the one port, each with its own instance id and database pool "
+             "[MCP_GATEWAY_WORKERS]", min=1, max=64)] = None,
 ) -> None:
     """Serve the gateway."""
     settings = _settings()
+    if workers is not None:
+        settings.workers = workers
     if host is not None:
         settings.host = host
     if port is not None:
@@ -361,6 +387,7 @@ def dev(
     from gateway.devsetup import dev_token, embedded_description, print_dev_banner, print_dev_exit
 
     settings = _settings()
+    settings.workers = 1  # dev is one process; `serve --workers` scales out
     if port is not None:
         settings.port = port
 

@@ -15,6 +15,7 @@ from fastmcp.exceptions import ToolError
 
 from auth import Principal
 from gateway import __version__
+from gateway.budget import live_report
 from gateway.console_hardening import SideChannelStatus
 from gateway.errors import UserError
 
@@ -90,6 +91,7 @@ def add_builtin_tools(mcp: FastMCP, services: Services) -> None:
             "tracking_backlog": services.writer.backlog,
             "open_sessions": len(services.sessions),
             "console_side_channels": await console_side_channels.status(),
+            "connection_budget": await live_report(services.settings, services.db),
         }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from auth import AuthSettings, Principal
 from auth.provider import GatewayAuth, current_principal
+from gateway import budget
 from gateway.config import GatewayConfig
 from gateway.db import Database, DatabaseUrls
 from gateway.instance_lock import InstanceClaim, InstanceLock
@@ -41,7 +42,8 @@ class Services:
     def build(cls, settings: Settings, config: GatewayConfig, urls: DatabaseUrls,
               auth_settings: AuthSettings | None = None) -> Services:
         instance_id = settings.instance_id or f"{socket.gethostname()}:{settings.port}"
-        db = Database(urls, min_size=2, max_size=10, application_name=f"mcp-gateway {instance_id}")
+        db = Database(urls, min_size=2, max_size=budget.pool_size(settings),
+                      application_name=f"mcp-gateway {instance_id}")
         spill_dir = settings.spill_dir or (settings.data_dir / "spill")
         writer = TrackingWriter(
             db, instance_id=instance_id, pricing=config.pricing, flush_interval=settings.flush_interval,
