@@ -40,6 +40,7 @@ from gateway.origins import guard_http
 from gateway.quotas import install_quotas
 from gateway.server import add_builtin_tools, add_demo_tools, mount_servers
 from gateway.services import Services
+from gateway.session_sharing import build_session_sharing
 from gateway.settings import Settings
 from gateway.sqlconsole import add_admin_tools
 from gateway.tracking import ClientInfo, TrackingMiddleware
@@ -78,6 +79,7 @@ class GatewayApp:
         self.mcp_http = mcp.http_app(path="/mcp", json_response=settings.json_response,
                                      session_idle_timeout=settings.session_idle_timeout)
         self.mcp_sse = mcp.http_app(path="/sse", transport="sse")
+        self.sharing = build_session_sharing(services)  # any process serves any handshake-era session
         api_app = create_api_app(services)
         api = services.gateway_auth.protect(api_app)
         self.metrics = GatewayMetrics(services)
@@ -107,6 +109,7 @@ class GatewayApp:
         await self.services.start()
         try:
             async with self.mcp_http.lifespan(self.mcp_http), self.mcp_sse.lifespan(self.mcp_sse):
+                self.sharing.attach(self.mcp_http)
                 yield
         finally:
             await self.services.stop()
@@ -153,7 +156,7 @@ class GatewayApp:
             self._session_ended(scope, "mcp", session_header, f"error:{type(exc).__name__}")
             raise
         if scope["method"] == "DELETE" and 200 <= status < 300:
-            self._session_ended(scope, "mcp", session_header, "client_disconnect")
+            self.sharing.session_deleted(scope, session_header)  # once, whichever process served the calls
 
     async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
         session_id: str | None = None
