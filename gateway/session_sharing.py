@@ -185,6 +185,9 @@ class SessionSharing:
             if await sdk_compat.adopt(self.manager, session_id, scope, binding.protocol_version,
                                       binding.init_params):
                 self.adopted += 1
+                log.info("adopted a session opened by another process",
+                         extra={"event": "session_adopted", "instance": self.store.instance_id,
+                                "tenant": principal.tenant_id, "user": principal.user_id})
         if binding is not None and not binding.ended and self.store.due_for_touch(principal.tenant_id, session_id):
             self._spawn(self.store.touch(principal.tenant_id, session_id))
         if scope["method"] == "DELETE":

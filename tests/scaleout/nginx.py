@@ -38,7 +38,7 @@ http {{
 
     upstream mcp_gateway {{
 {servers}
-        keepalive 32;
+{keepalive}
     }}
     server {{
         listen 127.0.0.1:{port};
@@ -74,13 +74,18 @@ def ensure_nginx() -> str:
 
 
 @contextmanager
-def round_robin(backends: Sequence[int], port: int, workdir: Path) -> Iterator[Path]:
-    """nginx on 127.0.0.1:`port` spreading requests over `backends` in turn; yields its access log path."""
+def round_robin(backends: Sequence[int], port: int, workdir: Path, *, keepalive: bool = True) -> Iterator[Path]:
+    """nginx on 127.0.0.1:`port` spreading requests over `backends` in turn; yields its access log path.
+
+    keepalive=False: a new upstream connection per request (so one port served by several worker
+    processes sees its requests spread by the kernel rather than pinned to one connection's worker).
+    """
     binary = ensure_nginx()
     workdir.mkdir(parents=True, exist_ok=True)
     servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=30s;" for p in backends)
     conf = workdir / "nginx.conf"
-    conf.write_text(CONFIG.format(dir=workdir, servers=servers, port=port))
+    conf.write_text(CONFIG.format(dir=workdir, servers=servers, port=port,
+                                  keepalive="        keepalive 32;" if keepalive else ""))
     proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(workdir), "-e", str(workdir / "error.log")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

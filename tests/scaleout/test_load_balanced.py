@@ -129,3 +129,30 @@ async def test_legacy_clients_through_round_robin_nginx_then_one_process_killed(
     finally:
         first.stop()
         second.stop()
+
+
+async def test_legacy_clients_through_nginx_to_serve_workers_2(
+        database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
+    gateway = start_gateway(database, tmp_path / "w", args=(*TOOLS, "--workers", "2"))
+    lb_port = free_port()
+    url = f"http://127.0.0.1:{lb_port}/mcp"
+    try:
+        # One upstream (the workers' shared port), a new connection per request: the kernel hands each to
+        # whichever worker accepts it, so a session's requests land on both workers.
+        with round_robin([gateway.port], lb_port, tmp_path / "nginx", keepalive=False):
+            async def client(n: int) -> None:
+                async with Client(url, auth=make_jwt(f"w{n}", "acme"), mode="legacy") as mcp:
+                    for i in range(CALLS):
+                        assert (await mcp.call_tool("echo", {"text": f"w{n}-{i}"})).data == f"w{n}-{i}"
+
+            await asyncio.gather(*(client(n) for n in range(CLIENTS)))
+            await poll(lambda: scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_sessions"
+                                                  " WHERE disconnect_reason = 'client_disconnect'") == CLIENTS,
+                       30, "every session ended client_disconnect")
+        assert scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_requests") == CLIENTS * CALLS
+        assert scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_sessions") == CLIENTS
+        adopted = Counter(line.split('"instance": "', 1)[1].split('"', 1)[0]
+                          for line in gateway.log().splitlines() if '"event": "session_adopted"' in line)
+        assert adopted and set(adopted) <= {f"test-{gateway.port}-w0", f"test-{gateway.port}-w1"}, adopted
+    finally:
+        assert gateway.stop() == 0
