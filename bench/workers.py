@@ -25,7 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg  # noqa: E402
 
 from bench._harness import (  # noqa: E402
-    PY, bench_database, cores, create_token, free_port, initialize_sessions, require_wrk, run_wrk, start, wait_for,
+    PY,
+    bench_database,
+    cores,
+    create_token,
+    free_port,
+    initialize_sessions,
+    require_wrk,
+    run_wrk,
+    start,
+    wait_for,
 )
 
 
@@ -57,16 +66,19 @@ def main() -> None:
                         result = run_wrk(proc.url, era="handshake", connections=args.connections,
                                          seconds=args.seconds, token=token, sessions=sessions, script_dir=Path(tmp))
                         served = result.requests - result.failed
-                        wait_for(lambda: conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone()[0]
-                                 - before >= served, 60, "rows for every answered call")
+                        def stored(conn: psycopg.Connection = conn, floor: int = before + served) -> bool:
+                            return bool(conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone()[0]
+                                        >= floor)
+                        wait_for(stored, 60, "rows for every answered call")
                         rows = conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone()[0] - before
                 finally:
                     code = proc.stop()
                 results[n].append(result.rps)
                 failures[n] += result.failed
+                # rows >= answered: calls still in flight when wrk stops are served and stored too
                 print(f"round {round_no + 1}: {n} worker(s): {result.rps:8.1f} calls/s  p50 {result.p50_ms:.1f} ms"
-                      f"  p99 {result.p99_ms:.1f} ms  failed {result.failed}  rows {rows} (answered {served}; calls in flight at the end add up to C)  exit {code}",
-                      flush=True)
+                      f"  p99 {result.p99_ms:.1f} ms  failed {result.failed}  rows {rows} (answered {served})"
+                      f"  exit {code}", flush=True)
     print(f"\n{cores()} core(s) shared by wrk, PostgreSQL and the gateway; indicative figures only.")
     print(f"{'workers':>8} {'calls/s (median)':>17} {'failed':>7}")
     for n in counts:
