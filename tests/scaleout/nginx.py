@@ -112,3 +112,19 @@ def round_robin(backends: Sequence[int], port: int, workdir: Path, *, keepalive:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+TS_CLIENT_DIR = Path(__file__).resolve().parent / "ts"
+
+
+def ensure_ts_client() -> Path:
+    """`npm ci` of the pinned TypeScript SDK (package.json + package-lock.json) once; the client script's dir."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise RuntimeError("node and npm are needed for the TypeScript SDK client test (Debian: apt-get install npm)")
+    marker = TS_CLIENT_DIR / "node_modules" / ".package-lock.json"
+    lock = TS_CLIENT_DIR / "package-lock.json"
+    if not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=TS_CLIENT_DIR, check=True, capture_output=True,
+                       timeout=600)
+    return TS_CLIENT_DIR

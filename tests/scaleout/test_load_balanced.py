@@ -1,11 +1,13 @@
 """Two gateway processes behind a real round-robin nginx with no stickiness (the docs/scaling.md setup).
 
-fastmcp.Client in legacy (handshake) mode: every session's requests alternate between the processes.
+fastmcp.Client in legacy (handshake) mode and the TypeScript SDK (pinned in tests/scaleout/ts/, installed
+with `npm ci`): every session's requests alternate between the processes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections import Counter
@@ -19,7 +21,7 @@ from mcp_types import Implementation
 from tests.gateway_proc import free_port, make_jwt, start_gateway
 from tests.pg import TestDatabase
 from tests.resilience.conftest import ACCEPT, LEGACY, poll, rows, scalar
-from tests.scaleout.nginx import round_robin
+from tests.scaleout.nginx import ensure_ts_client, round_robin
 
 TOOLS = ("serve", "--tools", "tests.sample_tools:mcp")
 CLIENTS, CALLS = 4, 60  # 240 calls over 4 handshake-era sessions
@@ -156,3 +158,36 @@ async def test_legacy_clients_through_nginx_to_serve_workers_2(
         assert adopted and set(adopted) <= {f"test-{gateway.port}-w0", f"test-{gateway.port}-w1"}, adopted
     finally:
         assert gateway.stop() == 0
+
+
+async def test_typescript_sdk_clients_through_round_robin_nginx(
+        database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
+    client_dir = ensure_ts_client()  # npm ci of the pinned @modelcontextprotocol/sdk
+    first = start_gateway(database, tmp_path / "a", args=TOOLS)
+    second = start_gateway(database, tmp_path / "b", args=TOOLS)
+    lb_port = free_port()
+    url = f"http://127.0.0.1:{lb_port}/mcp"
+    try:
+        with round_robin([first.port, second.port], lb_port, tmp_path / "nginx") as access_log:
+            procs = [await asyncio.create_subprocess_exec(
+                "node", str(client_dir / "client.mjs"), url, make_jwt(f"ts{n}", "acme"), str(CALLS), f"ts{n}",
+                cwd=client_dir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                for n in range(CLIENTS)]
+            outputs = [await asyncio.wait_for(p.communicate(), 180) for p in procs]
+            results = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outputs]
+            assert all(r["errors"] == [] for r in results), [(r["errors"][:3], err[-500:]) for r, (_, err)
+                                                            in zip(results, outputs, strict=True)]
+            assert sum(r["ok"] for r in results) == CLIENTS * CALLS
+            assert all(r["sessionId"] for r in results)  # handshake era: each client held an Mcp-Session-Id
+            served = _served_by(access_log)
+            assert len(served) == 2 and min(served.values()) > CLIENTS * CALLS // 3, served
+        await poll(lambda: scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_sessions"
+                                              " WHERE disconnect_reason = 'client_disconnect'") == CLIENTS,
+                   30, "every TypeScript session ended client_disconnect")
+        assert scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_requests") == CLIENTS * CALLS
+        assert scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_sessions") == CLIENTS
+        assert sorted(rows(admin_conn, "SELECT client_type, count(*) FROM gateway.mcp_requests GROUP BY 1")) \
+            == [(f"ts{n}", CALLS) for n in range(CLIENTS)]
+    finally:
+        first.stop()
+        second.stop()
