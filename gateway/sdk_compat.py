@@ -89,7 +89,7 @@ def requestor_identity(scope: MutableMapping[str, Any]) -> str | None:
 
 
 async def adopt(manager: StreamableHTTPSessionManager, session_id: str, scope: MutableMapping[str, Any],
-                protocol_version: str, init_params: dict[str, Any]) -> bool:
+                protocol_version: str, init_params: dict[str, Any], *, idle_timeout: float | None) -> bool:
     """Make `session_id` a session of this process, already initialized from another process's `initialize`.
 
     False when the manager is full (its max_sessions) or not running. The caller has checked that the
@@ -108,7 +108,7 @@ async def adopt(manager: StreamableHTTPSessionManager, session_id: str, scope: M
         event_store=manager.event_store,
         security_settings=manager.security_settings,
         retry_interval=manager.retry_interval,
-        idle_timeout=manager.session_idle_timeout,
+        idle_timeout=idle_timeout,
     )
     user = scope.get("user")
     if isinstance(user, AuthenticatedUser):

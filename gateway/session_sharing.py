@@ -44,6 +44,10 @@ log = logging.getLogger("mcp_gateway.sessions")
 
 BINDING_CACHE = 2.0   # seconds a looked-up binding is trusted (how stale a DELETE elsewhere may be seen)
 TOUCH_EVERY = 60.0    # seconds between last_used_at updates of one session by one process
+# An adopted copy is dropped after this long without a request (the SDK's idle timer; nothing is ended in the
+# database): behind round-robin every process would otherwise keep a copy of every session for the full idle
+# timeout. The next request re-adopts it from the binding.
+ADOPTED_IDLE = 300.0
 
 
 def session_hash(session_id: str) -> bytes:
@@ -183,7 +187,7 @@ class SessionSharing:
                 await sdk_compat.discard(self.manager, session_id)  # DELETEd on another process
         elif binding is not None and self._may_adopt(binding, principal, scope):
             if await sdk_compat.adopt(self.manager, session_id, scope, binding.protocol_version,
-                                      binding.init_params):
+                                      binding.init_params, idle_timeout=min(self.idle_timeout, ADOPTED_IDLE)):
                 self.adopted += 1
                 log.info("adopted a session opened by another process",
                          extra={"event": "session_adopted", "instance": self.store.instance_id,
