@@ -48,6 +48,8 @@ TOUCH_EVERY = 60.0    # seconds between last_used_at updates of one session by o
 # database): behind round-robin every process would otherwise keep a copy of every session for the full idle
 # timeout. The next request re-adopts it from the binding.
 ADOPTED_IDLE = 300.0
+DB_TIMEOUT = 2.0      # seconds a binding read or write may take before the request goes on without it
+DB_BACKOFF = 5.0      # after a failure, sessions this process holds are served without asking for this long
 
 
 def session_hash(session_id: str) -> bytes:
@@ -151,6 +153,7 @@ class SessionSharing:
         self.adopted = 0
         self._pending: dict[asyncio.Task[None], Callable[[], Awaitable[None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._failing_until = 0.0
 
     def attach(self, http_app: Any) -> None:
         """Once FastMCP's http app has started (its session manager exists)."""
@@ -177,12 +180,14 @@ class SessionSharing:
             else:
                 await inner(scope, receive, send)
             return
-        try:
-            binding = await self.store.lookup(principal.tenant_id, session_id)
-        except Exception as exc:  # the database away: local sessions carry on; others cannot be checked
-            log.warning("session binding lookup failed (%s)", type(exc).__name__)
-            binding = None
-        if sdk_compat.holds(self.manager, session_id):
+        local = sdk_compat.holds(self.manager, session_id)
+        binding = None
+        if not (local and self._database_failing()):
+            try:
+                binding = await asyncio.wait_for(self.store.lookup(principal.tenant_id, session_id), DB_TIMEOUT)
+            except Exception as exc:  # the database away: local sessions carry on; others cannot be checked
+                self._failed(exc, "lookup")
+        if local:
             if binding is not None and binding.ended:
                 await sdk_compat.discard(self.manager, session_id)  # DELETEd on another process
         elif binding is not None and self._may_adopt(binding, principal, scope):
@@ -198,6 +203,14 @@ class SessionSharing:
             await inner(scope, receive, self._on_deleted(principal, session_id, send))
         else:
             await inner(scope, receive, send)
+
+    def _database_failing(self) -> bool:
+        return time.monotonic() < self._failing_until
+
+    def _failed(self, exc: BaseException, what: str) -> None:
+        if not self._database_failing():
+            log.warning("session binding %s failed (%s)", what, type(exc).__name__)
+        self._failing_until = time.monotonic() + DB_BACKOFF
 
     def _may_adopt(self, binding: Binding, principal: Principal, scope: Scope) -> bool:
         return (not binding.ended and binding.idle_seconds < self.idle_timeout
@@ -230,19 +243,22 @@ class SessionSharing:
             params = message.get("params") if isinstance(message, dict) else None
             if not isinstance(params, dict) or message.get("method") != "initialize":
                 return
-            await self.store.record(principal, session_id, owner_hash(principal, sdk_compat.requestor_identity(scope)),
-                                    sdk_compat.negotiated_version(params), params)
+            if self._database_failing():
+                return  # served by this process only; the back-off is not extended by skipping
+            await asyncio.wait_for(self.store.record(
+                principal, session_id, owner_hash(principal, sdk_compat.requestor_identity(scope)),
+                sdk_compat.negotiated_version(params), params), DB_TIMEOUT)
         except Exception as exc:  # the session still works on this process; others answer 404 for it
-            log.warning("could not share session binding (%s); the session is served by this process only",
-                        type(exc).__name__)
+            self._failed(exc, "record (the session is served by this process only)")
 
     def _on_deleted(self, principal: Principal, session_id: str, send: Send) -> Send:
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
                 try:
-                    await self.store.end(principal.tenant_id, session_id, "client_disconnect")
+                    await asyncio.wait_for(self.store.end(principal.tenant_id, session_id, "client_disconnect"),
+                                           DB_TIMEOUT)
                 except Exception as exc:
-                    log.warning("could not mark session ended for other processes (%s)", type(exc).__name__)
+                    self._failed(exc, "end (other processes keep the session until it idles out)")
             await send(message)
         return watch
 

@@ -11,6 +11,7 @@ import psycopg
 
 from gateway.session_sharing import BINDING_CACHE
 from tests.gateway_proc import GatewayProcess, make_jwt, start_gateway
+from tests.netproxy import CuttableProxy
 from tests.pg import TestDatabase
 from tests.resilience.conftest import ACCEPT, LEGACY, poll, rows, scalar
 
@@ -101,3 +102,38 @@ async def test_a_session_opened_on_one_process_is_served_by_the_other_and_refuse
     finally:
         first.stop()
         second.stop()
+
+
+async def test_with_the_database_away_sessions_a_process_holds_keep_working(
+        database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
+    proxy = CuttableProxy(database.urls.app)
+    gateway = start_gateway(database, tmp_path, args=TOOLS,
+                            MCP_GATEWAY_APP_DATABASE_URL=proxy.url_through(database.urls.app))
+    alice = make_jwt("alice", "acme")
+    try:
+        # The pool would make a binding read wait 10 s for a connection; the client gives each call 6 s.
+        async with httpx.AsyncClient(timeout=6) as http:
+            held = await _initialize(http, gateway, alice)
+            assert (await _echo(http, gateway, alice, held, 1)).status_code == 200
+            proxy.cut()
+            for n in range(2, 12):
+                answer = await _echo(http, gateway, alice, held, n)
+                assert answer.status_code == 200 and '"isError":false' in answer.text, answer.text
+            # A new session opens too (served by this process only while its binding cannot be stored).
+            during = await _initialize(http, gateway, alice)
+            assert (await _echo(http, gateway, alice, during, 20)).status_code == 200
+            proxy.restore()
+            # Back: once the pool has reconnected (and the back-off passed), new sessions are shared again.
+            started = time.monotonic()
+            while True:
+                after = await _initialize(http, gateway, alice)
+                if scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_protocol_sessions"
+                                      " WHERE session_hash = sha256(%s::bytea)", after.encode()):
+                    break
+                assert time.monotonic() - started < 60, "bindings never stored again after the outage"
+                await asyncio.sleep(0.5)
+            assert scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_protocol_sessions"
+                                      " WHERE session_hash = sha256(%s::bytea)", during.encode()) == 0
+    finally:
+        gateway.stop()
+        proxy.close()
