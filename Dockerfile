@@ -22,8 +22,10 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/mcp-gateway --
 USER 10001:10001
 WORKDIR /var/lib/mcp-gateway
 
+# MCP_GATEWAY_WORKERS=N (or `serve --workers N`): N worker processes on the one port (docs/scaling.md).
 ENV MCP_GATEWAY_HOST=0.0.0.0 \
     MCP_GATEWAY_PORT=8051 \
+    MCP_GATEWAY_WORKERS=1 \
     MCP_GATEWAY_DATA_DIR=/var/lib/mcp-gateway
 EXPOSE 8051
 

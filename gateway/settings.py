@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     instance_id: str | None = Field(
         None, description="Names this process in mcp_sessions.instance_id; held while the process lives (a second "
                           "process with a live id refuses to start). Default HOSTNAME:PORT.")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes `serve` runs on the one listening socket "
+                         "(`serve --workers`); each has its own instance id (INSTANCE_ID-w<i>) and pool.")
+    replicas: int = Field(1, ge=1, le=1000, description="Gateway replicas (hosts or containers) the operator runs "
+                          "against this database; used for the connection budget (docs/scaling.md, `doctor`).")
+    db_pool_size: int = Field(10, ge=2, le=1000, description="Most pooled database connections one process opens.")
+    db_connection_budget: int | None = Field(
+        None, ge=1, description="Connections all gateway processes together may use; each process's pool is cut "
+                                "to budget // (WORKERS × REPLICAS) − 1 − SQL_SLOTS. Unset: DB_POOL_SIZE each.")
+    db_headroom: int = Field(10, ge=0, description="Connections kept free for migrations, psql, backups and "
+                             "monitoring when `doctor` checks the budget against max_connections.")
     log_format: Literal["json", "text"] | None = Field(None, description="Log format (serve: json, dev: text).")
     flush_interval: float = Field(1.0, gt=0, le=60, description="Seconds between tracking writer flushes.")
     flush_rows: int = Field(2000, ge=1, description="A flush starts early when this many records wait.")

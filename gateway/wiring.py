@@ -38,10 +38,12 @@ from gateway.mcp.access import AccessMiddleware, AccessPolicy
 from gateway.mcp.quotas import QuotaMiddleware, Quotas, quotas_configured
 from gateway.mcp.server import add_builtin_tools, add_demo_tools, mount_servers
 from gateway.mcp.session_cap import SessionCap, session_cap_from
+from gateway.mcp.session_sharing import BindingStore, SessionSharing
 from gateway.mcp.sqlconsole import SqlConsole, add_admin_tools, limits_from
 from gateway.mcp.upstreams import Upstreams
 from gateway.oauth.wiring import build_oauth
 from gateway.settings import Settings
+from gateway.store import budget
 from gateway.store.db import Database, DatabaseUrls
 from gateway.store.instance_lock import InstanceClaim, InstanceLock
 from gateway.store.tokens import PostgresTokenStore
@@ -85,6 +87,7 @@ class Services:
     quotas: Quotas | None
     upstreams: Upstreams | None
     session_cap: SessionCap
+    session_sharing: SessionSharing  # any process serves any handshake-era session (bindings in PostgreSQL)
     oauth_routes: tuple[BaseRoute, ...]  # the OAuth authorization server's pages and endpoints (gateway/oauth)
     components: tuple[Component, ...]
     principal_of: Callable[[], Principal | None] = current_principal
@@ -125,7 +128,8 @@ class Services:
 def build_services(settings: Settings, config: GatewayConfig, urls: DatabaseUrls,
                    auth_settings: AuthSettings | None = None) -> Services:
     instance_id = settings.instance_id or f"{socket.gethostname()}:{settings.port}"
-    db = Database(urls, min_size=2, max_size=10, application_name=f"mcp-gateway {instance_id}")
+    db = Database(urls, min_size=2, max_size=budget.pool_size(settings),  # its share of the connection budget
+                  application_name=f"mcp-gateway {instance_id}")
     writer = TrackingWriter(
         db, instance_id=instance_id, pricing=config.pricing, flush_interval=settings.flush_interval,
         flush_rows=settings.flush_rows, queue_max=settings.queue_max,
@@ -159,12 +163,16 @@ def build_services(settings: Settings, config: GatewayConfig, urls: DatabaseUrls
     gateway_auth.verifier.on_refused.append(metrics.auth_refused)
     # The per-principal cap reaped an idle protocol session: its analytics session ends as `timeout`.
     session_cap = session_cap_from(settings, sessions.end)
+    session_sharing = SessionSharing(
+        BindingStore(db, instance_id, settings.session_idle_timeout), sessions,
+        idle_timeout=settings.session_idle_timeout, end_grace=2 * settings.flush_interval + 0.5)
 
     components: tuple[Component, ...] = tuple(
-        c for c in (quotas, upstreams, oauth, metrics.tool_labels) if c is not None)
+        c for c in (quotas, upstreams, oauth, metrics.tool_labels, session_sharing) if c is not None)
     return Services(settings=settings, config=config, urls=urls, instance_id=instance_id, instance=instance, db=db,
                     writer=writer, sessions=sessions, tracker=tracker, gateway_auth=gateway_auth, console=console,
                     metrics=metrics, quotas=quotas, upstreams=upstreams, session_cap=session_cap,
+                    session_sharing=session_sharing,
                     oauth_routes=tuple(oauth.routes(gateway_auth)) if oauth else (), components=components)
 
 
@@ -190,8 +198,8 @@ def build_mcp(services: Services, *, servers: Sequence[FastMCP] = (), demo: bool
     mcp: FastMCP = FastMCP("mcp-gateway", version=__version__, auth=services.gateway_auth.provider,
                            middleware=middleware)
     services.gateway_auth.install_routes(mcp)
-    add_builtin_tools(mcp, db=services.db, writer=services.writer, sessions=services.sessions,
-                      principal_of=principal_of)
+    add_builtin_tools(mcp, settings=services.settings, db=services.db, writer=services.writer,
+                      sessions=services.sessions, principal_of=principal_of)
     add_admin_tools(mcp, services.console, principal_of)  # run_sql, for tenant admins and auditors
     if demo:
         add_demo_tools(mcp)

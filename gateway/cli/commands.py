@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -234,6 +235,7 @@ def _serve(settings: Settings, *, tools: list[str], config_path: Path | None, de
     `prepare(urls, settings)` (dev) runs once the database is ready and returns what to run once serving.
     """
     from auth import AuthConfigError
+    from gateway.cli.workers import inherited_listeners
     from gateway.config import load_config
     from gateway.http.listen import bind_listeners, bound_port
     from gateway.http.streams import complete_streams
@@ -247,7 +249,12 @@ def _serve(settings: Settings, *, tools: list[str], config_path: Path | None, de
     servers = [load_tools(spec) for spec in tools]
     auth_settings = _auth_settings(settings)
     # The port next: a clash must not start the database, end anyone's sessions or print a token.
-    sockets = bind_listeners(settings.host, settings.port)
+    sockets = inherited_listeners()  # a worker of `serve --workers`: the supervisor bound them
+    if sockets is None:
+        sockets = bind_listeners(settings.host, settings.port)
+        if settings.workers > 1:
+            settings = settings.model_copy(update={"port": bound_port(sockets)})
+            raise SystemExit(_supervise(settings, sockets, migrate=migrate))
     settings = settings.model_copy(update={"port": bound_port(sockets)})  # --port 0: the port the kernel chose
     urls = database_urls(settings)
     try:
@@ -275,6 +282,20 @@ def _serve(settings: Settings, *, tools: list[str], config_path: Path | None, de
         # Oversized bearer tokens must reach the verifier (401), not die in h11 (400).
         h11_max_incomplete_event_size=4 * 1024 * 1024), on_started=started)
     server.run(sockets=sockets)  # a failed start-up exits 3 from inside uvicorn, after logging why
+
+
+def _supervise(settings: Settings, sockets: list[socket.socket], *, migrate: bool) -> int:
+    """`serve --workers N`: migrate once, then run N workers on these sockets (gateway/cli/workers.py)."""
+    from gateway.cli.workers import Supervisor, worker_command
+
+    urls = database_urls(settings)
+    if migrate:
+        migrate_database(urls)
+    base = settings.instance_id or f"{socket.gethostname()}:{settings.port}"
+    env = dict(os.environ, MCP_GATEWAY_PORT=str(settings.port), MCP_GATEWAY_WORKERS=str(settings.workers))
+    logging.getLogger("mcp_gateway").info("serving on %s/mcp with %d workers", settings.resolved_public_url,
+                                          settings.workers)
+    return Supervisor(worker_command(sys.argv[1:]), sockets, base, settings.workers, env=env).run()
 
 
 def _hold_instance_id(lock: Any) -> None:
@@ -310,9 +331,13 @@ def serve(
         "--migrate/--no-migrate",
         help="Apply migrations at start. --no-migrate: migrations run elsewhere (e.g. a one-shot "
              "`mcp-gateway migrate`), so this process needs no admin credentials.")] = True,
+    workers: Annotated[int | None, typer.Option(
+        help="Worker processes on the one port, each with its own instance id and database pool "
+             "[MCP_GATEWAY_WORKERS]", min=1, max=64)] = None,
 ) -> None:
     """Serve the gateway."""
-    overrides = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
+    overrides = {name: value for name, value in (("host", host), ("port", port), ("workers", workers))
+                 if value is not None}
     settings = load_settings().model_copy(update=overrides)
     _serve(settings, tools=tools or [], config_path=config, demo=False, log_format="json", migrate=migrate)
 
@@ -325,7 +350,7 @@ def dev(
     """Embedded database, migrations, demo tools, a dev token and client configs: ready in one command."""
     from gateway.cli.devsetup import dev_token, embedded_description, print_dev_banner, print_dev_exit
 
-    settings = load_settings()
+    settings = load_settings().model_copy(update={"workers": 1})  # dev is one process; `serve --workers` scales out
     if port is not None:
         settings = settings.model_copy(update={"port": port})
 

@@ -90,7 +90,8 @@ def parse_target(url: str) -> Target:
 
 class Doctor:
     def __init__(self, url: str, token: str, *, timeout: float = 10.0,
-                 echo: Callable[[str], None] = typer.echo) -> None:
+                 echo: Callable[[str], None] = typer.echo, replicas: int | None = None) -> None:
+        self.replicas = replicas
         token = token.strip()
         if token.lower().startswith("bearer "):
             token = token[7:].strip()
@@ -347,6 +348,7 @@ class Doctor:
             else:
                 checks.append(Check("gateway", "ok", f"database up, tracking backlog {data.get('tracking_backlog')}"))
             checks.extend(console_check(data))
+            checks.extend(budget_check(data, self.replicas))
         return checks
 
     def _client(self) -> Any:
@@ -360,6 +362,28 @@ class Doctor:
 
 _MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
                 "MCP-Protocol-Version": "2025-06-18"}
+
+
+def budget_check(health: dict[str, Any], replicas: int | None) -> list[Check]:
+    """workers × replicas × connections per process against the live server's max_connections (docs/scaling.md)."""
+    budget = health.get("connection_budget")
+    if not isinstance(budget, dict) or "per_process" not in budget:
+        return []
+    try:
+        workers, per_process = int(budget["workers"]), int(budget["per_process"])
+        replicas = replicas if replicas is not None else int(budget["replicas"])
+        available = int(budget["available"])
+        max_connections = int(budget["max_connections"])
+    except (KeyError, TypeError, ValueError):
+        return [Check("budget", "warn", "the gateway reported an unreadable connection budget")]
+    needed = workers * replicas * per_process
+    shown = (f"{workers} worker(s) × {replicas} replica(s) × {per_process} connection(s) = {needed} of "
+             f"{available} (max_connections {max_connections} minus reserved and headroom)")
+    if needed > available:
+        return [Check("budget", "fail", shown,
+                      "lower MCP_GATEWAY_DB_POOL_SIZE or set MCP_GATEWAY_DB_CONNECTION_BUDGET, run fewer workers "
+                      "or replicas, or raise max_connections (docs/scaling.md, \"Connection budget\")")]
+    return [Check("budget", "ok", shown)]
 
 
 def console_check(health: dict[str, Any]) -> list[Check]:
@@ -416,8 +440,11 @@ def doctor_command(
     token: Annotated[str, typer.Option(help="A bearer token to check with [MCP_GATEWAY_TOKEN]",
                                        envvar="MCP_GATEWAY_TOKEN", show_envvar=False)],
     timeout: Annotated[float, typer.Option(help="Seconds per network step", min=0.1, max=300)] = 10.0,
+    replicas: Annotated[int | None, typer.Option(
+        help="Gateway replicas you run against this database (default: the gateway's MCP_GATEWAY_REPLICAS); "
+             "checked with its workers and pool against max_connections", min=1)] = None,
 ) -> None:
     """Check a deployment the way a client would: reachability, TLS, metadata, token, tools, whoami."""
-    code = Doctor(url, token, timeout=timeout).run()
+    code = Doctor(url, token, timeout=timeout, replicas=replicas).run()
     if code:
         raise SystemExit(code)  # not typer.Exit: the CLI runs click with standalone_mode=False

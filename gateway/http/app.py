@@ -47,7 +47,8 @@ class GatewayApp:
                                      session_idle_timeout=settings.session_idle_timeout,
                                      middleware=[cap.middleware("mcp")])
         self.mcp_sse = mcp.http_app(path="/sse", transport="sse", middleware=[cap.middleware("sse")])
-        self.mcp_watched = SessionEndWatcher(self.mcp_http, on_session_end, "mcp")
+        self.mcp_watched = SessionEndWatcher(self.mcp_http, on_session_end, "mcp",
+                                             on_deleted=services.session_sharing.session_deleted)
         self.sse_watched = SessionEndWatcher(self.mcp_sse, on_session_end, "sse")
         api_app = create_api_app(services)
         api = services.gateway_auth.protect(api_app)
@@ -78,6 +79,7 @@ class GatewayApp:
         await self.services.start()
         try:
             async with self.mcp_http.lifespan(self.mcp_http), self.mcp_sse.lifespan(self.mcp_sse):
+                self.services.session_sharing.attach(self.mcp_http)  # any process serves any session
                 yield
         finally:
             await self.services.stop()

@@ -21,9 +21,11 @@ from auth.fastmcp_private import lifespan_of
 from gateway import __version__
 from gateway.errors import UserError
 from gateway.formatting import money
+from gateway.store.budget import live_report
 from gateway.store.console_hardening import SideChannelStatus
 
 if TYPE_CHECKING:
+    from gateway.settings import Settings
     from gateway.store.db import Database
     from gateway.tracking.middleware import AnalyticsSessions
     from gateway.tracking.writer import TrackingWriter
@@ -57,8 +59,8 @@ class _RecentSession:
     disconnect_reason: str | None
 
 
-def add_builtin_tools(mcp: FastMCP, *, db: Database, writer: TrackingWriter, sessions: AnalyticsSessions,
-                      principal_of: Callable[[], Principal | None]) -> None:
+def add_builtin_tools(mcp: FastMCP, *, settings: Settings, db: Database, writer: TrackingWriter,
+                      sessions: AnalyticsSessions, principal_of: Callable[[], Principal | None]) -> None:
     def caller() -> Principal:
         principal = principal_of()
         if principal is None:
@@ -130,6 +132,7 @@ def add_builtin_tools(mcp: FastMCP, *, db: Database, writer: TrackingWriter, ses
             "tracking_backlog": writer.backlog,
             "open_sessions": len(sessions),
             "console_side_channels": await console_side_channels.status(),
+            "connection_budget": await live_report(settings, db),
         }
 
 

@@ -30,9 +30,11 @@ SessionEnd = Callable[[str, str], object]  # (analytics session key, disconnect 
 class SessionEndWatcher:
     """Wraps a FastMCP transport app; calls `on_end(key, reason)` when a protocol session ends."""
 
-    def __init__(self, app: ASGIApp, on_end: SessionEnd, transport: Literal["mcp", "sse"]) -> None:
+    def __init__(self, app: ASGIApp, on_end: SessionEnd, transport: Literal["mcp", "sse"], *,
+                 on_deleted: Callable[[Scope, str], None] | None = None) -> None:
         self.app = app
         self.on_end = on_end
+        self.on_deleted = on_deleted  # a DELETE that succeeded: decided elsewhere (session sharing)
         self.transport = transport
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -62,7 +64,10 @@ class SessionEndWatcher:
             self._ended(scope, session_header, f"error:{type(exc).__name__}")
             raise
         if scope["method"] == "DELETE" and 200 <= status < 300:
-            self._ended(scope, session_header, "client_disconnect")
+            if self.on_deleted is not None:  # another process may hold the analytics session: it decides
+                self.on_deleted(scope, session_header)
+            else:
+                self._ended(scope, session_header, "client_disconnect")
 
     async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
         session_id: str | None = None

@@ -36,7 +36,7 @@ def test_good_token_passes_every_check_and_prints_the_principal(gateway: Gateway
     result = doctor("--url", gateway.mcp_url, "--token", token)
     assert result.returncode == 0, result.stdout + result.stderr
     assert lines(result.stdout) == dict.fromkeys(
-        ["connect", "tls", "health", "metadata", "challenge", "token", "tools", "whoami", "gateway"], "ok")
+        ["connect", "tls", "health", "metadata", "challenge", "token", "tools", "whoami", "gateway", "budget"], "ok")
     assert "user alice in tenant acme, role admin" in result.stdout and "alice@acme.example" in result.stdout
     assert "database up" in result.stdout
     assert token not in result.stdout + result.stderr
@@ -125,3 +125,13 @@ def test_untrusted_certificate_fails_tls(self_signed_https: int) -> None:
     status = lines(result.stdout)
     assert status["connect"] == "ok" and status["tls"] == "FAIL" and status["health"] == "skip"
     assert "certificate not valid: self-signed certificate" in result.stdout
+
+
+def test_a_replica_count_the_database_cannot_hold_fails_the_budget_check(gateway: GatewayProcess) -> None:
+    token = make_jwt("alice", "acme")
+    # 1 worker × 1000 replicas × (pool 10 + lock 1 + console 4) = 15,000 connections: far past max_connections.
+    result = doctor("--url", gateway.mcp_url, "--token", token, "--replicas", "1000")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert lines(result.stdout)["budget"] == "FAIL"
+    assert "1 worker(s) × 1000 replica(s) × 15 connection(s) = 15000" in result.stdout
+    assert "MCP_GATEWAY_DB_CONNECTION_BUDGET" in result.stdout

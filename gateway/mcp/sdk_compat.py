@@ -1,0 +1,160 @@
+"""Every private name of the MCP SDK (and FastMCP) that cross-process session sharing touches, in one place.
+
+The SDK keeps a handshake-era session in its session manager's memory and offers no public way to
+add one that was initialized elsewhere. `gateway/mcp/session_sharing.py` does that through the
+functions below and nothing else. The versions these were read from are pinned in pyproject.toml;
+`tests/scaleout/test_sdk_compat.py` checks every name and signature used here, so an upgrade that
+moves one fails that test loudly instead of breaking sessions at run time.
+
+Read from: mcp 2.3 (mcp/server/streamable_http_manager.py, streamable_http.py, runner.py,
+connection.py) and fastmcp 4.1 (fastmcp/server/http.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import MutableMapping
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
+from mcp.server.connection import Connection
+from mcp.server.runner import serve_connection
+from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp.shared.transport_context import TransportContext
+from mcp_types import InitializeRequestParams
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+from starlette.types import ASGIApp
+
+log = logging.getLogger("mcp_gateway.sessions")
+
+__all__ = [
+    "HANDSHAKE_PROTOCOL_VERSIONS",
+    "adopt",
+    "discard",
+    "find_session_manager",
+    "holds",
+    "is_stateless",
+    "negotiated_version",
+    "open_session_count",
+    "requestor_identity",
+    "wrap_manager",
+]
+
+
+def negotiated_version(init_params: dict[str, Any]) -> str:
+    """The protocol version the SDK answers an `initialize` with (runner.ServerRunner._negotiate_initialize)."""
+    requested = init_params.get("protocolVersion")
+    return str(requested) if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+
+
+def find_session_manager(http_app: Any) -> StreamableHTTPSessionManager:
+    """The session manager of FastMCP's `http_app()` (created in its lifespan: call once that has started).
+
+    FastMCP 4.1 keeps it as `session_manager` on the ASGI app behind the `/mcp` route, which its
+    RequireAuthMiddleware wraps as `.app`.
+    """
+    for route in getattr(http_app, "routes", []):
+        endpoint = getattr(route, "endpoint", None)
+        for candidate in (endpoint, getattr(endpoint, "app", None)):
+            manager = getattr(candidate, "session_manager", None)
+            if isinstance(manager, StreamableHTTPSessionManager):
+                return manager
+    raise RuntimeError("no StreamableHTTPSessionManager behind FastMCP's http app (FastMCP changed?)")
+
+
+def wrap_manager(manager: StreamableHTTPSessionManager, wrap: Any) -> None:
+    """Put `wrap(inner)` between the body-size limit and the manager's own request handling.
+
+    `asgi_app` is what `handle_request` calls; it is `RequestBodyLimitMiddleware(_handle_request, ...)`,
+    whose `.app` is the private `_handle_request`.
+    """
+    limiter = manager.asgi_app
+    inner: ASGIApp = limiter.app  # type: ignore[attr-defined]
+    limiter.app = wrap(inner)  # type: ignore[attr-defined]
+
+
+def is_stateless(manager: StreamableHTTPSessionManager) -> bool:
+    return bool(manager.stateless)
+
+
+def holds(manager: StreamableHTTPSessionManager, session_id: str) -> bool:
+    return session_id in manager._server_instances
+
+
+def open_session_count(manager: StreamableHTTPSessionManager) -> int:
+    return len(manager._server_instances)
+
+
+def requestor_identity(scope: MutableMapping[str, Any]) -> str | None:
+    """What the SDK compares to bind a session to the credential that created it, as stable text."""
+    user = scope.get("user")
+    if not isinstance(user, AuthenticatedUser):
+        return None
+    return json.dumps(dict(authorization_context(user)), sort_keys=True)
+
+
+async def adopt(manager: StreamableHTTPSessionManager, session_id: str, scope: MutableMapping[str, Any],
+                protocol_version: str, init_params: dict[str, Any], *, idle_timeout: float | None) -> bool:
+    """Make `session_id` a session of this process, already initialized from another process's `initialize`.
+
+    False when the manager is full (its max_sessions) or not running. The caller has checked that the
+    requester is the session's owner; the SDK's own owner check then holds for every later request.
+    """
+    if manager._task_group is None:
+        return False
+    if session_id in manager._server_instances:
+        return True
+    if manager.max_sessions is not None and len(manager._server_instances) >= manager.max_sessions:
+        return False
+    params = InitializeRequestParams.model_validate(init_params, by_name=False)
+    transport = StreamableHTTPServerTransport(
+        mcp_session_id=session_id,
+        is_json_response_enabled=manager.json_response,
+        event_store=manager.event_store,
+        security_settings=manager.security_settings,
+        retry_interval=manager.retry_interval,
+        idle_timeout=idle_timeout,
+    )
+    user = scope.get("user")
+    if isinstance(user, AuthenticatedUser):
+        manager._session_owners[session_id] = authorization_context(user)
+    manager._server_instances[session_id] = transport
+
+    async def run_server(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        # As the SDK's own `_serve_opening_request.run_server`, but with a connection that is already
+        # initialized (born ready, with the client's initialize params) instead of waiting for the handshake.
+        async with transport.connect() as (read_stream, write_stream):
+            task_status.started()
+            try:
+                idle_scope = transport.idle_scope or anyio.CancelScope()
+                with idle_scope:
+                    dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
+                        read_stream, write_stream, inline_methods=frozenset({"initialize"}))
+                    connection = Connection(dispatcher, protocol_version=protocol_version, session_id=session_id,
+                                            client_params=params)
+                    connection.initialized.set()
+                    await serve_connection(manager.app, dispatcher, connection=connection,
+                                           lifespan_state=manager._lifespan_state)
+            except Exception:
+                log.exception("adopted session crashed")
+            finally:
+                await manager._discard_session(session_id, transport)
+
+    try:
+        await manager._task_group.start(run_server)
+    except BaseException:
+        await manager._discard_session(session_id, transport)
+        raise
+    return True
+
+
+async def discard(manager: StreamableHTTPSessionManager, session_id: str) -> None:
+    """Forget a local session (ended by a DELETE on another process): its id answers 404 from now on."""
+    transport = manager._server_instances.get(session_id)
+    if transport is not None:
+        await manager._discard_session(session_id, transport)
