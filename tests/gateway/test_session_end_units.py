@@ -10,9 +10,15 @@ from starlette.types import Message, Receive, Scope, Send
 
 from auth import Principal
 from auth.provider import access_token_for
+from gateway.tracking.middleware import ClientInfo
 from gateway.tracking.session_end import SessionEndWatcher
 
 ALICE = Principal(user_id="alice", tenant_id="acme", token_kind="pat")
+
+
+def key(transport: str, protocol_session_id: str) -> str:
+    """The analytics session key the tracker uses for Alice's protocol session (a hash of its parts)."""
+    return ClientInfo(None, None, None, transport, protocol_session_id).key_for(ALICE)
 SSE_ID = "0123456789abcdef0123456789abcdef"
 
 
@@ -43,7 +49,7 @@ async def test_a_successful_delete_ends_the_session() -> None:
     await call(watcher, "POST", [(b"mcp-session-id", b"abc")])
     assert ended == []
     await call(watcher, "DELETE", [(b"mcp-session-id", b"abc")])
-    assert ended == [("acme/alice|mcp|abc", "client_disconnect")]
+    assert ended == [(key("streamable-http", "abc"), "client_disconnect")]
 
 
 async def test_a_refused_delete_or_one_without_a_session_ends_nothing() -> None:
@@ -60,7 +66,7 @@ async def test_a_transport_error_ends_the_session_with_its_type() -> None:
                                 lambda key, reason: ended.append((key, reason)), "mcp")
     with pytest.raises(ConnectionResetError):
         await call(watcher, "POST", [(b"mcp-session-id", b"abc")])
-    assert ended == [("acme/alice|mcp|abc", "error:ConnectionResetError")]
+    assert ended == [(key("streamable-http", "abc"), "error:ConnectionResetError")]
 
 
 async def test_an_sse_stream_ends_its_announced_session() -> None:
@@ -68,7 +74,7 @@ async def test_an_sse_stream_ends_its_announced_session() -> None:
     body = f"event: endpoint\r\ndata: /messages/?session_id={SSE_ID}\r\n\r\n".encode()
     watcher = SessionEndWatcher(app_answering(200, body), lambda key, reason: ended.append((key, reason)), "sse")
     await call(watcher, "GET", [])
-    assert ended == [(f"acme/alice|sse|{SSE_ID}", "client_disconnect")]
+    assert ended == [(key("sse", SSE_ID), "client_disconnect")]
 
 
 async def test_lifespan_and_other_scopes_pass_through() -> None:
