@@ -142,6 +142,14 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def as_vault(self, tenant_id: str, user_id: str) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A transaction that reads and writes one user's own upstream credentials, nothing else."""
+        if not tenant_id or not user_id:
+            raise ValueError("the credential vault needs a tenant and a user")
+        async with self._transaction("mcp_gateway_vault", tenant_id, user_id) as conn:
+            yield conn
+
+    @asynccontextmanager
     async def _transaction(self, db_role: str, tenant_id: str, user_id: str) -> AsyncIterator[psycopg.AsyncConnection]:
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(_SET_IDENTITY, (db_role, tenant_id, user_id))

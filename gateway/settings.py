@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     queue_max: int = Field(200_000, ge=100, description="Records kept in memory while the database is away.")
     spill_dir: Path | None = Field(
         None, description="Where records beyond QUEUE_MAX are spilled while the database is away. Default DATA_DIR/spill.")
+    credentials_key: SecretStr | None = Field(
+        None, description="Key(s) that encrypt per-user upstream credentials: base64 of 32 random bytes"
+                          " (`openssl rand -base64 32`); a comma list during rotation, the first encrypts, the"
+                          " others still decrypt. Required when an upstream uses a per-user credentials mode.")
+    credentials_key_file: Path | None = Field(
+        None, description="File with the credentials key(s), one per line (first = current); instead of"
+                          " CREDENTIALS_KEY.")
 
     @field_validator("data_dir", mode="after")
     @classmethod

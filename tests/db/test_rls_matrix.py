@@ -60,11 +60,15 @@ for _t in S.TENANTS:
         Who(f"{_t}.bob(other-member)", "member", "mcp_gateway_member", _t, "bob"),
         Who(f"{_t}.carol(admin)", "admin", "mcp_gateway_tenant_admin", _t, "carol"),
         Who(f"{_t}.audrey(auditor)", "auditor", "mcp_gateway_auditor", _t, "audrey"),
+        # The credential vault as the gateway sets it: one user's identity (a member's, an admin's).
+        Who(f"{_t}.alice(vault)", "vault", "mcp_gateway_vault", _t, "alice"),
+        Who(f"{_t}.carol(vault)", "vault", "mcp_gateway_vault", _t, "carol"),
     ]
 PRINCIPALS += [
     Who("noid.member", "noid", "mcp_gateway_member"),
     Who("noid.admin", "noid", "mcp_gateway_tenant_admin"),
     Who("noid.auditor", "noid", "mcp_gateway_auditor"),
+    Who("noid.vault", "vault-noid", "mcp_gateway_vault"),
     Who("bare-login", "bare", None),
     Who("system.ingest", "ingest", "mcp_gateway_ingest"),
     Who("system.authn", "authn", "mcp_gateway_authn"),
@@ -81,30 +85,36 @@ def sees(who: Who, tenant: str | None, user: str | None) -> bool:
         return True
     if who.kind in ("ingest", "authn"):
         return True
+    if who.kind == "vault":  # exactly its own identity's rows, whatever its role
+        return tenant == who.tenant and user == who.user
     return False  # noid: no identity sees nothing
 
 
 # ---------------------------------------------------------------------------- privileges (the model)
 
-TENANT_TABLES = ("tenants", "users", "api_tokens", "mcp_sessions", "mcp_requests", "usage_daily")
+TENANT_TABLES = ("tenants", "users", "api_tokens", "mcp_sessions", "mcp_requests", "usage_daily",
+                 "upstream_credentials")
 TABLES = TENANT_TABLES + ("instances",)
 SELECT_GRANTS = {
     "request": set(TENANT_TABLES),
     "ingest": {"tenants", "users", "mcp_sessions", "usage_daily", "instances"},
     "authn": {"tenants", "users", "api_tokens"},
+    "vault": {"upstream_credentials"},
 }
 INSERT_GRANTS = {
     "ingest": {"mcp_requests", "mcp_sessions", "usage_daily", "tenants", "users", "instances"},
     "authn": {"tenants", "users", "api_tokens"},
+    "vault": {"upstream_credentials"},
 }
 UPDATE_GRANTS = {
     "ingest": {"mcp_sessions", "usage_daily", "users", "instances"},
     "authn": {"users", "api_tokens"},
+    "vault": {"upstream_credentials"},
 }
 
 
 def grants(table: dict[str, set[str]], who: Who, obj: str) -> bool:
-    key = "request" if who.request_role else who.kind
+    key = "request" if who.request_role else "vault" if who.kind.startswith("vault") else who.kind
     return obj in table.get(key, set())
 
 
@@ -126,6 +136,8 @@ def rows_of(table: str) -> list[tuple[tuple[Any, ...], str | None, str | None]]:
         return [(k, k[0], k[1]) for k in DATA.usage_keys()]
     if table == "instances":
         return [((i,), None, None) for i in S.INSTANCES]
+    if table == "upstream_credentials":
+        return [((t, u, "github"), t, u) for t in S.TENANTS for u in S.USERS]
     raise KeyError(table)
 
 
@@ -133,17 +145,20 @@ KEYS = {
     "tenants": "tenant_id", "users": "tenant_id, user_id", "api_tokens": "token_id",
     "mcp_sessions": "session_id", "mcp_requests": "id",
     "usage_daily": "tenant_id, user_id, day, tool_name, client_type", "instances": "instance_id",
+    "upstream_credentials": "tenant_id, user_id, upstream",
 }
 # Columns read besides the key: selecting proves access to row data, not just ids.
 DATA_COLUMNS = {
     "tenants": "name", "users": "email", "api_tokens": "tenant_id, user_id, prefix",
     "mcp_sessions": "tenant_id, user_id, status", "mcp_requests": "tenant_id, user_id, tool_name",
     "usage_daily": "calls", "instances": "heartbeat_at",
+    "upstream_credentials": "mode, needs_relink, linked_at",  # metadata; the secret has its own cell
 }
 UPDATE_SET = {
     "tenants": "name = name", "users": "last_seen_at = last_seen_at", "api_tokens": "last_used_at = last_used_at",
     "mcp_sessions": "last_activity = last_activity", "mcp_requests": "error_message = error_message",
     "usage_daily": "calls = calls", "instances": "heartbeat_at = heartbeat_at",
+    "upstream_credentials": "needs_relink = needs_relink",
 }
 
 
@@ -169,6 +184,9 @@ def insert_sql(table: str, who: Who) -> tuple[str, tuple[Any, ...]]:
                 " VALUES (%s, %s, current_date, 'matrix-new', 1)", (t, u))
     if table == "instances":
         return "INSERT INTO gateway.instances (instance_id) VALUES ('matrix-new')", ()
+    if table == "upstream_credentials":  # for the acting identity itself: only the vault may
+        return ("INSERT INTO gateway.upstream_credentials (tenant_id, user_id, upstream, mode, secret)"
+                " VALUES (%s, %s, 'matrix-new', 'per_user_token', '\\x00')", (t, u))
     raise KeyError(table)
 
 
@@ -217,6 +235,8 @@ def table_cells(who: Who) -> Iterator[Cell]:
                    exp, key_len)
         # insert
         exp = rows([]) if grants(INSERT_GRANTS, who, table) else DENIED  # rows([]): succeeded (no RETURNING)
+        if who.kind == "vault-noid" and table == "upstream_credentials":  # granted, but no identity: no row
+            exp = Expect("error", sqlstate="42501", message="row-level security")
         yield Cell("insert", table, who, lambda w, table=table: insert_sql(table, w), exp)
         # update: which rows an unconditional UPDATE touches
         exp = rows(visible) if grants(UPDATE_GRANTS, who, table) else DENIED
@@ -229,6 +249,18 @@ def table_cells(who: Who) -> Iterator[Cell]:
     exp = rows(visible) if who.kind == "authn" else DENIED
     yield Cell("select_token_hash", "api_tokens", who, _fixed("SELECT token_id, token_hash FROM gateway.api_tokens"),
                exp, 1)
+    # the value of an upstream credential: its owner's vault identity only (no admin, auditor, console)
+    visible = [k for k, t, u in rows_of("upstream_credentials") if sees(who, t, u)]
+    exp = rows(visible) if who.kind.startswith("vault") else DENIED
+    yield Cell("select_secret", "upstream_credentials", who,
+               _fixed("SELECT tenant_id, user_id, upstream, secret FROM gateway.upstream_credentials"), exp, 3)
+    # another user's row, written by the vault under someone else's identity: refused by the policy
+    if who.kind == "vault":
+        other = "bob" if who.user != "bob" else "alice"
+        yield Cell("insert_for_other", "upstream_credentials", who, _fixed(
+            "INSERT INTO gateway.upstream_credentials (tenant_id, user_id, upstream, mode, secret)"
+            " VALUES (%s, %s, 'matrix-other', 'per_user_token', '\\x00')", (who.tenant, other)),
+            Expect("error", sqlstate="42501", message="row-level security"))
 
 
 def _requests_of(tenant: str, user: str) -> int:
@@ -310,7 +342,7 @@ def run(conn: psycopg.Connection, cell: Cell) -> tuple[str, Any]:
     try:
         with conn.transaction(force_rollback=True):
             who = cell.who
-            if who.kind == "noid":
+            if who.kind in ("noid", "vault-noid"):
                 conn.execute(f"SET LOCAL ROLE {who.db_role}")  # role only: no tenant, no user
             elif who.db_role is not None:
                 conn.execute(_SET_IDENTITY, (who.db_role, who.tenant, who.user))
