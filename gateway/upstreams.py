@@ -62,12 +62,21 @@ from fastmcp.utilities.versions import VersionSpec, version_sort_key
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError as PydanticValidationError
 
+from auth.provider import current_principal
 from gateway.config import UpstreamConfig
+from gateway.credentials.clients import UserBearer, UserClients
+from gateway.credentials.errors import (
+    CredentialError,
+    CredentialMissing,
+    CredentialRejected,
+)
+from gateway.credentials.install import install_credentials
 from gateway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from fastmcp.server.context import Context
 
+    from gateway.credentials.resolver import CredentialResolver
     from gateway.services import Services
 
 log = logging.getLogger("mcp_gateway.upstreams")
@@ -196,6 +205,10 @@ class Upstream:
         self._transport = self._make_transport()
         self._client = Client(self._transport, timeout=config.timeout, init_timeout=config.timeout,
                               mode=config.protocol, name=f"mcp-gateway-upstream-{config.name}")
+        # Per-user credentials: one client per caller, never shared (set up by install_credentials).
+        self.resolver: CredentialResolver | None = None
+        self.principal_of = current_principal
+        self._users = UserClients(self._user_client_for, _leave) if config.per_user else None
         self.provider = UpstreamProvider(self)
         self._task: asyncio.Task[None] | None = None
         self._shared: Client | None = None
@@ -203,7 +216,7 @@ class Upstream:
         self._connect_lock = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
 
-    def _make_transport(self) -> ClientTransport:
+    def _make_transport(self, user_auth: UserBearer | None = None) -> ClientTransport:
         cfg = self.config
         if cfg.command:
             env = dict(cfg.env)
@@ -212,10 +225,41 @@ class Upstream:
             return StdioTransport(cfg.command, list(cfg.args), env=env or None, cwd=cfg.cwd, keep_alive=True)
         assert cfg.url is not None
         token = os.environ.get(cfg.bearer_token_env) if cfg.bearer_token_env else None
+        auth: str | UserBearer | None = token or None
+        if cfg.per_user:
+            auth = user_auth  # the caller's own; never the shared one, never another user's
         headers = dict(cfg.headers)
         if cfg.kind == "sse":
-            return SSETransport(cfg.url, headers=headers, auth=token or None)
-        return StreamableHttpTransport(cfg.url, headers=headers, auth=token or None)
+            return SSETransport(cfg.url, headers=headers, auth=auth)
+        return StreamableHttpTransport(cfg.url, headers=headers, auth=auth)
+
+    def _user_client_for(self, auth: UserBearer) -> Client:
+        return Client(self._make_transport(auth), timeout=self.config.timeout, init_timeout=self.config.timeout,
+                      mode=self.config.protocol, name=f"mcp-gateway-upstream-{self.config.name}")
+
+    def _user_key(self) -> tuple[str, str] | None:
+        principal = self.principal_of()
+        return (principal.tenant_id, principal.user_id) if principal is not None else None
+
+    async def _user_client(self) -> Client:
+        """The caller's own connected client, carrying the caller's own credential."""
+        assert self._users is not None
+        principal = self.principal_of()
+        if principal is None or self.resolver is None:
+            raise CredentialMissing(self.name, self.resolver.link_url if self.resolver else "/dashboard#connections")
+        subject = None
+        if self.config.credentials == "token_exchange":
+            from fastmcp.server.dependencies import get_access_token
+
+            access = get_access_token()
+            subject = access.token if access is not None else None
+        token = await self.resolver.token(self.config, principal, subject)
+        return await self._users.get((principal.tenant_id, principal.user_id), token, _alive)
+
+    def forget_user(self, tenant_id: str, user_id: str) -> None:
+        """A user's credential was revoked or replaced: close their client now."""
+        if self._users is not None:
+            self._users.evict((tenant_id, user_id))
 
     async def client_factory(self) -> Client:
         """The upstream's one shared, connected client (reconnected when its session has died).
@@ -224,6 +268,8 @@ class Upstream:
         on its own (logs, progress, sampling, elicitation) is relayed to any caller. Each request
         enters it (`async with`), our own reference keeps the session open between requests.
         """
+        if self._users is not None:
+            return await self._user_client()
         shared = self._shared
         if shared is not None and _alive(shared):
             return shared
@@ -240,6 +286,11 @@ class Upstream:
 
     def _release(self) -> None:
         """Stop using the shared session; it closes once requests still inside it leave."""
+        if self._users is not None:
+            key = self._user_key()
+            if key is not None:
+                self._users.evict(key)
+            return
         old, self._shared = self._shared, None
         if old is not None:
             task = asyncio.create_task(_leave(old), name=f"mcp-gateway-upstream-{self.name}-close")
@@ -276,24 +327,49 @@ class Upstream:
         return (h.state == "down" and h.last_failure_mono is not None
                 and time.monotonic() - h.last_failure_mono < self.config.retry_seconds)
 
-    async def guarded(self, work: Callable[[], Awaitable[T]], *, listing: bool = False) -> T:
+    def _session_started(self) -> float:
+        if self._users is not None:
+            key = self._user_key()
+            return self._users.connected_at(key) if key else 0.0
+        return self._connected_at
+
+    async def _refused(self, work: Callable[[], Awaitable[T]], listing: bool, retried: bool) -> T:
+        """The upstream answered 401/403 to the caller's own credential."""
+        self._release()
+        principal = self.principal_of()
+        if principal is None or self.resolver is None:
+            raise CredentialMissing(self.name, "/dashboard#connections")
+        if self.config.credentials == "per_user_oauth" and not retried:
+            await self.resolver.refresh(self.config, principal)  # once; raises CredentialRejected on failure
+            return await self.guarded(work, listing=listing, _retried=True)
+        await self.resolver.rejected(self.config, principal)
+        raise CredentialRejected(self.name, self.resolver.link_url)
+
+    async def guarded(self, work: Callable[[], Awaitable[T]], *, listing: bool = False, _retried: bool = False) -> T:
         """Run one backend request under the timeout; failures become UpstreamError subclasses.
 
         A request that failed before reaching the upstream on a session opened earlier (session
         expired: HTTP 404; connection refused) is retried once on a new session: it cannot have
         run, so retrying cannot run a tool twice.
         """
+        started_guard = time.monotonic()
         try:
             with anyio.fail_after(self.config.timeout):
                 started = time.monotonic()
                 try:
                     result = await work()
                 except Exception as exc:
-                    if not (_not_delivered(exc) and self._connected_at < started):
+                    if not (_not_delivered(exc) and self._session_started() < started):
                         raise
                     self._release()
                     result = await work()
+        except CredentialError:
+            raise  # the caller's credential, not the upstream's health
         except Exception as exc:
+            key = self._user_key() if self._users is not None else None
+            if self._users is not None and (_credential_refused(exc) or (
+                    key is not None and self._users.refused_since(key, started_guard))):
+                return await self._refused(work, listing, _retried)
             error = classify(self.name, exc, self.config.timeout)
             if isinstance(error, UpstreamUnavailable | UpstreamProtocolError):
                 self._release()  # the next request connects afresh
@@ -331,6 +407,8 @@ class Upstream:
             await asyncio.sleep(self.config.health_interval)
 
     def start(self) -> None:
+        if self._users is not None:
+            return  # no background check: every request needs some caller's own credential
         self._task = asyncio.create_task(self._health_loop(), name=f"mcp-gateway-upstream-{self.name}")
 
     async def stop(self) -> None:
@@ -339,6 +417,8 @@ class Upstream:
         shared, self._shared = self._shared, None
         try:
             with anyio.move_on_after(5):
+                if self._users is not None:
+                    await self._users.close()
                 if shared is not None:
                     await shared._disconnect(force=True)
                 if self._closing:
@@ -361,6 +441,11 @@ async def _leave(client: Client) -> None:
             await client.__aexit__(None, None, None)
     except Exception as exc:  # a dead session may fail to close cleanly: nothing to do about it
         log.debug("closing an upstream session failed: %s", exc)
+
+
+def _credential_refused(exc: BaseException) -> bool:
+    """HTTP 401/403 from the upstream: it refused the credential we sent."""
+    return any(isinstance(e, httpx2.HTTPStatusError) and e.response.status_code in (401, 403) for e in _chain(exc))
 
 
 def _not_delivered(exc: BaseException) -> bool:
@@ -421,6 +506,11 @@ class UpstreamProvider(ProxyProvider):
             return []
         try:
             return await self.refresh_tools()
+        except CredentialError:
+            # This caller has no usable credential: show the last-known tools, so a call can answer
+            # with the link URL (tool definitions only; nothing another user called is shown).
+            cache = self._tools_cache
+            return list(cache.items) if cache else []
         except UpstreamError:
             return []  # down: not listed (see module docstring); health and logs say why
 
@@ -429,7 +519,7 @@ class UpstreamProvider(ProxyProvider):
         if (cache is None or not cache.is_fresh(self._cache_ttl)) and not self.upstream.recently_failed():
             try:
                 await self.refresh_tools()
-            except UpstreamError:
+            except (UpstreamError, CredentialError):
                 pass
             cache = self._tools_cache
         matching = [t for t in (cache.items if cache else []) if t.name == name]
@@ -449,7 +539,7 @@ class UpstreamProvider(ProxyProvider):
             return []
         try:
             return await self.upstream.guarded(fetch, listing=True)  # FastMCP maps "method not found" to []
-        except UpstreamError:
+        except (UpstreamError, CredentialError):
             return []
 
     async def _list_resources(self) -> Sequence[Any]:
@@ -493,6 +583,7 @@ def install_upstreams(mcp: FastMCP, services: Services) -> Upstreams | None:
     if not configs:
         return None
     upstreams = Upstreams(configs)
+    install_credentials(services, upstreams.items)
     upstreams.mount(mcp)
     services.extras["upstreams"] = upstreams
     services.extras.setdefault("ready_probes", {})["upstreams"] = upstreams.ready_probe

@@ -320,8 +320,9 @@ def endpoints(services: Services) -> list[Endpoint]:
 
 
 def _more_endpoints(services: Services) -> list[Endpoint]:
+    from gateway.api.credentials import credential_endpoints
     from gateway.api.insights import insight_endpoints
     from gateway.api.tokens import token_endpoints
 
-    return [*token_endpoints(services), *insight_endpoints(services)]
+    return [*token_endpoints(services), *insight_endpoints(services), *credential_endpoints(services)]
 
