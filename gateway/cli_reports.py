@@ -50,7 +50,7 @@ def report_costs(
     since: Annotated[str | None, typer.Option(help="First UTC day, inclusive: 2026-11-01, 7d, 24h (default 30d)")]
     = None,
     until: Annotated[str | None, typer.Option(help="Last UTC day, inclusive (default today)")] = None,
-    by: Annotated[str, typer.Option("--by", help="user, tool, day or client")] = "user",
+    by: Annotated[str, typer.Option("--by", help="user, tool, day, client or upstream")] = "user",
     output: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
 ) -> None:
     """Calls, errors, tokens and cost per user (tool, day, client) from the daily rollup."""
@@ -72,7 +72,7 @@ def report_costs(
 
     async def work(db: Any) -> Any:
         return await cost_report(db, principal, since=since, until=until, group_by=by, tenant_id=tenant,
-                                 user_id=user)
+                                 user_id=user, upstreams=_upstream_names(cli._settings()) if by == "upstream" else ())
 
     try:
         report = cli._run(cli._with_db(urls, work))
@@ -186,3 +186,10 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     return json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+
+
+def _upstream_names(settings: Any) -> list[str]:
+    """Upstream names from MCP_GATEWAY_CONFIG (for --by upstream); none when no config is set."""
+    from gateway.config import load_config
+
+    return [u.name for u in load_config(settings.config).upstreams] if settings.config else []

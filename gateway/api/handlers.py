@@ -250,7 +250,8 @@ class Handlers:
         p: m.CostsParams = _params(m.CostsParams, request)
         try:
             report = await reports.cost_report(self.services.db, principal, since=p.since, until=p.until,
-                                               group_by=p.group_by, tenant_id=p.tenant_id, user_id=p.user_id)
+                                               group_by=p.group_by, tenant_id=p.tenant_id, user_id=p.user_id,
+                                               upstreams=[u.name for u in self.services.config.upstreams])
         except reports.ReportError as exc:
             raise ApiError(422, "invalid_parameter", str(exc), exc.param) from None
         if p.format == "csv":

@@ -35,6 +35,7 @@ class Credentials:
 
 
 def install_credentials(services: Services, upstreams: Sequence[Upstream]) -> Credentials | None:
+    services.tracker.credential_modes.update({u.name: u.config.credentials for u in upstreams})
     per_user = [u for u in upstreams if u.config.per_user]
     keyring = Keyring.from_settings(services.settings)
     needs_key = [u for u in per_user if u.config.credentials != "token_exchange"]

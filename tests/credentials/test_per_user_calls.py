@@ -15,6 +15,7 @@ import httpx
 import psycopg
 from fastmcp import Client
 
+from tests.gateway.conftest import wait_rows
 from tests.gateway_proc import free_port, make_jwt, running_gateway
 from tests.pg import TestDatabase
 from tests.upstreams.helpers import stop, wait_port
@@ -80,6 +81,18 @@ async def test_two_users_act_upstream_as_themselves(database: TestDatabase, tmp_
                     assert res.data == {"user": who, "tag": f"{who}-{n}"}, (who, res.data)
 
                 await asyncio.gather(*(call(a if n % 2 else b, "alice" if n % 2 else "bob", n) for n in range(24)))
+                await a.call_tool("whoami", {})  # a gateway tool: no credential mode
+
+                # -- tracking: each row names the credential mode that served it, never a secret ---------
+                rows = wait_rows(admin_conn, "SELECT tool_name, credential_mode, status FROM gateway.mcp_requests",
+                                 26)
+                assert {(t, m) for t, m, st in rows if st == "success"} == {("gh_whoami", "per_user_token"),
+                                                                            ("whoami", None)}
+                async with httpx.AsyncClient() as http:
+                    report = (await http.get(f"{gw.base_url}/api/reports/costs?group_by=upstream",
+                                             headers={"Authorization": f"Bearer {carol}"})).json()
+                    by_upstream = {r["upstream"]: r["calls"] for r in report["rows"]}
+                    assert by_upstream["gh"] >= 25 and by_upstream[""] == 1, report
 
                 # -- listing: own links only, never a value ------------------------------------------
                 async with httpx.AsyncClient() as http:
