@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import uvicorn
 
+from gateway.cli_credentials import credentials_app
 from gateway.cli_reports import report_app, sql_command
 from gateway.doctor import doctor_command
 from gateway.errors import UserError
@@ -30,6 +31,7 @@ token_app = typer.Typer(no_args_is_help=True, help="Personal access tokens.")
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(report_app, name="report")
+app.add_typer(credentials_app, name="credentials")
 app.command("sql")(sql_command)
 app.command("doctor")(doctor_command)
 

@@ -60,9 +60,15 @@ class Lookup:
 
 
 class CredentialStore:
-    def __init__(self, db: Database, keyring: Keyring) -> None:
+    def __init__(self, db: Database, keyring: Keyring | None) -> None:
         self.db = db
-        self.keyring = keyring
+        self._keyring = keyring  # None: metadata and unlink only (the operator CLI)
+
+    @property
+    def keyring(self) -> Keyring:
+        if self._keyring is None:
+            raise RuntimeError("no credentials key configured")
+        return self._keyring
 
     async def get(self, tenant_id: str, user_id: str, upstream: str) -> Lookup:
         """The caller's own credential for `upstream` (re-encrypted under the current key if older)."""
