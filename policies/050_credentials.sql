@@ -11,6 +11,9 @@
 --       everywhere else: members their own, tenant admins their tenant's, auditors all.
 --   console, ingest, authn, the bare runtime login: nothing.
 
+REVOKE ALL ON gateway.upstream_link_states FROM PUBLIC, mcp_gateway_vault,
+    mcp_gateway_member, mcp_gateway_tenant_admin, mcp_gateway_auditor,
+    mcp_gateway_ingest, mcp_gateway_authn, mcp_gateway_app, mcp_gateway_console;
 REVOKE ALL ON gateway.upstream_credentials FROM PUBLIC, mcp_gateway_vault,
     mcp_gateway_member, mcp_gateway_tenant_admin, mcp_gateway_auditor,
     mcp_gateway_ingest, mcp_gateway_authn, mcp_gateway_app, mcp_gateway_console;
@@ -22,7 +25,8 @@ DECLARE
 BEGIN
     FOR t IN SELECT p.polname, p.polrelid::regclass AS rel
                FROM pg_catalog.pg_policy p
-              WHERE p.polrelid = 'gateway.upstream_credentials'::regclass AND p.polname LIKE 'cred\_%'
+              WHERE p.polrelid IN ('gateway.upstream_credentials'::regclass, 'gateway.upstream_link_states'::regclass)
+                AND p.polname LIKE 'cred\_%'
     LOOP
         EXECUTE format('DROP POLICY %I ON %s', t.polname, t.rel);
     END LOOP;
@@ -65,3 +69,22 @@ CREATE POLICY cred_tenant_admin_select ON gateway.upstream_credentials FOR SELEC
     USING (tenant_id = (SELECT gateway.current_tenant_id()));
 CREATE POLICY cred_auditor_select ON gateway.upstream_credentials FOR SELECT TO mcp_gateway_auditor
     USING ((SELECT gateway.identity_is_set()));
+
+-- The OAuth link states: the vault, for its own identity only. Nobody else sees them.
+GRANT SELECT, INSERT ON gateway.upstream_link_states TO mcp_gateway_vault;
+GRANT UPDATE (consumed_at) ON gateway.upstream_link_states TO mcp_gateway_vault;
+CREATE POLICY cred_tenant_fence ON gateway.upstream_link_states AS RESTRICTIVE FOR ALL
+    TO mcp_gateway_member, mcp_gateway_tenant_admin
+    USING (tenant_id = (SELECT gateway.current_tenant_id()))
+    WITH CHECK (tenant_id = (SELECT gateway.current_tenant_id()));
+CREATE POLICY cred_owner_fence ON gateway.upstream_link_states AS RESTRICTIVE FOR ALL
+    TO mcp_gateway_vault
+    USING (tenant_id = (SELECT gateway.current_tenant_id()) AND user_id = (SELECT gateway.current_user_id()))
+    WITH CHECK (tenant_id = (SELECT gateway.current_tenant_id()) AND user_id = (SELECT gateway.current_user_id()));
+CREATE POLICY cred_vault_select ON gateway.upstream_link_states FOR SELECT TO mcp_gateway_vault
+    USING (user_id = (SELECT gateway.current_user_id()));
+CREATE POLICY cred_vault_insert ON gateway.upstream_link_states FOR INSERT TO mcp_gateway_vault
+    WITH CHECK (user_id = (SELECT gateway.current_user_id()));
+CREATE POLICY cred_vault_update ON gateway.upstream_link_states FOR UPDATE TO mcp_gateway_vault
+    USING (user_id = (SELECT gateway.current_user_id()))
+    WITH CHECK (user_id = (SELECT gateway.current_user_id()));

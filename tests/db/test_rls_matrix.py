@@ -93,23 +93,23 @@ def sees(who: Who, tenant: str | None, user: str | None) -> bool:
 # ---------------------------------------------------------------------------- privileges (the model)
 
 TENANT_TABLES = ("tenants", "users", "api_tokens", "mcp_sessions", "mcp_requests", "usage_daily",
-                 "upstream_credentials")
+                 "upstream_credentials", "upstream_link_states")
 TABLES = TENANT_TABLES + ("instances",)
 SELECT_GRANTS = {
-    "request": set(TENANT_TABLES),
+    "request": set(TENANT_TABLES) - {"upstream_link_states"},
     "ingest": {"tenants", "users", "mcp_sessions", "usage_daily", "instances"},
     "authn": {"tenants", "users", "api_tokens"},
-    "vault": {"upstream_credentials"},
+    "vault": {"upstream_credentials", "upstream_link_states"},
 }
 INSERT_GRANTS = {
     "ingest": {"mcp_requests", "mcp_sessions", "usage_daily", "tenants", "users", "instances"},
     "authn": {"tenants", "users", "api_tokens"},
-    "vault": {"upstream_credentials"},
+    "vault": {"upstream_credentials", "upstream_link_states"},
 }
 UPDATE_GRANTS = {
     "ingest": {"mcp_sessions", "usage_daily", "users", "instances"},
     "authn": {"users", "api_tokens"},
-    "vault": {"upstream_credentials"},
+    "vault": {"upstream_credentials", "upstream_link_states"},
 }
 
 
@@ -138,6 +138,8 @@ def rows_of(table: str) -> list[tuple[tuple[Any, ...], str | None, str | None]]:
         return [((i,), None, None) for i in S.INSTANCES]
     if table == "upstream_credentials":
         return [((t, u, "github"), t, u) for t in S.TENANTS for u in S.USERS]
+    if table == "upstream_link_states":
+        return [((t, u, "github"), t, u) for t in S.TENANTS for u in S.USERS]
     raise KeyError(table)
 
 
@@ -146,6 +148,7 @@ KEYS = {
     "mcp_sessions": "session_id", "mcp_requests": "id",
     "usage_daily": "tenant_id, user_id, day, tool_name, client_type", "instances": "instance_id",
     "upstream_credentials": "tenant_id, user_id, upstream",
+    "upstream_link_states": "tenant_id, user_id, upstream",
 }
 # Columns read besides the key: selecting proves access to row data, not just ids.
 DATA_COLUMNS = {
@@ -153,12 +156,14 @@ DATA_COLUMNS = {
     "mcp_sessions": "tenant_id, user_id, status", "mcp_requests": "tenant_id, user_id, tool_name",
     "usage_daily": "calls", "instances": "heartbeat_at",
     "upstream_credentials": "mode, needs_relink, linked_at",  # metadata; the secret has its own cell
+    "upstream_link_states": "verifier, expires_at",
 }
 UPDATE_SET = {
     "tenants": "name = name", "users": "last_seen_at = last_seen_at", "api_tokens": "last_used_at = last_used_at",
     "mcp_sessions": "last_activity = last_activity", "mcp_requests": "error_message = error_message",
     "usage_daily": "calls = calls", "instances": "heartbeat_at = heartbeat_at",
     "upstream_credentials": "needs_relink = needs_relink",
+    "upstream_link_states": "consumed_at = consumed_at",
 }
 
 
@@ -187,6 +192,9 @@ def insert_sql(table: str, who: Who) -> tuple[str, tuple[Any, ...]]:
     if table == "upstream_credentials":  # for the acting identity itself: only the vault may
         return ("INSERT INTO gateway.upstream_credentials (tenant_id, user_id, upstream, mode, secret)"
                 " VALUES (%s, %s, 'matrix-new', 'per_user_token', '\\x00')", (t, u))
+    if table == "upstream_link_states":
+        return ("INSERT INTO gateway.upstream_link_states (tenant_id, user_id, state_hash, upstream, verifier,"
+                " expires_at) VALUES (%s, %s, '\\x01', 'matrix-new', 'v', now())", (t, u))
     raise KeyError(table)
 
 
@@ -235,7 +243,7 @@ def table_cells(who: Who) -> Iterator[Cell]:
                    exp, key_len)
         # insert
         exp = rows([]) if grants(INSERT_GRANTS, who, table) else DENIED  # rows([]): succeeded (no RETURNING)
-        if who.kind == "vault-noid" and table == "upstream_credentials":  # granted, but no identity: no row
+        if who.kind == "vault-noid" and table in ("upstream_credentials", "upstream_link_states"):  # granted, but no identity: no row
             exp = Expect("error", sqlstate="42501", message="row-level security")
         yield Cell("insert", table, who, lambda w, table=table: insert_sql(table, w), exp)
         # update: which rows an unconditional UPDATE touches
