@@ -40,6 +40,7 @@ from gateway.services import Services
 from gateway.settings import Settings
 from gateway.sqlconsole import add_admin_tools
 from gateway.tracking import ClientInfo, TrackingMiddleware
+from gateway.credentials.routes import credential_routes
 from gateway.upstreams import install_upstreams
 
 log = logging.getLogger("mcp_gateway")
@@ -88,6 +89,7 @@ class GatewayApp:
                 Route("/ready", self.ready),
                 Route("/metrics", self.metrics.endpoint),
                 *dashboard_routes(),
+                *credential_routes(services),
                 Route("/api/openapi.json", openapi),  # public: a description, no data
                 Mount("/api", app=api),
             ],

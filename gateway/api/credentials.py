@@ -58,6 +58,10 @@ class CredentialList(BaseModel):
     count: int
 
 
+class OAuthStart(BaseModel):
+    authorization_url: str
+
+
 class TokenBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -125,6 +129,21 @@ class CredentialHandlers:
         credentials.forget(principal.tenant_id, principal.user_id, name)
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
+    async def start_oauth(self, request: Request) -> Response:
+        principal = await _caller(request, self.services)
+        credentials, name = self._upstream(request)
+        mode = credentials.upstreams[name].credentials
+        if mode != "per_user_oauth":
+            raise ApiError(409, "wrong_mode", f"upstream {name!r} uses credentials = {mode!r}, not per_user_oauth")
+        from gateway.credentials.linkflow import LinkFlow
+        from gateway.credentials.oauth import OAuthError
+
+        try:
+            url = await LinkFlow(credentials, self.services.settings.resolved_public_url).start(principal, name)
+        except OAuthError as exc:
+            raise ApiError(503, "unavailable", f"upstream {name!r}: {exc}") from None
+        return JSONResponse({"authorization_url": url}, headers={"Cache-Control": "no-store"})
+
     async def delete_link(self, request: Request) -> Response:
         principal = await _caller(request, self.services)
         credentials, name = self._upstream(request)
@@ -151,6 +170,10 @@ def credential_endpoints(services: Services) -> list[Endpoint]:
         Endpoint("PUT", "/credentials/{upstream}", h.put_token,
                  "Link your own account of a per_user_token upstream (204); the token is stored encrypted",
                  CredentialList, body=TokenBody, errors=(401, 404, 409, 413, 422, 503), success=204,
+                 path_params={"upstream": "Upstream name"}),
+        Endpoint("POST", "/credentials/{upstream}/oauth", h.start_oauth,
+                 "per_user_oauth: start linking your account; answers the authorization server's URL to open"
+                 " (single-use state bound to you, 10 minutes)", OAuthStart, errors=(401, 404, 409, 503),
                  path_params={"upstream": "Upstream name"}),
         Endpoint("DELETE", "/credentials/{upstream}", h.delete_link,
                  "Unlink your account (204); tenant admins: ?user_id=U revokes U's link in their tenant",

@@ -821,6 +821,8 @@
     $("token-form").addEventListener("submit", createToken);
     $("tokens").addEventListener("click", onTokenAction);
     $("connections").addEventListener("click", onConnectionAction);
+    const linkProblem = new URLSearchParams(window.location.search).get("connection_error");
+    if (linkProblem) $("connection-error").textContent = linkProblem;  // textContent: never markup
     $("token-copy").addEventListener("click", async () => {
       try { await navigator.clipboard.writeText($("token-value").value); $("status").textContent = "copied"; }
       catch (e) { $("token-value").select(); $("status").textContent = "press Ctrl+C to copy"; }
