@@ -12,6 +12,7 @@ message or log line carries a token.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -42,6 +43,7 @@ class CredentialResolver:
         self.link_url = f"{public_url.rstrip('/')}/dashboard#connections"
         self._exchanged: OrderedDict[tuple[str, str, str, bytes], Secret] = OrderedDict()
         self._max_cached = max_cached
+        self._locks: dict[tuple[str, str, str, bytes], asyncio.Lock] = {}
 
     async def token(self, config: UpstreamConfig, principal: Principal, subject_token: str | None) -> str:
         if config.credentials == "token_exchange":
@@ -98,13 +100,29 @@ class CredentialResolver:
     # -- RFC 8693 -------------------------------------------------------------------------------
 
     async def _exchange(self, config: UpstreamConfig, principal: Principal, subject_token: str | None) -> str:
-        if not subject_token:
-            raise CredentialMissing(config.name, self.link_url)
+        if not subject_token or principal.token_kind == "pat":
+            raise CredentialUnavailable(
+                f"upstream {config.name!r} acts as you through your identity provider's sign-in (token exchange);"
+                " a personal access token cannot be exchanged. Connect with your identity provider's token instead.",
+                self.link_url)
         key = (principal.tenant_id, principal.user_id, config.name, hashlib.sha256(subject_token.encode()).digest())
         cached = self._exchanged.get(key)
         if cached is not None and not cached.expired():
             self._exchanged.move_to_end(key)
             return cached.access_token
+        # One exchange per user at a time: parallel first calls share its result.
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                cached = self._exchanged.get(key)
+                if cached is not None and not cached.expired():
+                    return cached.access_token
+                return await self._exchange_now(config, key, subject_token)
+        finally:
+            if not lock.locked():
+                self._locks.pop(key, None)
+
+    async def _exchange_now(self, config: UpstreamConfig, key: tuple[str, str, str, bytes], subject_token: str) -> str:
         assert config.oauth is not None and config.oauth.token_endpoint is not None
         oauth = config.oauth
         form: dict[str, Any] = {"grant_type": TOKEN_EXCHANGE, "subject_token": subject_token,
