@@ -70,6 +70,7 @@ from gateway.credentials.errors import (
     CredentialMissing,
     CredentialRejected,
 )
+from gateway.credentials.elicit import offer_link
 from gateway.credentials.install import install_credentials
 from gateway.tasks import cancel_and_wait
 
@@ -472,7 +473,11 @@ class UpstreamTool(ProxyTool):
 
     async def run(self, arguments: dict[str, Any], context: Context | None = None) -> ToolResult:
         upstream: Upstream = self._client_factory.__self__  # type: ignore[attr-defined]
-        return await upstream.guarded(lambda: ProxyTool.run(self, arguments, context))
+        try:
+            return await upstream.guarded(lambda: ProxyTool.run(self, arguments, context))
+        except CredentialError as error:  # calls only (not listings): ask URL-capable clients to open the link
+            await offer_link(error, timeout=min(upstream.config.timeout, 10.0))
+            raise
 
 
 class UpstreamProvider(ProxyProvider):
