@@ -34,6 +34,8 @@ END
 $$;
 
 GRANT USAGE ON SCHEMA gateway TO mcp_gateway_vault;
+-- Revoked first so the ACL comes out the same on every run (010 re-grants the request roles before this).
+REVOKE ALL ON FUNCTION gateway.current_tenant_id(), gateway.current_user_id() FROM mcp_gateway_vault;
 GRANT EXECUTE ON FUNCTION gateway.current_tenant_id(), gateway.current_user_id() TO mcp_gateway_vault;
 
 GRANT SELECT, INSERT ON gateway.upstream_credentials TO mcp_gateway_vault;
