@@ -109,6 +109,21 @@ async def test_two_users_act_upstream_as_themselves(database: TestDatabase, tmp_
                     assert {c["user_id"] for c in member_all["credentials"]} == {"bob"}
                     for body in (mine, everyone):
                         assert ALICE_TOKEN not in json.dumps(body) and BOB_TOKEN not in json.dumps(body)
+                    # abuse: no token, a bad body, an unknown upstream, another tenant's admin
+                    h = {"Authorization": f"Bearer {alice}"}
+                    assert (await http.put(f"{gw.base_url}/api/credentials/gh", json={"token": "x"})).status_code == 401
+                    for body in ({"token": ""}, {"token": "has space"}, {"token": "x", "user_id": "bob"}, [1]):
+                        r = await http.put(f"{gw.base_url}/api/credentials/gh", json=body, headers=h)
+                        assert r.status_code == 422 and "Traceback" not in r.text, (body, r.text)
+                    r = await http.put(f"{gw.base_url}/api/credentials/gh", content=b"{" * 20000, headers=h)
+                    assert r.status_code == 413
+                    r = await http.put(f"{gw.base_url}/api/credentials/nope", json={"token": "x"}, headers=h)
+                    assert r.status_code == 404
+                    other_admin = make_jwt("carol", "globex", "admin")
+                    r = await http.delete(f"{gw.base_url}/api/credentials/gh?user_id=alice",
+                                          headers={"Authorization": f"Bearer {other_admin}"})
+                    assert r.status_code == 204  # acts in globex only: acme's alice keeps her link
+                    assert (await a.call_tool("gh_whoami", {})).data["user"] == "alice"
                     # a member cannot revoke someone else's link
                     r = await http.delete(f"{gw.base_url}/api/credentials/gh?user_id=alice",
                                           headers={"Authorization": f"Bearer {bob}"})
