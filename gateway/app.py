@@ -31,6 +31,7 @@ from gateway import __version__
 from gateway.access import install_access
 from gateway.api import create_api_app
 from gateway.config import GatewayConfig
+from gateway.credentials.routes import credential_routes
 from gateway.dashboard import dashboard_routes
 from gateway.db import DatabaseUrls
 from gateway.metrics import GatewayMetrics
@@ -40,7 +41,6 @@ from gateway.services import Services
 from gateway.settings import Settings
 from gateway.sqlconsole import add_admin_tools
 from gateway.tracking import ClientInfo, TrackingMiddleware
-from gateway.credentials.routes import credential_routes
 from gateway.upstreams import install_upstreams
 
 log = logging.getLogger("mcp_gateway")

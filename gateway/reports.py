@@ -49,8 +49,10 @@ _KEYS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     # '<upstream>_<tool>' -> upstream when the prefix is a configured upstream; '' = the gateway's own tools
     "upstream": ("_u.upstream", "_u.upstream", ("upstream",)),
 }
-_UPSTREAM_OF = (" CROSS JOIN LATERAL (SELECT CASE WHEN split_part(d.tool_name, '_', 1) = ANY(%(upstreams)s::text[])"
-                " AND position('_' in d.tool_name) > 0 THEN split_part(d.tool_name, '_', 1) ELSE '' END AS upstream) _u")
+_UPSTREAM_OF = (" CROSS JOIN LATERAL (SELECT CASE"
+                " WHEN split_part(d.tool_name, '_', 1) = ANY(%(upstreams)s::text[])"
+                " AND position('_' in d.tool_name) > 0"
+                " THEN split_part(d.tool_name, '_', 1) ELSE '' END AS upstream) _u")
 METRICS = ("calls", "errors", "denied", "prompt_tokens", "completion_tokens", "total_tokens", "cost")
 
 

@@ -65,12 +65,12 @@ from pydantic import ValidationError as PydanticValidationError
 from auth.provider import current_principal
 from gateway.config import UpstreamConfig
 from gateway.credentials.clients import UserBearer, UserClients
+from gateway.credentials.elicit import offer_link
 from gateway.credentials.errors import (
     CredentialError,
     CredentialMissing,
     CredentialRejected,
 )
-from gateway.credentials.elicit import offer_link
 from gateway.credentials.install import install_credentials
 from gateway.tasks import cancel_and_wait
 

@@ -11,8 +11,9 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import httpx2
 from fastmcp import Client
@@ -54,7 +55,7 @@ class UserClient:
 
 
 class UserClients:
-    def __init__(self, make: Callable[[UserBearer], Client], leave: Callable[[Client], Awaitable[None]],
+    def __init__(self, make: Callable[[UserBearer], Client], leave: Callable[[Client], Coroutine[Any, Any, None]],
                  max_users: int = 256) -> None:
         self._make = make
         self._leave = leave

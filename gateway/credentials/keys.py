@@ -83,7 +83,8 @@ class Keyring:
     def encrypt(self, plaintext: bytes, tenant_id: str, user_id: str, upstream: str) -> bytes:
         key = self.keys[0]
         nonce = os.urandom(12)
-        return _VERSION + _key_id(key) + nonce + AESGCM(key).encrypt(nonce, plaintext, _aad(tenant_id, user_id, upstream))
+        sealed = AESGCM(key).encrypt(nonce, plaintext, _aad(tenant_id, user_id, upstream))
+        return _VERSION + _key_id(key) + nonce + sealed
 
     def decrypt(self, blob: bytes, tenant_id: str, user_id: str, upstream: str) -> bytes:
         if len(blob) < 1 + 4 + 12 + 16 or blob[:1] != _VERSION:

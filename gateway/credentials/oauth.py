@@ -92,15 +92,17 @@ async def token_request(config: UpstreamConfig, form: dict[str, str]) -> Secret:
     auth = _client_auth(config, form)
     try:
         async with httpx.AsyncClient(timeout=config.timeout) as http:
-            response = await http.post(meta.token_endpoint, data=form, auth=auth)
+            response = await http.post(meta.token_endpoint, data=form, auth=auth or httpx.USE_CLIENT_DEFAULT)
     except httpx.HTTPError as exc:
         raise OAuthError(f"the token endpoint is unreachable ({type(exc).__name__})") from None
     try:
         doc = response.json()
     except ValueError:
         doc = {}
+    if not isinstance(doc, dict):
+        doc = {}
     if response.status_code != 200 or not isinstance(doc.get("access_token"), str):
-        error = doc.get("error") if isinstance(doc, dict) and isinstance(doc.get("error"), str) else ""
+        error = doc["error"] if isinstance(doc.get("error"), str) else ""
         raise OAuthError(f"the token endpoint answered HTTP {response.status_code} {error[:60]}".strip())
     expires_in = doc.get("expires_in")
     expires_at = time.time() + float(expires_in) if isinstance(expires_in, int | float) else None

@@ -124,7 +124,7 @@ class CredentialResolver:
 
     async def _exchange_now(self, config: UpstreamConfig, key: tuple[str, str, str, bytes], subject_token: str) -> str:
         assert config.oauth is not None and config.oauth.token_endpoint is not None
-        oauth = config.oauth
+        oauth, endpoint = config.oauth, config.oauth.token_endpoint
         form: dict[str, Any] = {"grant_type": TOKEN_EXCHANGE, "subject_token": subject_token,
                                 "subject_token_type": ACCESS_TOKEN_TYPE,
                                 "requested_token_type": ACCESS_TOKEN_TYPE,
@@ -141,7 +141,7 @@ class CredentialResolver:
                 form["client_id"] = oauth.client_id
         try:
             async with httpx.AsyncClient(timeout=config.timeout) as http:
-                response = await http.post(oauth.token_endpoint, data=form, auth=auth)
+                response = await http.post(endpoint, data=form, auth=auth or httpx.USE_CLIENT_DEFAULT)
         except httpx.HTTPError as exc:
             raise CredentialUnavailable(f"upstream {config.name!r}: the identity provider's token endpoint is"
                                         f" unreachable ({type(exc).__name__})", self.link_url) from None

@@ -243,7 +243,8 @@ def table_cells(who: Who) -> Iterator[Cell]:
                    exp, key_len)
         # insert
         exp = rows([]) if grants(INSERT_GRANTS, who, table) else DENIED  # rows([]): succeeded (no RETURNING)
-        if who.kind == "vault-noid" and table in ("upstream_credentials", "upstream_link_states"):  # granted, but no identity: no row
+        # granted, but no identity: no row
+        if who.kind == "vault-noid" and table in ("upstream_credentials", "upstream_link_states"):
             exp = Expect("error", sqlstate="42501", message="row-level security")
         yield Cell("insert", table, who, lambda w, table=table: insert_sql(table, w), exp)
         # update: which rows an unconditional UPDATE touches
