@@ -36,6 +36,7 @@ What we add on top of FastMCP's proxy:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -64,7 +65,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from auth.provider import current_principal
 from gateway.config import UpstreamConfig
-from gateway.credentials.clients import UserBearer, UserClients
+from gateway.credentials.clients import UserBearer, UserClient, UserClients
 from gateway.credentials.elicit import offer_link
 from gateway.credentials.errors import (
     CredentialError,
@@ -81,6 +82,10 @@ if TYPE_CHECKING:
     from gateway.services import Services
 
 log = logging.getLogger("mcp_gateway.upstreams")
+# Per request: the per-user client entry it used (its token's fingerprint, and whether that token was refused),
+# read after a failure: by then other requests may have replaced the user's client.
+_sent: contextvars.ContextVar[UserClient | None] = contextvars.ContextVar("mcp_gateway_sent_credential",
+                                                                         default=None)
 T = TypeVar("T")
 
 
@@ -255,7 +260,9 @@ class Upstream:
             access = get_access_token()
             subject = access.token if access is not None else None
         token = await self.resolver.token(self.config, principal, subject)
-        return await self._users.get((principal.tenant_id, principal.user_id), token, _alive)
+        entry = await self._users.get((principal.tenant_id, principal.user_id), token, _alive)
+        _sent.set(entry)
+        return entry.client
 
     def forget_user(self, tenant_id: str, user_id: str) -> None:
         """A user's credential was revoked or replaced: close their client now."""
@@ -336,12 +343,16 @@ class Upstream:
 
     async def _refused(self, work: Callable[[], Awaitable[T]], listing: bool, retried: bool) -> T:
         """The upstream answered 401/403 to the caller's own credential."""
-        self._release()
+        sent = _sent.get()
+        refused = sent.fingerprint if sent is not None else None  # this request's token, not the current one
+        if sent is not None and self._users is not None and self._users.current(self._user_key()) is sent:
+            self._release()
         principal = self.principal_of()
         if principal is None or self.resolver is None:
             raise CredentialMissing(self.name, "/dashboard#connections")
         if self.config.credentials == "per_user_oauth" and not retried:
-            await self.resolver.refresh(self.config, principal)  # once; raises CredentialRejected on failure
+            # once; raises CredentialRejected on failure
+            await self.resolver.refresh(self.config, principal, refused=refused)
             return await self.guarded(work, listing=listing, _retried=True)
         await self.resolver.rejected(self.config, principal)
         raise CredentialRejected(self.name, self.resolver.link_url)
@@ -367,9 +378,9 @@ class Upstream:
         except CredentialError:
             raise  # the caller's credential, not the upstream's health
         except Exception as exc:
-            key = self._user_key() if self._users is not None else None
+            sent = _sent.get() if self._users is not None else None
             if self._users is not None and (_credential_refused(exc) or (
-                    key is not None and self._users.refused_since(key, started_guard))):
+                    sent is not None and sent.auth.refused_at >= started_guard)):
                 return await self._refused(work, listing, _retried)
             error = classify(self.name, exc, self.config.timeout)
             if isinstance(error, UpstreamUnavailable | UpstreamProtocolError):

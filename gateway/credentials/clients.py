@@ -71,24 +71,29 @@ class UserClients:
         entry = self._items.get(key)
         return entry.connected_at if entry else 0.0
 
-    def refused_since(self, key: UserKey, started: float) -> bool:
-        entry = self._items.get(key)
-        return entry is not None and entry.auth.refused_at >= started
+    def current(self, key: UserKey | None) -> UserClient | None:
+        return self._items.get(key) if key is not None else None
 
-    async def get(self, key: UserKey, token: str, alive: Callable[[Client], bool]) -> Client:
+    def fingerprint_of(self, key: UserKey) -> bytes | None:
+        entry = self._items.get(key)
+        return entry.fingerprint if entry else None
+
+
+    async def get(self, key: UserKey, token: str, alive: Callable[[Client], bool]) -> UserClient:
         fp = fingerprint(token)
         entry = self._items.get(key)
         if entry is not None and entry.fingerprint == fp and alive(entry.client):
             self._items.move_to_end(key)
-            return entry.client
+            return entry
         async with self._lock:
             entry = self._items.get(key)
             if entry is not None and entry.fingerprint == fp and alive(entry.client):
-                return entry.client
+                return entry
             self.evict(key)
             auth = UserBearer(token)
             fresh = self._make(auth)
-            self._items[key] = UserClient(fresh, fp, time.monotonic(), auth)  # before connecting: a 401 is seen
+            made = UserClient(fresh, fp, time.monotonic(), auth)
+            self._items[key] = made
             try:
                 await fresh.__aenter__()
             except BaseException:
@@ -98,7 +103,7 @@ class UserClients:
             while len(self._items) > self._max:
                 oldest = next(iter(self._items))
                 self.evict(oldest)
-            return fresh
+            return made
 
     def evict(self, key: UserKey) -> None:
         """Stop using this user's client; it closes once requests still inside it leave."""

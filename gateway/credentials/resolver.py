@@ -58,13 +58,36 @@ class CredentialResolver:
             secret = await self.refresh(config, principal, secret)
         return secret.access_token
 
-    async def refresh(self, config: UpstreamConfig, principal: Principal, secret: Secret | None = None) -> Secret:
-        """Refresh a per_user_oauth link once; on failure mark it needs_relink and raise."""
+    async def refresh(self, config: UpstreamConfig, principal: Principal, secret: Secret | None = None,
+                      refused: bytes | None = None) -> Secret:
+        """Refresh a per_user_oauth link once; on failure mark it needs_relink and raise.
+
+        One refresh per user at a time: parallel calls that all saw the token expire (or refused, with
+        `refused` = fingerprint of the token the upstream refused) share the first one's result, so an
+        authorization server that rotates refresh tokens strictly does not see the old one twice.
+        """
+        key = (principal.tenant_id, principal.user_id, config.name, b"refresh")
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._refresh_now(config, principal, secret, refused)
+        finally:
+            if not lock.locked():
+                self._locks.pop(key, None)
+
+    async def _refresh_now(self, config: UpstreamConfig, principal: Principal, secret: Secret | None,
+                           refused: bytes | None) -> Secret:
+        from gateway.credentials.clients import fingerprint
         from gateway.credentials.oauth import OAuthError, refresh_token
 
-        if secret is None:
-            found = await self.store.get(principal.tenant_id, principal.user_id, config.name)
-            secret = found.secret
+        found = await self.store.get(principal.tenant_id, principal.user_id, config.name)
+        if found.secret is not None and not found.secret.expired() and (
+                (refused is not None and fingerprint(found.secret.access_token) != refused)
+                or (secret is not None and found.secret.access_token != secret.access_token)):
+            return found.secret  # another call refreshed it meanwhile
+        if found.state == "needs_relink":
+            raise CredentialRejected(config.name, self.link_url, "needs your account linked again")
+        secret = found.secret or secret
         if secret is None or not secret.refresh_token:
             await self.store.mark_needs_relink(principal.tenant_id, principal.user_id, config.name)
             raise CredentialRejected(config.name, self.link_url, "token expired and cannot be refreshed")
