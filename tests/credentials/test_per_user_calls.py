@@ -109,6 +109,11 @@ async def test_two_users_act_upstream_as_themselves(database: TestDatabase, tmp_
                     assert {c["user_id"] for c in member_all["credentials"]} == {"bob"}
                     for body in (mine, everyone):
                         assert ALICE_TOKEN not in json.dumps(body) and BOB_TOKEN not in json.dumps(body)
+                    metrics = await http.get(f"{gw.base_url}/metrics")
+                    ready = await http.get(f"{gw.base_url}/ready")
+                    assert metrics.status_code == 200 and "gh_whoami" in metrics.text  # labelled, not vacuous
+                    for text in (metrics.text, ready.text):
+                        assert ALICE_TOKEN not in text and BOB_TOKEN not in text
                     # abuse: no token, a bad body, an unknown upstream, another tenant's admin
                     h = {"Authorization": f"Bearer {alice}"}
                     assert (await http.put(f"{gw.base_url}/api/credentials/gh", json={"token": "x"})).status_code == 401
