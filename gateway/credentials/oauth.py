@@ -107,7 +107,7 @@ async def token_request(config: UpstreamConfig, form: dict[str, str]) -> Secret:
     expires_in = doc.get("expires_in")
     expires_at = time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
     refresh = doc.get("refresh_token") if isinstance(doc.get("refresh_token"), str) else None
-    return Secret(doc["access_token"], refresh or form.get("refresh_token"), expires_at)
+    return Secret(doc["access_token"], refresh or form.get("refresh_token"), expires_at, time.time())
 
 
 async def refresh_token(config: UpstreamConfig, refresh: str) -> Secret:

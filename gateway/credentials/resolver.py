@@ -180,7 +180,8 @@ class CredentialResolver:
         except (ValueError, KeyError, TypeError, AssertionError):
             raise CredentialUnavailable(f"upstream {config.name!r}: the identity provider's token endpoint sent an"
                                         " invalid answer", self.link_url) from None
-        secret_obj = Secret(token, None, time.time() + float(expires_in) if expires_in else time.time() + 300)
+        now = time.time()
+        secret_obj = Secret(token, None, now + float(expires_in) if expires_in else now + 300, now)
         self._exchanged[key] = secret_obj
         while len(self._exchanged) > self._max_cached:
             self._exchanged.popitem(last=False)

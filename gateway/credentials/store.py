@@ -36,18 +36,25 @@ class Secret:
     access_token: str
     refresh_token: str | None = None
     expires_at: float | None = None  # epoch seconds
+    obtained_at: float | None = None  # epoch seconds
 
-    def expired(self, skew: float = 30.0) -> bool:
-        return self.expires_at is not None and self.expires_at - skew <= time.time()
+    def expired(self) -> bool:
+        """Expired, or about to: within 30 s, or within a quarter of its lifetime if that is shorter."""
+        if self.expires_at is None:
+            return False
+        skew = 30.0
+        if self.obtained_at is not None:
+            skew = min(skew, max(0.0, self.expires_at - self.obtained_at) / 4)
+        return self.expires_at - skew <= time.time()
 
     def encode(self) -> bytes:
         return json.dumps({"access_token": self.access_token, "refresh_token": self.refresh_token,
-                           "expires_at": self.expires_at}).encode()
+                           "expires_at": self.expires_at, "obtained_at": self.obtained_at}).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> Secret:
         doc = json.loads(data)
-        return cls(doc["access_token"], doc.get("refresh_token"), doc.get("expires_at"))
+        return cls(doc["access_token"], doc.get("refresh_token"), doc.get("expires_at"), doc.get("obtained_at"))
 
     def __repr__(self) -> str:  # never the values
         return f"Secret(expires_at={self.expires_at!r}, refresh={'yes' if self.refresh_token else 'no'})"

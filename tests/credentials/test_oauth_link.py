@@ -38,9 +38,9 @@ def as_installed() -> Path:
     return AS_DIR
 
 
-def _start_as(port: int, ttl: int, log: Path) -> subprocess.Popen[bytes]:
+def _start_as(port: int, ttl: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
-        proc = subprocess.Popen(["node", str(AS_DIR / "server.mjs"), str(port), AUDIENCE, str(ttl)], cwd=AS_DIR,
+        proc = subprocess.Popen(["node", str(AS_DIR / "server.mjs"), str(port), AUDIENCE, str(ttl), *extra], cwd=AS_DIR,
                                 stdout=out, stderr=subprocess.STDOUT)
     wait_port(port, proc)
     return proc
@@ -144,6 +144,43 @@ scopes = ["files"]
         secrets_at_rest = [bytes(r[0]) for r in admin_conn.execute("SELECT secret FROM gateway.upstream_credentials")]
         assert all(b"eyJ" not in s for s in secrets_at_rest)  # no JWT in clear
         assert "eyJ" not in log  # no token in the gateway's log
+    finally:
+        stop(upstream)
+        stop(auth_server)
+
+
+async def test_known_expiry_is_refreshed_before_the_call(as_installed: Path, database: TestDatabase,
+                                                          tmp_path: Path) -> None:
+    """When the token response says when the token expires, the gateway refreshes before calling: the
+    upstream never sees the expired token."""
+    as_port, up_port = free_port(), free_port()
+    issuer = f"http://127.0.0.1:{as_port}"
+    as_log, up_log = tmp_path / "as.log", tmp_path / "upstream.log"
+    auth_server = _start_as(as_port, 3, as_log, "honest")
+    upstream = _start_upstream(up_port, issuer, up_log)
+    config = tmp_path / "gateway.toml"
+    config.write_text(f"""
+[[upstreams]]
+name = "cloud"
+url = "http://127.0.0.1:{up_port}/mcp"
+credentials = "per_user_oauth"
+
+[upstreams.oauth]
+client_id = "mcp-gateway"
+issuer = "{issuer}"
+""")
+    alice = make_jwt("alice", "acme")
+    try:
+        with running_gateway(database, tmp_path / "gw", args=("serve", "--config", str(config)),
+                             MCP_GATEWAY_CREDENTIALS_KEY=KEY) as gw:
+            async with httpx.AsyncClient(timeout=20) as http:
+                assert (await _link(http, gw.base_url, alice, "alice")).status_code == 303
+            async with Client(gw.mcp_url, auth=alice) as a:
+                assert (await a.call_tool("cloud_whoami", {})).data["user"] == "alice"
+                await asyncio.sleep(3.5)  # time-based expiry (3 s, as the token response said)
+                assert (await a.call_tool("cloud_whoami", {})).data["user"] == "alice"
+        assert as_log.read_text().splitlines().count("issued refresh_token alice") == 1
+        assert " 401" not in up_log.read_text()  # refreshed before the call, not after a refusal
     finally:
         stop(upstream)
         stop(auth_server)
