@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from auth.principal import Role
 from gateway.errors import UserError
@@ -37,6 +44,36 @@ class _Strict(BaseModel):
 # -- upstream MCP servers -----------------------------------------------------------------------
 
 
+class UpstreamOAuth(_Strict):
+    """`[upstreams.oauth]`: how the gateway obtains a user's token for a per_user_oauth / token_exchange upstream."""
+
+    client_id: str | None = Field(None, description="The gateway's client id at the upstream's authorization server")
+    client_secret_env: str | None = Field(None, description="Environment variable holding the client secret")
+    scopes: list[str] = Field(default_factory=list, description="Scopes requested for the upstream")
+    issuer: str | None = Field(
+        None, description="Authorization server issuer (RFC 8414 discovery). Default: discovered from the"
+                          " upstream's RFC 9728 protected-resource metadata")
+    token_endpoint: str | None = Field(None, description="token_exchange: the IdP's token endpoint (RFC 8693)")
+    audience: str | None = Field(None, description="token_exchange: audience requested for the upstream")
+    resource: str | None = Field(None, description="RFC 8707 resource indicator. Default: the upstream's url")
+
+    @field_validator("client_secret_env")
+    @classmethod
+    def _secret_env(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+    @field_validator("issuer", "token_endpoint", "resource")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{value!r} is not an http:// or https:// URL with a host")
+        return value
+
+
 class UpstreamConfig(_Strict):
     """One `[[upstreams]]` entry: an MCP server whose tools appear as `<name>_<tool>`."""
 
@@ -47,6 +84,11 @@ class UpstreamConfig(_Strict):
         None, description="http = Streamable HTTP; sse = legacy SSE. Default: sse if the URL path ends in /sse")
     headers: dict[str, str] = Field(default_factory=dict, description="Static, non-secret headers")
     bearer_token_env: str | None = Field(None, description="Environment variable holding a bearer token")
+    credentials: Literal["shared", "per_user_token", "per_user_oauth", "token_exchange"] = Field(
+        "shared", description="Whose credential calls this upstream: shared (bearer_token_env, one for everyone),"
+                              " per_user_token / per_user_oauth / token_exchange (each caller's own; see"
+                              " docs/upstreams.md)")
+    oauth: UpstreamOAuth | None = Field(None, description="per_user_oauth / token_exchange settings")
     # Local (stdio)
     command: str | None = Field(None, description="Executable of a stdio upstream")
     args: list[str] = Field(default_factory=list)
@@ -137,7 +179,25 @@ class UpstreamConfig(_Strict):
             for key in ("headers", "bearer_token_env", "transport"):
                 if getattr(self, key):
                     raise ValueError(f"{key} applies to url upstreams, not to stdio upstreams (command)")
+            if self.credentials != "shared":
+                raise ValueError(f"credentials = {self.credentials!r} needs a url upstream (a stdio child has no"
+                                 " per-user credential)")
+        if self.credentials != "shared" and self.bearer_token_env:
+            raise ValueError(f"bearer_token_env is the shared credential; credentials = {self.credentials!r}"
+                             " uses each caller's own (remove one of them)")
+        if self.credentials == "per_user_oauth" and not (self.oauth and self.oauth.client_id):
+            raise ValueError("credentials = 'per_user_oauth' needs oauth.client_id (the gateway's client at the"
+                             " upstream's authorization server)")
+        if self.credentials == "token_exchange" and not (self.oauth and self.oauth.token_endpoint):
+            raise ValueError("credentials = 'token_exchange' needs oauth.token_endpoint (the IdP's RFC 8693"
+                             " token endpoint)")
+        if self.oauth is not None and self.credentials in ("shared", "per_user_token"):
+            raise ValueError(f"oauth applies to per_user_oauth and token_exchange, not to {self.credentials!r}")
         return self
+
+    @property
+    def per_user(self) -> bool:
+        return self.credentials != "shared"
 
     @property
     def kind(self) -> Literal["http", "sse", "stdio"]:
@@ -255,6 +315,9 @@ def _check_environment(config: GatewayConfig) -> tuple[str, str] | None:
         if upstream.bearer_token_env and not os.environ.get(upstream.bearer_token_env):
             return (f"upstreams[{index}].bearer_token_env",
                     f"environment variable {upstream.bearer_token_env} is not set")
+        secret_env = upstream.oauth.client_secret_env if upstream.oauth else None
+        if secret_env and not os.environ.get(secret_env):
+            return f"upstreams[{index}].oauth.client_secret_env", f"environment variable {secret_env} is not set"
         for child, source in upstream.env_from.items():
             if source not in os.environ:
                 return f"upstreams[{index}].env_from.{child}", f"environment variable {source} is not set"

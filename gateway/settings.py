@@ -112,6 +112,13 @@ class Settings(BaseSettings):
     @classmethod
     def _token(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value() else None  # empty: unset
+    credentials_key: SecretStr | None = Field(
+        None, description="Key(s) that encrypt per-user upstream credentials: base64 of 32 random bytes"
+                          " (`openssl rand -base64 32`); a comma list during rotation, the first encrypts, the"
+                          " others still decrypt. Required when an upstream uses a per-user credentials mode.")
+    credentials_key_file: Path | None = Field(
+        None, description="File with the credentials key(s), one per line (first = current); instead of"
+                          " CREDENTIALS_KEY.")
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -31,6 +31,7 @@ from auth import AuthSettings, Principal
 from auth.provider import GatewayAuth, current_principal
 from gateway import __version__
 from gateway.config import GatewayConfig
+from gateway.credentials.install import Credentials, build_credentials
 from gateway.http.app import GatewayApp
 from gateway.http.metric_labels import registry_names
 from gateway.http.metrics import GatewayMetrics, configure_otel_once
@@ -86,6 +87,7 @@ class Services:
     metrics: GatewayMetrics
     quotas: Quotas | None
     upstreams: Upstreams | None
+    credentials: Credentials | None  # per-user upstream credentials (the vault), when an upstream uses them
     session_cap: SessionCap
     session_sharing: SessionSharing  # any process serves any handshake-era session (bindings in PostgreSQL)
     oauth_routes: tuple[BaseRoute, ...]  # the OAuth authorization server's pages and endpoints (gateway/oauth)
@@ -146,6 +148,7 @@ def build_services(settings: Settings, config: GatewayConfig, urls: DatabaseUrls
     console = SqlConsole(urls, db, limits=limits_from(settings))
     quotas = Quotas(config.quotas, config.pricing, db) if quotas_configured(config.quotas) else None
     upstreams = Upstreams(config.upstreams) if config.upstreams else None
+    credentials = build_credentials(settings, db, upstreams.items, current_principal) if upstreams else None
     metrics = GatewayMetrics(writer=writer, open_sessions=sessions.__len__, instance_id=instance_id,
                              upstream_health=upstreams.health_states if upstreams else None)
     configure_otel_once()
@@ -159,6 +162,9 @@ def build_services(settings: Settings, config: GatewayConfig, urls: DatabaseUrls
     tracker.on_recorded.append(metrics.tool_called)
     if quotas is not None and quotas.budgets_enabled:
         tracker.on_recorded.append(quotas.on_recorded)
+    # A call to an upstream tool is recorded with the credentials mode that served it.
+    if upstreams is not None:
+        tracker.credential_modes.update({u.name: u.config.credentials for u in upstreams.items})
     # A bearer token was refused: metrics count the reason.
     gateway_auth.verifier.on_refused.append(metrics.auth_refused)
     # The per-principal cap reaped an idle protocol session: its analytics session ends as `timeout`.
@@ -172,7 +178,7 @@ def build_services(settings: Settings, config: GatewayConfig, urls: DatabaseUrls
     return Services(settings=settings, config=config, urls=urls, instance_id=instance_id, instance=instance, db=db,
                     writer=writer, sessions=sessions, tracker=tracker, gateway_auth=gateway_auth, console=console,
                     metrics=metrics, quotas=quotas, upstreams=upstreams, session_cap=session_cap,
-                    session_sharing=session_sharing,
+                    session_sharing=session_sharing, credentials=credentials,
                     oauth_routes=tuple(oauth.routes(gateway_auth)) if oauth else (), components=components)
 
 

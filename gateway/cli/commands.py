@@ -29,8 +29,10 @@ from gateway.cli.common import (
     migrate_database,
     require_embedded,
     run,
+    to_the_minute,
     with_db,
 )
+from gateway.cli.credentials import credentials_app
 from gateway.cli.doctor import doctor_command
 from gateway.cli.reports import report_app, sql_command
 from gateway.errors import UserError
@@ -44,6 +46,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(report_app, name="report")
 app.add_typer(oauth_app, name="oauth")
+app.add_typer(credentials_app, name="credentials")
 app.command("sql")(sql_command)
 app.command("doctor")(doctor_command)
 
@@ -171,7 +174,7 @@ def token_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant
     for r in rows:
         table.add_row(str(r.get("token_id") or ""), str(r.get("prefix") or ""), str(r.get("tenant_id") or ""),
                       str(r.get("user_id") or ""), str(r.get("role") or ""),
-                      *(_when(r.get(k)) for k in ("created_at", "expires_at", "revoked_at", "last_used_at")))
+                      *(to_the_minute(r.get(k)) for k in ("created_at", "expires_at", "revoked_at", "last_used_at")))
     Console(width=None if sys.stdout.isatty() else 250).print(table)
 
 
@@ -180,10 +183,6 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
-
-
-def _when(value: Any) -> str:
-    return str(value)[:16].replace("T", " ") if value else ""
 
 
 @token_app.command("revoke")

@@ -81,6 +81,11 @@ def operator_principal(tenant: str | None) -> Principal:
                      name="mcp-gateway CLI")
 
 
+def to_the_minute(value: Any) -> str:
+    """A timestamp for a table cell: to the minute, blank when unset."""
+    return str(value)[:16].replace("T", " ") if value else ""
+
+
 def check_id(value: str | None, option: str) -> None:
     if value is not None and (not value.strip() or "\x00" in value or len(value) > 500):
         raise UserError(f"{option} {value!r}: not a valid id")

@@ -45,7 +45,7 @@ def report_costs(
     since: Annotated[str | None, typer.Option(help="First UTC day, inclusive: 2026-11-01, 7d, 24h (default 30d)")]
     = None,
     until: Annotated[str | None, typer.Option(help="Last UTC day, inclusive (default today)")] = None,
-    by: Annotated[str, typer.Option("--by", help="user, tool, day or client")] = "user",
+    by: Annotated[str, typer.Option("--by", help="user, tool, day, client or upstream")] = "user",
     output: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
 ) -> None:
     """Calls, errors, tokens and cost per user (tool, day, client) from the daily rollup."""
@@ -65,7 +65,7 @@ def report_costs(
 
     async def work(db: Any) -> Any:
         return await cost_report(db, principal, since=since, until=until, group_by=by, tenant_id=tenant,
-                                 user_id=user)
+                                 user_id=user, upstreams=_upstream_names(load_settings()) if by == "upstream" else ())
 
     try:
         report = run(with_db(urls, work))
@@ -158,3 +158,10 @@ def sql_command(
         typer.echo(f"({len(result.rows)} row{'s' if len(result.rows) != 1 else ''})")
     if result.truncated:
         print(f"mcp-gateway: warning: truncated at {len(result.rows)} rows", file=sys.stderr)
+
+
+def _upstream_names(settings: Any) -> list[str]:
+    """Upstream names from MCP_GATEWAY_CONFIG (for --by upstream); none when no config is set."""
+    from gateway.config import load_config
+
+    return [u.name for u in load_config(settings.config).upstreams] if settings.config else []

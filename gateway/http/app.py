@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from gateway import __version__
+from gateway.credentials.routes import credential_routes
 from gateway.http.api import create_api_app
 from gateway.http.dashboard import dashboard_routes
 from gateway.http.metrics_auth import protect_metrics
@@ -67,6 +68,7 @@ class GatewayApp:
                 Route("/metrics", protect_metrics(self.metrics.endpoint, settings.metrics_token)),
                 *dashboard_routes(),
                 *services.oauth_routes,
+                *credential_routes(services),  # /connections/callback: the per-user OAuth link flow
                 Route("/api/openapi.json", openapi),  # public: a description, no data
                 Mount("/api", app=api),
             ],

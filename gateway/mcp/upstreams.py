@@ -36,6 +36,7 @@ What we add on top of FastMCP's proxy:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -63,14 +64,28 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError as PydanticValidationError
 
 from auth.fastmcp_private import ProxyCacheEntry, client_session_task, force_disconnect, proxy_tool_client_factory
+from auth.provider import current_principal
 from gateway.config import UpstreamConfig
+from gateway.credentials.clients import UserBearer, UserClient, UserClients
+from gateway.credentials.elicit import offer_link
+from gateway.credentials.errors import (
+    CredentialError,
+    CredentialMissing,
+    CredentialRejected,
+)
 from gateway.formatting import one_line
 from gateway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from fastmcp.server.context import Context
 
+    from gateway.credentials.resolver import CredentialResolver
+
 log = logging.getLogger("mcp_gateway.upstreams")
+# Per request: the per-user client entry it used (its token's fingerprint, and whether that token was refused),
+# read after a failure: by then other requests may have replaced the user's client.
+_sent: contextvars.ContextVar[UserClient | None] = contextvars.ContextVar("mcp_gateway_sent_credential",
+                                                                         default=None)
 T = TypeVar("T")
 
 
@@ -190,6 +205,10 @@ class Upstream:
         self._transport = self._make_transport()
         self._client = Client(self._transport, timeout=config.timeout, init_timeout=config.timeout,
                               mode=config.protocol, name=f"mcp-gateway-upstream-{config.name}")
+        # Per-user credentials: one client per caller, never shared (set up by install_credentials).
+        self.resolver: CredentialResolver | None = None
+        self.principal_of = current_principal
+        self._users = UserClients(self._user_client_for, _leave) if config.per_user else None
         self.provider = UpstreamProvider(self)
         self._task: asyncio.Task[None] | None = None
         self._shared: Client | None = None
@@ -197,7 +216,7 @@ class Upstream:
         self._connect_lock = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
 
-    def _make_transport(self) -> ClientTransport:
+    def _make_transport(self, user_auth: UserBearer | None = None) -> ClientTransport:
         cfg = self.config
         if cfg.command:
             env = dict(cfg.env)
@@ -206,10 +225,43 @@ class Upstream:
             return StdioTransport(cfg.command, list(cfg.args), env=env or None, cwd=cfg.cwd, keep_alive=True)
         assert cfg.url is not None
         token = os.environ.get(cfg.bearer_token_env) if cfg.bearer_token_env else None
+        auth: str | UserBearer | None = token or None
+        if cfg.per_user:
+            auth = user_auth  # the caller's own; never the shared one, never another user's
         headers = dict(cfg.headers)
         if cfg.kind == "sse":
-            return SSETransport(cfg.url, headers=headers, auth=token or None)
-        return StreamableHttpTransport(cfg.url, headers=headers, auth=token or None)
+            return SSETransport(cfg.url, headers=headers, auth=auth)
+        return StreamableHttpTransport(cfg.url, headers=headers, auth=auth)
+
+    def _user_client_for(self, auth: UserBearer) -> Client:
+        return Client(self._make_transport(auth), timeout=self.config.timeout, init_timeout=self.config.timeout,
+                      mode=self.config.protocol, name=f"mcp-gateway-upstream-{self.config.name}")
+
+    def _user_key(self) -> tuple[str, str] | None:
+        principal = self.principal_of()
+        return (principal.tenant_id, principal.user_id) if principal is not None else None
+
+    async def _user_client(self) -> Client:
+        """The caller's own connected client, carrying the caller's own credential."""
+        assert self._users is not None
+        principal = self.principal_of()
+        if principal is None or self.resolver is None:
+            raise CredentialMissing(self.name, self.resolver.link_url if self.resolver else "/dashboard#connections")
+        subject = None
+        if self.config.credentials == "token_exchange":
+            from fastmcp.server.dependencies import get_access_token
+
+            access = get_access_token()
+            subject = access.token if access is not None else None
+        token = await self.resolver.token(self.config, principal, subject)
+        entry = await self._users.get((principal.tenant_id, principal.user_id), token, _alive)
+        _sent.set(entry)
+        return entry.client
+
+    def forget_user(self, tenant_id: str, user_id: str) -> None:
+        """A user's credential was revoked or replaced: close their client now."""
+        if self._users is not None:
+            self._users.evict((tenant_id, user_id))
 
     async def client_factory(self) -> Client:
         """The upstream's one shared, connected client (reconnected when its session has died).
@@ -218,6 +270,8 @@ class Upstream:
         on its own (logs, progress, sampling, elicitation) is relayed to any caller. Each request
         enters it (`async with`), our own reference keeps the session open between requests.
         """
+        if self._users is not None:
+            return await self._user_client()
         shared = self._shared
         if shared is not None and _alive(shared):
             return shared
@@ -234,6 +288,11 @@ class Upstream:
 
     def _release(self) -> None:
         """Stop using the shared session; it closes once requests still inside it leave."""
+        if self._users is not None:
+            key = self._user_key()
+            if key is not None:
+                self._users.evict(key)
+            return
         old, self._shared = self._shared, None
         if old is not None:
             task = asyncio.create_task(_leave(old), name=f"mcp-gateway-upstream-{self.name}-close")
@@ -270,24 +329,53 @@ class Upstream:
         return (h.state == "down" and h.last_failure_mono is not None
                 and time.monotonic() - h.last_failure_mono < self.config.retry_seconds)
 
-    async def guarded(self, work: Callable[[], Awaitable[T]], *, listing: bool = False) -> T:
+    def _session_started(self) -> float:
+        if self._users is not None:
+            key = self._user_key()
+            return self._users.connected_at(key) if key else 0.0
+        return self._connected_at
+
+    async def _refused(self, work: Callable[[], Awaitable[T]], listing: bool, retried: bool) -> T:
+        """The upstream answered 401/403 to the caller's own credential."""
+        sent = _sent.get()
+        refused = sent.fingerprint if sent is not None else None  # this request's token, not the current one
+        if sent is not None and self._users is not None and self._users.current(self._user_key()) is sent:
+            self._release()
+        principal = self.principal_of()
+        if principal is None or self.resolver is None:
+            raise CredentialMissing(self.name, "/dashboard#connections")
+        if self.config.credentials == "per_user_oauth" and not retried:
+            # once; raises CredentialRejected on failure
+            await self.resolver.refresh(self.config, principal, refused=refused)
+            return await self.guarded(work, listing=listing, _retried=True)
+        await self.resolver.rejected(self.config, principal)
+        raise CredentialRejected(self.name, self.resolver.link_url)
+
+    async def guarded(self, work: Callable[[], Awaitable[T]], *, listing: bool = False, _retried: bool = False) -> T:
         """Run one backend request under the timeout; failures become UpstreamError subclasses.
 
         A request that failed before reaching the upstream on a session opened earlier (session
         expired: HTTP 404; connection refused) is retried once on a new session: it cannot have
         run, so retrying cannot run a tool twice.
         """
+        started_guard = time.monotonic()
         try:
             with anyio.fail_after(self.config.timeout):
                 started = time.monotonic()
                 try:
                     result = await work()
                 except Exception as exc:
-                    if not (_not_delivered(exc) and self._connected_at < started):
+                    if not (_not_delivered(exc) and self._session_started() < started):
                         raise
                     self._release()
                     result = await work()
+        except CredentialError:
+            raise  # the caller's credential, not the upstream's health
         except Exception as exc:
+            sent = _sent.get() if self._users is not None else None
+            if self._users is not None and (_credential_refused(exc) or (
+                    sent is not None and sent.auth.refused_at >= started_guard)):
+                return await self._refused(work, listing, _retried)
             error = classify(self.name, exc, self.config.timeout)
             if isinstance(error, UpstreamUnavailable | UpstreamProtocolError):
                 self._release()  # the next request connects afresh
@@ -325,6 +413,8 @@ class Upstream:
             await asyncio.sleep(self.config.health_interval)
 
     def start(self) -> None:
+        if self._users is not None:
+            return  # no background check: every request needs some caller's own credential
         self._task = asyncio.create_task(self._health_loop(), name=f"mcp-gateway-upstream-{self.name}")
 
     async def stop(self) -> None:
@@ -333,6 +423,8 @@ class Upstream:
         shared, self._shared = self._shared, None
         try:
             with anyio.move_on_after(5):
+                if self._users is not None:
+                    await self._users.close()
                 if shared is not None:
                     await force_disconnect(shared)
                 if self._closing:
@@ -355,6 +447,11 @@ async def _leave(client: Client) -> None:
             await client.__aexit__(None, None, None)
     except Exception as exc:  # a dead session may fail to close cleanly: nothing to do about it
         log.debug("closing an upstream session failed: %s", exc)
+
+
+def _credential_refused(exc: BaseException) -> bool:
+    """HTTP 401/403 from the upstream: it refused the credential we sent."""
+    return any(isinstance(e, httpx2.HTTPStatusError) and e.response.status_code in (401, 403) for e in _chain(exc))
 
 
 def _not_delivered(exc: BaseException) -> bool:
@@ -381,7 +478,11 @@ class UpstreamTool(ProxyTool):
 
     async def run(self, arguments: dict[str, Any], context: Context | None = None) -> ToolResult:
         upstream: Upstream = proxy_tool_client_factory(self).__self__
-        return await upstream.guarded(lambda: ProxyTool.run(self, arguments, context))
+        try:
+            return await upstream.guarded(lambda: ProxyTool.run(self, arguments, context))
+        except CredentialError as error:  # calls only (not listings): ask URL-capable clients to open the link
+            await offer_link(error, timeout=min(upstream.config.timeout, 10.0))
+            raise
 
 
 class UpstreamProvider(ProxyProvider):
@@ -415,6 +516,11 @@ class UpstreamProvider(ProxyProvider):
             return []
         try:
             return await self.refresh_tools()
+        except CredentialError:
+            # This caller has no usable credential: show the last-known tools, so a call can answer
+            # with the link URL (tool definitions only; nothing another user called is shown).
+            cache = self._tools_cache
+            return list(cache.items) if cache else []
         except UpstreamError:
             return []  # down: not listed (see module docstring); health and logs say why
 
@@ -423,7 +529,7 @@ class UpstreamProvider(ProxyProvider):
         if (cache is None or not cache.is_fresh(self._cache_ttl)) and not self.upstream.recently_failed():
             try:
                 await self.refresh_tools()
-            except UpstreamError:
+            except (UpstreamError, CredentialError):
                 pass
             cache = self._tools_cache
         matching = [t for t in (cache.items if cache else []) if t.name == name]
@@ -443,7 +549,7 @@ class UpstreamProvider(ProxyProvider):
             return []
         try:
             return await self.upstream.guarded(fetch, listing=True)  # FastMCP maps "method not found" to []
-        except UpstreamError:
+        except (UpstreamError, CredentialError):
             return []
 
     async def _list_resources(self) -> Sequence[Any]:

@@ -151,6 +151,14 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def as_vault(self, tenant_id: str, user_id: str) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A transaction that reads and writes one user's own upstream credentials, nothing else."""
+        if not tenant_id or not user_id:
+            raise ValueError("the credential vault needs a tenant and a user")
+        async with self._transaction("mcp_gateway_vault", tenant_id, user_id) as conn:
+            yield conn
+
+    @asynccontextmanager
     async def _transaction(self, db_role: str, tenant_id: str, user_id: str,
                            timeout: float | None = None) -> AsyncIterator[psycopg.AsyncConnection]:
         async with self.pool.connection(timeout=timeout) as conn, conn.transaction():

@@ -21,6 +21,7 @@ Cost is numeric(20, 8) in the database and a decimal STRING everywhere in JSON a
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -33,8 +34,8 @@ from gateway.csvsafe import to_csv
 from gateway.formatting import money
 from gateway.store.db import Database
 
-GroupBy = Literal["user", "tool", "day", "client"]
-GROUP_BYS: tuple[str, ...] = ("user", "tool", "day", "client")
+GroupBy = Literal["user", "tool", "day", "client", "upstream"]
+GROUP_BYS: tuple[str, ...] = ("user", "tool", "day", "client", "upstream")
 DEFAULT_SINCE = "30d"
 MIN_DATE = date(2000, 1, 1)
 MAX_DATE = date(9999, 12, 30)
@@ -48,7 +49,13 @@ _KEYS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "tool": ("d.tool_name", "d.tool_name", ("tool_name",)),
     "day": ("d.day", "d.day", ("day",)),
     "client": ("d.client_type", "d.client_type", ("client_type",)),
+    # '<upstream>_<tool>' -> upstream when the prefix is a configured upstream; '' = the gateway's own tools
+    "upstream": ("_u.upstream", "_u.upstream", ("upstream",)),
 }
+_UPSTREAM_OF = (" CROSS JOIN LATERAL (SELECT CASE"
+                " WHEN split_part(d.tool_name, '_', 1) = ANY(%(upstreams)s::text[])"
+                " AND position('_' in d.tool_name) > 0"
+                " THEN split_part(d.tool_name, '_', 1) ELSE '' END AS upstream) _u")
 METRICS = ("calls", "errors", "denied", "prompt_tokens", "completion_tokens", "total_tokens", "cost")
 
 
@@ -146,7 +153,8 @@ def resolve_range(since: str | date | None, until: str | date | None,
 
 async def cost_report(db: Database, principal: Principal, *, since: str | date | None = None,
                       until: str | date | None = None, group_by: str = "user", tenant_id: str | None = None,
-                      user_id: str | None = None, now: datetime | None = None) -> CostReport:
+                      user_id: str | None = None, now: datetime | None = None,
+                      upstreams: Sequence[str] = ()) -> CostReport:
     """Per-`group_by` usage between two UTC dates (inclusive), as `principal` may see it."""
     if group_by not in _KEYS:
         raise ReportError("group_by", f"group_by: {group_by!r} is not one of {', '.join(GROUP_BYS)}")
@@ -167,11 +175,13 @@ async def cost_report(db: Database, principal: Principal, *, since: str | date |
         " (sum(d.prompt_tokens) + sum(d.completion_tokens))::bigint AS total_tokens,"
         " sum(d.cost)::numeric(20, 8) AS cost"
         " FROM gateway.usage_daily AS d"
+        f"{_UPSTREAM_OF if group_by == 'upstream' else ''}"
         f" WHERE {' AND '.join(where)}"
         f" GROUP BY {group}"
         f" ORDER BY {'' if group_by == 'day' else f'{len(key_columns) + 7} DESC, '}{group}"
     )
-    params = {"since": first, "until": last, "tenant_id": tenant_id, "user_id": user_id}
+    params = {"since": first, "until": last, "tenant_id": tenant_id, "user_id": user_id,
+              "upstreams": list(upstreams)}
     async with db.as_principal(principal) as conn:
         records = await (await conn.cursor(row_factory=dict_row).execute(query, params)).fetchall()
     rows: list[dict[str, Any]] = []

@@ -165,6 +165,7 @@ class Tracker:
         self.writer = writer
         self.sessions = sessions
         self.on_recorded: list[Callable[[ToolCalled], None]] = []  # metrics, quotas
+        self.credential_modes: dict[str, str] = {}  # upstream name -> its credentials mode (set by upstreams)
 
     async def record_call(
         self,
@@ -211,7 +212,8 @@ class Tracker:
             id=uuid.uuid4(), session_id=session_id, session_key=key, tenant_id=principal.tenant_id,
             user_id=principal.user_id, tool_name=tool_name, status=status, error_message=error,
             duration_ms=duration_ms, at=utcnow(), client_type=client.name, arguments=arguments,
-            result_text=_result_text(result) if status == "success" else error, method=method)
+            result_text=_result_text(result) if status == "success" else error, method=method,
+            credential_mode=self.credential_modes.get(tool_name.split("_", 1)[0]) if tool_name else None)
         self.writer.submit(record)
         # One structured line per call; never tokens, never argument values.
         log.info("tool call", extra={"event": "tool_call", "method": method, "tenant": principal.tenant_id,

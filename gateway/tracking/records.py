@@ -53,6 +53,7 @@ class ToolCalled:
     prompt_tokens: int | None = None      # set by the writer (or the caller, when known)
     completion_tokens: int | None = None
     extra_cost: float = 0.0               # e.g. a price reported by an upstream
+    credential_mode: str | None = None    # upstream tools: whose credential served it (never the credential)
 
 
 @dataclass(slots=True)

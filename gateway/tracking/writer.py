@@ -419,16 +419,17 @@ class TrackingWriter:
         await conn.execute(
             "INSERT INTO gateway.mcp_requests (id, session_id, tenant_id, user_id, method, tool_name, status,"
             " error_message, duration_ms, prompt_tokens, completion_tokens, estimated_cost, price_version,"
-            " client_type, \"timestamp\")"
+            " client_type, \"timestamp\", credential_mode)"
             " SELECT * FROM unnest(%b::uuid[], %b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[],"
             " %b::text[], %b::text[], %b::float8[], %b::int[], %b::int[], %b::numeric[], %b::text[],"
-            " %b::text[], %b::timestamptz[])"
+            " %b::text[], %b::timestamptz[], %b::text[])"
             " ON CONFLICT (tenant_id, id) DO NOTHING",
             ([c.id for c in calls], session_ids, [c.tenant_id for c in calls], [c.user_id for c in calls],
              [c.method for c in calls], [c.tool_name for c in calls], [c.status for c in calls],
              [c.error_message for c in calls], [float(c.duration_ms) for c in calls],
              [c.prompt_tokens or 0 for c in calls], [c.completion_tokens or 0 for c in calls], costs,
-             [self._price_version] * len(calls), [c.client_type for c in calls], [c.at for c in calls]))
+             [self._price_version] * len(calls), [c.client_type for c in calls], [c.at for c in calls],
+             [c.credential_mode for c in calls]))
         # last_activity: once per session per flush, not once per call.
         latest: dict[uuid.UUID, tuple[datetime, str]] = {}
         for c, sid in zip(calls, session_ids, strict=True):

@@ -164,7 +164,10 @@ def test_openapi_document_describes_every_route(api_env: ApiEnv) -> None:
     assert set(doc["paths"]) == {"/api/mcp/clients", "/api/mcp/sessions", "/api/mcp/sessions/disconnected",
                                  "/api/mcp/sessions/{session_id}", "/api/reports/costs", "/api/sql",
                                  "/api/reports/daily", "/api/reports/tools", "/api/tokens", "/api/tokens/{token_id}",
-                                 "/api/upstreams", "/api/me"}
+                                 "/api/upstreams", "/api/me", "/api/credentials", "/api/credentials/{upstream}",
+                                 "/api/credentials/{upstream}/oauth"}
+    assert set(doc["paths"]["/api/credentials/{upstream}"]) == {"put", "delete"}
+    assert "204" in doc["paths"]["/api/credentials/{upstream}"]["put"]["responses"]
     assert "201" in doc["paths"]["/api/tokens"]["post"]["responses"]
     assert "token_hash" not in r.text
     days = next(p for p in doc["paths"]["/api/mcp/sessions/disconnected"]["get"]["parameters"] if p["name"] == "days")

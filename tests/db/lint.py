@@ -14,7 +14,7 @@ import psycopg
 
 OWNER = "mcp_gateway_owner"
 REQUEST_ROLES = ("mcp_gateway_member", "mcp_gateway_tenant_admin", "mcp_gateway_auditor")
-SYSTEM_ROLES = ("mcp_gateway_ingest", "mcp_gateway_authn", "mcp_gateway_oauth")
+SYSTEM_ROLES = ("mcp_gateway_ingest", "mcp_gateway_authn", "mcp_gateway_oauth", "mcp_gateway_vault")
 LOGIN_ROLES = ("mcp_gateway_app", "mcp_gateway_console")
 ALL_ROLES = (OWNER, *REQUEST_ROLES, *SYSTEM_ROLES, *LOGIN_ROLES)
 # Roles that may never hold a write privilege (INSERT/UPDATE/DELETE/TRUNCATE) on a

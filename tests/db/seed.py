@@ -123,6 +123,14 @@ def seed(conn: psycopg.Connection, data: Seed) -> None:
                     " VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     (tid(tenant, user), tenant, user, f"{user} laptop", f"mgw_{user[:3]}",
                      _sha(f"{tenant}/{user}"), role))
+                conn.execute(
+                    "INSERT INTO gateway.upstream_credentials (tenant_id, user_id, upstream, mode, secret, linked_at)"
+                    " VALUES (%s, %s, 'github', 'per_user_token', %s, now())",
+                    (tenant, user, b"ciphertext-of-" + f"{tenant}/{user}".encode()))
+                conn.execute(
+                    "INSERT INTO gateway.upstream_link_states (tenant_id, user_id, state_hash, upstream, verifier,"
+                    " expires_at) VALUES (%s, %s, %s, 'github', 'v', now() + interval '10 minutes')",
+                    (tenant, user, _sha(f"state/{tenant}/{user}")))
         for s in data.sessions:
             disconnected_at = data.now - s.disconnected_ago if s.disconnected_ago else None
             conn.execute(

@@ -61,11 +61,15 @@ for _t in S.TENANTS:
         Who(f"{_t}.bob(other-member)", "member", "mcp_gateway_member", _t, "bob"),
         Who(f"{_t}.carol(admin)", "admin", "mcp_gateway_tenant_admin", _t, "carol"),
         Who(f"{_t}.audrey(auditor)", "auditor", "mcp_gateway_auditor", _t, "audrey"),
+        # The credential vault as the gateway sets it: one user's identity (a member's, an admin's).
+        Who(f"{_t}.alice(vault)", "vault", "mcp_gateway_vault", _t, "alice"),
+        Who(f"{_t}.carol(vault)", "vault", "mcp_gateway_vault", _t, "carol"),
     ]
 PRINCIPALS += [
     Who("noid.member", "noid", "mcp_gateway_member"),
     Who("noid.admin", "noid", "mcp_gateway_tenant_admin"),
     Who("noid.auditor", "noid", "mcp_gateway_auditor"),
+    Who("noid.vault", "vault-noid", "mcp_gateway_vault"),
     Who("bare-login", "bare", None),
     Who("system.ingest", "ingest", "mcp_gateway_ingest"),
     Who("system.authn", "authn", "mcp_gateway_authn"),
@@ -81,37 +85,46 @@ def sees(who: Who, tenant: str | None, user: str | None) -> bool:
         return tenant == who.tenant
     if who.kind == "auditor":
         return True
-    return who.kind in ("ingest", "authn", "oauth")  # noid: no identity sees nothing
+    if who.kind in ("ingest", "authn", "oauth"):
+        return True
+    if who.kind == "vault":  # exactly its own identity's rows, whatever its role
+        return tenant == who.tenant and user == who.user
+    return False  # noid: no identity sees nothing
 
 
 # ---------------------------------------------------------------------------- privileges (the model)
 
 OAUTH_TENANT_TABLES = ("oauth_grants", "oauth_token_families", "oauth_codes", "oauth_refresh_tokens")
 OAUTH_TABLES = (*OAUTH_TENANT_TABLES, "oauth_clients", "oauth_pending", "oauth_assertion_jtis", "oauth_signing_keys")
-TENANT_TABLES = ("tenants", "users", "api_tokens", "mcp_sessions", "mcp_requests", "usage_daily")
+TENANT_TABLES = ("tenants", "users", "api_tokens", "mcp_sessions", "mcp_requests", "usage_daily",
+                 "upstream_credentials", "upstream_link_states")
 TABLES = (*TENANT_TABLES, "instances", *OAUTH_TABLES)
 SELECT_GRANTS = {
-    "request": set(TENANT_TABLES) | {"oauth_grants", "oauth_token_families", "oauth_clients"},
+    "request": (set(TENANT_TABLES) - {"upstream_link_states"}) | {"oauth_grants", "oauth_token_families",
+                                                                   "oauth_clients"},
     "ingest": {"tenants", "users", "mcp_sessions", "usage_daily", "instances"},
     "authn": {"tenants", "users", "api_tokens"},
     "oauth": {"tenants", "users", *OAUTH_TABLES},
+    "vault": {"upstream_credentials", "upstream_link_states"},
 }
 INSERT_GRANTS = {
     "ingest": {"mcp_requests", "mcp_sessions", "usage_daily", "tenants", "users", "instances"},
     "authn": {"tenants", "users", "api_tokens"},
     "oauth": {"tenants", "users", *OAUTH_TABLES},
+    "vault": {"upstream_credentials", "upstream_link_states"},
 }
 UPDATE_GRANTS = {
     "ingest": {"mcp_sessions", "usage_daily", "users", "instances"},
     "authn": {"users", "api_tokens"},
     "oauth": {"users", *(set(OAUTH_TABLES) - {"oauth_assertion_jtis", "oauth_signing_keys"})},
+    "vault": {"upstream_credentials", "upstream_link_states"},
 }
 # The authorization server deletes only expired short-lived rows; nobody else deletes anything.
 DELETE_GRANTS = {"oauth": {"oauth_codes", "oauth_pending", "oauth_assertion_jtis"}}
 
 
 def grants(table: dict[str, set[str]], who: Who, obj: str) -> bool:
-    key = "request" if who.request_role else who.kind
+    key = "request" if who.request_role else "vault" if who.kind.startswith("vault") else who.kind
     return obj in table.get(key, set())
 
 
@@ -152,6 +165,10 @@ def rows_of(table: str) -> list[tuple[tuple[Any, ...], str | None, str | None]]:
         return [((S.ORPHAN_CLIENT, "live"), None, None), ((S.ORPHAN_CLIENT, "expired"), None, None)]
     if table == "oauth_signing_keys":
         return [(("k1",), None, None)]
+    if table == "upstream_credentials":
+        return [((t, u, "github"), t, u) for t in S.TENANTS for u in S.USERS]
+    if table == "upstream_link_states":
+        return [((t, u, "github"), t, u) for t in S.TENANTS for u in S.USERS]
     raise KeyError(table)
 
 
@@ -174,6 +191,8 @@ KEYS = {
     "oauth_clients": "client_id", "oauth_grants": "grant_id", "oauth_token_families": "family_id",
     "oauth_codes": "code_hash", "oauth_refresh_tokens": "token_hash", "oauth_pending": "request_hash",
     "oauth_assertion_jtis": "client_id, jti", "oauth_signing_keys": "kid",
+    "upstream_credentials": "tenant_id, user_id, upstream",
+    "upstream_link_states": "tenant_id, user_id, upstream",
 }
 # Columns read besides the key: selecting proves access to row data, not just ids.
 DATA_COLUMNS = {
@@ -184,6 +203,8 @@ DATA_COLUMNS = {
     "oauth_token_families": "tenant_id, user_id, client_id", "oauth_codes": "tenant_id, user_id",
     "oauth_refresh_tokens": "tenant_id, user_id", "oauth_pending": "principal",
     "oauth_assertion_jtis": "expires_at", "oauth_signing_keys": "private_pem",
+    "upstream_credentials": "mode, needs_relink, linked_at",  # metadata; the secret has its own cell
+    "upstream_link_states": "verifier, expires_at",
 }
 UPDATE_SET = {
     "tenants": "name = name", "users": "last_seen_at = last_seen_at", "api_tokens": "last_used_at = last_used_at",
@@ -193,6 +214,8 @@ UPDATE_SET = {
     "oauth_token_families": "last_used_at = last_used_at", "oauth_codes": "used_at = used_at",
     "oauth_refresh_tokens": "rotated_at = rotated_at", "oauth_pending": "consumed_at = consumed_at",
     "oauth_assertion_jtis": "expires_at = expires_at", "oauth_signing_keys": "retire_at = retire_at",
+    "upstream_credentials": "needs_relink = needs_relink",
+    "upstream_link_states": "consumed_at = consumed_at",
 }
 
 
@@ -243,6 +266,12 @@ def insert_sql(table: str, who: Who) -> tuple[str, tuple[Any, ...]]:
     if table == "oauth_signing_keys":
         return ("INSERT INTO gateway.oauth_signing_keys (kid, private_pem, public_jwk, rotate_at, retire_at)"
                 " VALUES (%s, 'x', '{}', now(), now())", (str(new),))
+    if table == "upstream_credentials":  # for the acting identity itself: only the vault may
+        return ("INSERT INTO gateway.upstream_credentials (tenant_id, user_id, upstream, mode, secret)"
+                " VALUES (%s, %s, 'matrix-new', 'per_user_token', '\\x00')", (t, u))
+    if table == "upstream_link_states":
+        return ("INSERT INTO gateway.upstream_link_states (tenant_id, user_id, state_hash, upstream, verifier,"
+                " expires_at) VALUES (%s, %s, '\\x01', 'matrix-new', 'v', now())", (t, u))
     raise KeyError(table)
 
 
@@ -291,6 +320,9 @@ def table_cells(who: Who) -> Iterator[Cell]:
                    exp, key_len)
         # insert
         exp = rows([]) if grants(INSERT_GRANTS, who, table) else DENIED  # rows([]): succeeded (no RETURNING)
+        # granted, but no identity: no row
+        if who.kind == "vault-noid" and table in ("upstream_credentials", "upstream_link_states"):
+            exp = Expect("error", sqlstate="42501", message="row-level security")
         yield Cell("insert", table, who, functools.partial(insert_sql, table), exp)
         # update: which rows an unconditional UPDATE touches
         exp = rows(visible) if grants(UPDATE_GRANTS, who, table) else DENIED
@@ -309,6 +341,18 @@ def table_cells(who: Who) -> Iterator[Cell]:
     exp = rows(visible_rows(who, "oauth_clients")) if who.kind == "oauth" else DENIED
     yield Cell("select_secret_hash", "oauth_clients", who,
                _fixed("SELECT client_id, secret_hash FROM gateway.oauth_clients"), exp, 1)
+    # the value of an upstream credential: its owner's vault identity only (no admin, auditor, console)
+    visible = [k for k, t, u in rows_of("upstream_credentials") if sees(who, t, u)]
+    exp = rows(visible) if who.kind.startswith("vault") else DENIED
+    yield Cell("select_secret", "upstream_credentials", who,
+               _fixed("SELECT tenant_id, user_id, upstream, secret FROM gateway.upstream_credentials"), exp, 3)
+    # another user's row, written by the vault under someone else's identity: refused by the policy
+    if who.kind == "vault":
+        other = "bob" if who.user != "bob" else "alice"
+        yield Cell("insert_for_other", "upstream_credentials", who, _fixed(
+            "INSERT INTO gateway.upstream_credentials (tenant_id, user_id, upstream, mode, secret)"
+            " VALUES (%s, %s, 'matrix-other', 'per_user_token', '\\x00')", (who.tenant, other)),
+            Expect("error", sqlstate="42501", message="row-level security"))
 
 
 def _requests_of(tenant: str, user: str) -> int:
@@ -390,7 +434,7 @@ def run(conn: psycopg.Connection, cell: Cell) -> tuple[str, Any]:
     try:
         with conn.transaction(force_rollback=True):
             who = cell.who
-            if who.kind == "noid":
+            if who.kind in ("noid", "vault-noid"):
                 conn.execute(f"SET LOCAL ROLE {who.db_role}")  # role only: no tenant, no user
             elif who.db_role is not None:
                 conn.execute(_SET_IDENTITY, (who.db_role, who.tenant, who.user))

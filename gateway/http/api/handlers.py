@@ -242,7 +242,8 @@ class Handlers:
         p: m.CostsParams = _params(m.CostsParams, request)
         try:
             report = await reports.cost_report(self.services.db, principal, since=p.since, until=p.until,
-                                               group_by=p.group_by, tenant_id=p.tenant_id, user_id=p.user_id)
+                                               group_by=p.group_by, tenant_id=p.tenant_id, user_id=p.user_id,
+                                               upstreams=[u.name for u in self.services.config.upstreams])
         except reports.ReportError as exc:
             raise ApiError(422, "invalid_parameter", str(exc), exc.param) from None
         if p.format == "csv":
@@ -312,8 +313,9 @@ def endpoints(services: Services) -> list[Endpoint]:
 
 
 def _more_endpoints(services: Services) -> list[Endpoint]:
+    from gateway.http.api.credentials import credential_endpoints
     from gateway.http.api.insights import insight_endpoints
     from gateway.http.api.tokens import token_endpoints
 
-    return [*token_endpoints(services), *insight_endpoints(services)]
+    return [*token_endpoints(services), *insight_endpoints(services), *credential_endpoints(services)]
 

@@ -90,7 +90,7 @@ class DisconnectedParams(Params):
 class CostsParams(Params):
     since: DateText | None = Field(None, description="First UTC day, inclusive (default 30d)")
     until: DateText | None = Field(None, description="Last UTC day, INCLUSIVE (default today)")
-    group_by: Literal["user", "tool", "day", "client"] = Field("user", description="Row key")
+    group_by: Literal["user", "tool", "day", "client", "upstream"] = Field("user", description="Row key")
     format: Literal["json", "csv"] = Field("json", description="json, or csv with a header row")
     tenant_id: SafeId | None = Field(None, description="Only this tenant (within what you may see)")
     user_id: SafeId | None = Field(None, description="Only this user (within what you may see)")
@@ -224,6 +224,7 @@ class CostRow(BaseModel):
     tool_name: str | None = Field(None, description="group_by=tool ('' = not a tool call)")
     day: date | None = Field(None, description="group_by=day (UTC)")
     client_type: str | None = Field(None, description="group_by=client ('' = unknown)")
+    upstream: str | None = Field(None, description="group_by=upstream ('' = the gateway's own tools)")
     calls: int
     errors: int
     denied: int
@@ -244,7 +245,7 @@ class CostTotals(BaseModel):
 
 
 class CostReportResponse(BaseModel):
-    group_by: Literal["user", "tool", "day", "client"]
+    group_by: Literal["user", "tool", "day", "client", "upstream"]
     since: date
     until: date
     until_inclusive: bool

@@ -162,6 +162,7 @@
       error.status = response.status;
       throw error;
     }
+    if (response.status === 204 || opts.raw) return null;
     return response.json();
   }
 
@@ -547,6 +548,83 @@
     renderTokens(await api("/api/tokens"));
   }
 
+  // -- connections: the caller's own upstream accounts ------------------------------------------
+
+  let lastConnections = "";
+
+  function connectionState(c) {
+    if (c.link_with === "automatic") return ["linked", "automatic (your sign-in)"];
+    if (c.needs_relink) return ["revoked", "needs re-link"];
+    return c.linked ? ["active", "linked"] : ["expired", "not linked"];
+  }
+
+  function renderConnections(data) {
+    const items = data.credentials;
+    $("connections-card").hidden = items.length === 0;
+    const signature = JSON.stringify(items);
+    if (signature === lastConnections) return;  // do not wipe a token being typed
+    lastConnections = signature;
+    fill($("connections").tBodies[0], items.map((c) => {
+      const [pill, label] = connectionState(c);
+      const actions = el("td", { class: "actions" });
+      if (c.link_with === "token") {
+        const input = el("input", { type: "password", spellcheck: "false", autocomplete: "off", maxlength: "8192",
+                                    placeholder: "paste your token", "aria-label": `Token for ${c.upstream}`,
+                                    dataset: { tokenFor: c.upstream } });
+        actions.append(input, el("button", { type: "button", class: "small", dataset: { link: c.upstream } },
+                                 c.linked && !c.needs_relink ? "Replace" : "Link"));
+      } else if (c.link_with === "oauth") {
+        actions.append(el("button", { type: "button", class: "small", dataset: { oauth: c.upstream } },
+                          c.linked && !c.needs_relink ? "Sign in again" : "Sign in"));
+      }
+      if (c.linked && c.link_with !== "automatic") {
+        actions.append(el("button", { type: "button", class: "small secondary", dataset: { unlink: c.upstream },
+                                      "aria-label": `Unlink ${c.upstream}` }, "Unlink"));
+      }
+      return el("tr", { dataset: { connection: c.upstream, state: label } },
+        el("td", {}, c.upstream), el("td", {}, c.link_with),
+        el("td", {}, el("span", { class: `pill ${pill}` }, label)),
+        el("td", { title: clock(c.linked_at) }, c.linked_at ? since(c.linked_at) : "–"),
+        el("td", { title: clock(c.last_used_at) }, c.last_used_at ? since(c.last_used_at) : "never"),
+        actions);
+    }), null);
+  }
+
+  async function loadConnections() {
+    renderConnections(await api("/api/credentials"));
+  }
+
+  async function onConnectionAction(event) {
+    const button = event.target.closest("button");
+    if (!button) return;
+    $("connection-error").textContent = "";
+    const upstream = button.dataset.link || button.dataset.unlink || button.dataset.oauth;
+    if (!upstream) return;
+    const path = `/api/credentials/${encodeURIComponent(upstream)}`;
+    try {
+      if (button.dataset.link) {
+        const input = document.querySelector(`input[data-token-for="${CSS.escape(upstream)}"]`);
+        const token = input ? input.value.trim() : "";
+        if (!token) { $("connection-error").textContent = "paste the token first"; return; }
+        await api(path, { method: "PUT", body: { token }, raw: true });
+        input.value = "";
+        $("status").textContent = `${upstream} linked`;
+      } else if (button.dataset.unlink) {
+        await api(path, { method: "DELETE", raw: true });
+        $("status").textContent = `${upstream} unlinked`;
+      } else {
+        const started = await api(`${path}/oauth`, { method: "POST", body: {} });
+        window.location.assign(started.authorization_url);
+        return;
+      }
+    } catch (error) {
+      if (error instanceof Unauthorized) { handleError(error); return; }
+      $("connection-error").textContent = error.message;
+    }
+    lastConnections = "";
+    await loadConnections().catch(handleError);
+  }
+
   async function onTokenAction(event) {
     const button = event.target.closest("button[data-revoke]");
     if (!button) return;
@@ -624,6 +702,7 @@
       api(`/api/reports/tools?${range}${filter}`).then((d) => renderTools(d, p)),
       api(`/api/mcp/sessions/disconnected?days=${disconnectedDays}&limit=50${filter}`).then((d) => renderDisconnected(d, p)),
       loadTokens(),
+      loadConnections(),
     ];
     if (me && (me.role === "admin" || me.role === "auditor")) jobs.push(api("/api/upstreams").then(renderUpstreams));
     inFlight = Promise.allSettled(jobs).then((results) => {
@@ -740,6 +819,9 @@
     });
     $("token-form").addEventListener("submit", createToken);
     $("tokens").addEventListener("click", onTokenAction);
+    $("connections").addEventListener("click", onConnectionAction);
+    const linkProblem = new URLSearchParams(window.location.search).get("connection_error");
+    if (linkProblem) $("connection-error").textContent = linkProblem;  // textContent: never markup
     $("token-copy").addEventListener("click", async () => {
       try { await navigator.clipboard.writeText($("token-value").value); $("status").textContent = "copied"; }
       catch (e) { $("token-value").select(); $("status").textContent = "press Ctrl+C to copy"; }
