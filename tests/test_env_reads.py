@@ -19,6 +19,11 @@ ALLOWED = {
     ("gateway/mcp/upstreams.py", "cfg.bearer_token_env"): "an upstream's bearer token, by the name the config gives",
     ("gateway/config.py", "upstream.bearer_token_env"): "checks that the named secret exists at start",
     ("gateway/config.py", "source"): "checks that an env_from source exists at start",
+    ("gateway/config.py", "secret_env"): "checks that a secret the config file names exists at start",
+    ("gateway/credentials/oauth.py", "config.oauth.client_secret_env"): "an upstream OAuth client's secret, by name",
+    ("gateway/credentials/resolver.py", "oauth.client_secret_env"): "an upstream OAuth client's secret, by name",
+    ("gateway/oauth/config.py", "self.client_secret_env"): "a pre-registered OAuth client's secret, by name",
+    ("gateway/cli/workers.py", "INHERITED_FDS"): "the listening sockets a `serve --workers` supervisor hands a worker",
     ("gateway/http/metrics.py", "'OTEL_EXPORTER_OTLP_ENDPOINT'"): "standard OpenTelemetry variable",
     ("gateway/http/metrics.py", "'OTEL_SERVICE_NAME'"): "standard OpenTelemetry variable",
 }
