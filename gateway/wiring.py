@@ -167,11 +167,13 @@ def build_services(settings: Settings, config: GatewayConfig, urls: DatabaseUrls
         tracker.credential_modes.update({u.name: u.config.credentials for u in upstreams.items})
     # A bearer token was refused: metrics count the reason.
     gateway_auth.verifier.on_refused.append(metrics.auth_refused)
-    # The per-principal cap reaped an idle protocol session: its analytics session ends as `timeout`.
-    session_cap = session_cap_from(settings, sessions.end)
+    # Any process serves any handshake-era session: bindings in PostgreSQL (gateway/mcp/session_sharing.py).
     session_sharing = SessionSharing(
         BindingStore(db, instance_id, settings.session_idle_timeout), sessions,
         idle_timeout=settings.session_idle_timeout, end_grace=2 * settings.flush_interval + 0.5)
+    # A protocol session reaped by the per-principal cap: its analytics session ends as `timeout`, and no
+    # other process adopts it again.
+    session_cap = session_cap_from(settings, sessions.end, session_sharing.session_reaped)
 
     components: tuple[Component, ...] = tuple(
         c for c in (quotas, upstreams, oauth, metrics.tool_labels, session_sharing) if c is not None)

@@ -390,12 +390,16 @@ def _find_session_holder(app: Any) -> Any:
     return None
 
 
-def session_cap_from(settings: Settings, on_session_end: Callable[[str, str], object]) -> SessionCap:
-    """The cap for this app; a reaped session's analytics session ends as `timeout`."""
+def session_cap_from(settings: Settings, on_session_end: Callable[[str, str], object],
+                     on_protocol_session_reaped: Callable[[str, str], None] | None = None) -> SessionCap:
+    """The cap for this app; a reaped session's analytics session ends as `timeout`, and a reaped
+    Streamable HTTP session is ended for every process (`on_protocol_session_reaped(tenant, id)`)."""
 
     def reaped(principal: Principal, kind: Kind, session_id: str) -> None:
         client = ClientInfo(None, None, None, "sse" if kind == "sse" else "streamable-http", session_id[:200])
         on_session_end(client.key_for(principal), "timeout")
+        if kind == "mcp" and on_protocol_session_reaped is not None:
+            on_protocol_session_reaped(principal.tenant_id, session_id)
 
     return SessionCap(settings.max_sessions_per_principal, settings.session_reap_after,
                       settings.session_idle_timeout, on_reaped=reaped)

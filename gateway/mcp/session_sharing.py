@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -70,6 +70,9 @@ class Binding:
     idle_seconds: float
 
 
+ENDED = Binding(user_id="", owner_hash=b"", protocol_version="", init_params={}, ended=True, idle_seconds=0.0)
+
+
 class BindingStore:
     """gateway.mcp_protocol_sessions through the ingest role, with a small positive cache."""
 
@@ -81,6 +84,9 @@ class BindingStore:
         self._clock = clock
         self._cache: dict[tuple[str, bytes], tuple[float, Binding]] = {}
         self._touched: dict[tuple[str, bytes], float] = {}
+        # Ended by this process (reaped by the session cap) while the database update is on its way:
+        # never adopted again here, whatever an older read of the database says.
+        self._ended_here: dict[tuple[str, bytes], float] = {}
 
     async def record(self, principal: Principal, session_id: str, owner: bytes, protocol_version: str,
                      init_params: dict[str, Any]) -> None:
@@ -95,9 +101,12 @@ class BindingStore:
     async def lookup(self, tenant_id: str, session_id: str) -> Binding | None:
         key = (tenant_id, session_hash(session_id))
         now = self._clock()
+        if key in self._ended_here:
+            return ENDED
         cached = self._cache.get(key)
         if cached is not None and now - cached[0] < BINDING_CACHE:
-            return cached[1]
+            # the idle time has grown since it was read: a cached binding must not look fresher than it is
+            return replace(cached[1], idle_seconds=cached[1].idle_seconds + (now - cached[0]))
         async with self.db.as_system("ingest") as conn:
             row = await (await conn.execute(
                 "SELECT user_id, owner_hash, protocol_version, init_params, ended_at IS NOT NULL,"
@@ -112,6 +121,12 @@ class BindingStore:
             self._cache.clear()
         self._cache[key] = (now, binding)
         return binding
+
+    def ended_here(self, tenant_id: str, session_id: str) -> None:
+        """This process ended the session (before `end` has reached the database)."""
+        if len(self._ended_here) > 50_000:
+            self._ended_here.clear()
+        self._ended_here[(tenant_id, session_hash(session_id))] = self._clock()
 
     async def end(self, tenant_id: str, session_id: str, reason: str) -> None:
         key = (tenant_id, session_hash(session_id))
@@ -312,6 +327,11 @@ class SessionSharing:
         task = asyncio.create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def session_reaped(self, tenant_id: str, session_id: str) -> None:
+        """The session cap ended this protocol session here: no process adopts it again."""
+        self.store.ended_here(tenant_id, session_id)
+        self._spawn(self.store.end(tenant_id, session_id, "timeout"))
 
     async def stop(self) -> None:
         """At shutdown: the ends still waiting out their grace are done now (before the writer drains)."""

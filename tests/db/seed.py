@@ -105,6 +105,11 @@ def build(now: datetime | None = None) -> Seed:
     return data
 
 
+def protocol_session_hash(tenant: str, user: str) -> bytes:
+    """The session binding (gateway.mcp_protocol_sessions) of one user's protocol session."""
+    return _sha(f"protocol-session/{tenant}/{user}")
+
+
 def _sha(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
@@ -131,6 +136,11 @@ def seed(conn: psycopg.Connection, data: Seed) -> None:
                     "INSERT INTO gateway.upstream_link_states (tenant_id, user_id, state_hash, upstream, verifier,"
                     " expires_at) VALUES (%s, %s, %s, 'github', 'v', now() + interval '10 minutes')",
                     (tenant, user, _sha(f"state/{tenant}/{user}")))
+                conn.execute(
+                    "INSERT INTO gateway.mcp_protocol_sessions (tenant_id, session_hash, user_id, owner_hash,"
+                    " protocol_version, init_params, instance_id)"
+                    " VALUES (%s, %s, %s, %s, '2025-11-25', '{}', 'inst-1')",
+                    (tenant, protocol_session_hash(tenant, user), user, _sha(f"owner/{tenant}/{user}")))
         for s in data.sessions:
             disconnected_at = data.now - s.disconnected_ago if s.disconnected_ago else None
             conn.execute(

@@ -98,23 +98,24 @@ OAUTH_TENANT_TABLES = ("oauth_grants", "oauth_token_families", "oauth_codes", "o
 OAUTH_TABLES = (*OAUTH_TENANT_TABLES, "oauth_clients", "oauth_pending", "oauth_assertion_jtis", "oauth_signing_keys")
 TENANT_TABLES = ("tenants", "users", "api_tokens", "mcp_sessions", "mcp_requests", "usage_daily",
                  "upstream_credentials", "upstream_link_states")
-TABLES = (*TENANT_TABLES, "instances", *OAUTH_TABLES)
+TABLES = (*TENANT_TABLES, "instances", "mcp_protocol_sessions", *OAUTH_TABLES)
 SELECT_GRANTS = {
     "request": (set(TENANT_TABLES) - {"upstream_link_states"}) | {"oauth_grants", "oauth_token_families",
                                                                    "oauth_clients"},
-    "ingest": {"tenants", "users", "mcp_sessions", "usage_daily", "instances"},
+    "ingest": {"tenants", "users", "mcp_sessions", "usage_daily", "instances", "mcp_protocol_sessions"},
     "authn": {"tenants", "users", "api_tokens"},
     "oauth": {"tenants", "users", *OAUTH_TABLES},
     "vault": {"upstream_credentials", "upstream_link_states"},
 }
 INSERT_GRANTS = {
-    "ingest": {"mcp_requests", "mcp_sessions", "usage_daily", "tenants", "users", "instances"},
+    "ingest": {"mcp_requests", "mcp_sessions", "usage_daily", "tenants", "users", "instances",
+               "mcp_protocol_sessions"},
     "authn": {"tenants", "users", "api_tokens"},
     "oauth": {"tenants", "users", *OAUTH_TABLES},
     "vault": {"upstream_credentials", "upstream_link_states"},
 }
 UPDATE_GRANTS = {
-    "ingest": {"mcp_sessions", "usage_daily", "users", "instances"},
+    "ingest": {"mcp_sessions", "usage_daily", "users", "instances", "mcp_protocol_sessions"},
     "authn": {"users", "api_tokens"},
     "oauth": {"users", *(set(OAUTH_TABLES) - {"oauth_assertion_jtis", "oauth_signing_keys"})},
     "vault": {"upstream_credentials", "upstream_link_states"},
@@ -146,6 +147,8 @@ def rows_of(table: str) -> list[tuple[tuple[Any, ...], str | None, str | None]]:
         return [(k, k[0], k[1]) for k in DATA.usage_keys()]
     if table == "instances":
         return [((i,), None, None) for i in S.INSTANCES]
+    if table == "mcp_protocol_sessions":
+        return [((S.protocol_session_hash(t, u),), t, u) for t in S.TENANTS for u in S.USERS]
     everyone = [(t, u) for t in S.TENANTS for u in S.USERS]
     if table == "oauth_clients":
         return [((S.client_of(t, u),), t, u) for t, u in everyone] + [((S.ORPHAN_CLIENT,), None, None)]
@@ -185,6 +188,7 @@ def visible_rows(who: Who, table: str) -> list[tuple[Any, ...]]:
 
 
 KEYS = {
+    "mcp_protocol_sessions": "session_hash",
     "tenants": "tenant_id", "users": "tenant_id, user_id", "api_tokens": "token_id",
     "mcp_sessions": "session_id", "mcp_requests": "id",
     "usage_daily": "tenant_id, user_id, day, tool_name, client_type", "instances": "instance_id",
@@ -196,6 +200,7 @@ KEYS = {
 }
 # Columns read besides the key: selecting proves access to row data, not just ids.
 DATA_COLUMNS = {
+    "mcp_protocol_sessions": "user_id, owner_hash",
     "tenants": "name", "users": "email", "api_tokens": "tenant_id, user_id, prefix",
     "mcp_sessions": "tenant_id, user_id, status", "mcp_requests": "tenant_id, user_id, tool_name",
     "usage_daily": "calls", "instances": "heartbeat_at",
@@ -207,6 +212,7 @@ DATA_COLUMNS = {
     "upstream_link_states": "verifier, expires_at",
 }
 UPDATE_SET = {
+    "mcp_protocol_sessions": "last_used_at = last_used_at",
     "tenants": "name = name", "users": "last_seen_at = last_seen_at", "api_tokens": "last_used_at = last_used_at",
     "mcp_sessions": "last_activity = last_activity", "mcp_requests": "error_message = error_message",
     "usage_daily": "calls = calls", "instances": "heartbeat_at = heartbeat_at",
@@ -241,6 +247,10 @@ def insert_sql(table: str, who: Who) -> tuple[str, tuple[Any, ...]]:
                 " VALUES (%s, %s, current_date, 'matrix-new', 1)", (t, u))
     if table == "instances":
         return "INSERT INTO gateway.instances (instance_id) VALUES ('matrix-new')", ()
+    if table == "mcp_protocol_sessions":
+        return ("INSERT INTO gateway.mcp_protocol_sessions (tenant_id, session_hash, user_id, owner_hash,"
+                " protocol_version, init_params, instance_id) VALUES (%s, %s, %s, %s, '2025-11-25', '{}', 'i')",
+                (t, new.bytes * 2, u, new.bytes * 2))
     client, grant, family = S.client_of(t, u), S.grant_id(t, u), S.family_id(t, u)
     if table == "oauth_clients":
         return "INSERT INTO gateway.oauth_clients (client_id, kind) VALUES ('matrix-new', 'dcr')", ()
