@@ -72,6 +72,15 @@ async def seed(gateway: GatewayProcess) -> dict[str, str]:
             await asyncio.sleep(0.05)
         else:
             raise AssertionError(f"tracking not written: {ready}")
+        # A DELETE ends its analytics session after a short grace (any process may still hold its calls).
+        bearer = {"Authorization": f"Bearer {tokens['bob']}"}
+        for _ in range(200):
+            ended = (await http.get("/api/mcp/sessions/disconnected?days=1", headers=bearer)).json()
+            if ended["sessions"]:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"bob's first session never ended: {ended}")
     return tokens
 
 
