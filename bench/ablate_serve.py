@@ -18,11 +18,12 @@ from typing import Any
 
 
 def apply(parts: set[str]) -> None:
+    from fastmcp.server.middleware import Middleware
+
     import gateway.http.metrics as metrics_module
-    import gateway.wiring as wiring_module
     import gateway.tracking.middleware as tracking_module
     import gateway.tracking.writer as writer_module
-    from fastmcp.server.middleware import Middleware
+    import gateway.wiring as wiring_module
 
     if "log" in parts:
         logging.getLogger("mcp_gateway.calls").disabled = True

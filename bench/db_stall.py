@@ -33,13 +33,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-import psycopg  # noqa: E402
+import httpx
+import psycopg
 
-from bench._harness import bench_database, cores, start_gateway  # noqa: E402
-from gateway.store.db import Database, resolve_urls  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
-from gateway.store.tokens import create_token  # noqa: E402
+from bench._harness import bench_database, cores, start_gateway
+from gateway.settings import Settings
+from gateway.store.db import Database, resolve_urls
+from gateway.store.tokens import create_token
 
 MODERN = "2026-07-28"
 TABLES = ("api_tokens", "users", "mcp_sessions", "mcp_requests")

@@ -27,14 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg  # noqa: E402
+import psycopg
 
-from bench._harness import bench_database, cores  # noqa: E402
-from gateway.store.db import Database, resolve_urls  # noqa: E402
-from gateway.tracking.records import SessionOpened, ToolCalled  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
-from gateway.tracking.middleware import session_key  # noqa: E402
-from gateway.tracking.writer import TrackingWriter, utcnow  # noqa: E402
+from bench._harness import bench_database, cores
+from gateway.settings import Settings
+from gateway.store.db import Database, resolve_urls
+from gateway.tracking.middleware import session_key
+from gateway.tracking.records import SessionOpened, ToolCalled
+from gateway.tracking.writer import TrackingWriter, utcnow
 
 
 def make_records(n: int, users: int) -> tuple[list[SessionOpened], list[ToolCalled]]:

@@ -20,11 +20,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-import psycopg  # noqa: E402
+import httpx
+import psycopg
 
-from bench._harness import (  # noqa: E402
-    bench_database, cores, create_token, initialize_sessions, rss_kb, start_gateway, wait_for,
+from bench._harness import (
+    bench_database,
+    cores,
+    create_token,
+    initialize_sessions,
+    rss_kb,
+    start_gateway,
+    wait_for,
 )
 
 

@@ -32,12 +32,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-import psycopg  # noqa: E402
+import httpx
+import psycopg
 
-from bench._harness import (  # noqa: E402
-    BenchDatabase, Proc, WrkResult, bench_database, cores, cpu_seconds, create_token, initialize_sessions, pin,
-    require_wrk, run_wrk, start_bare, start_gateway, wait_for,
+from bench._harness import (
+    BenchDatabase,
+    Proc,
+    WrkResult,
+    bench_database,
+    cores,
+    cpu_seconds,
+    create_token,
+    initialize_sessions,
+    pin,
+    require_wrk,
+    run_wrk,
+    start_bare,
+    start_gateway,
+    wait_for,
 )
 
 SERVER_CPU, CLIENT_CPU = 1, 0
@@ -195,7 +207,7 @@ def print_report(samples: dict[tuple[str, int, str], list[Sample]], eras: list[s
         print("\nWhere the gateway's cost goes (handshake era, 16 clients; one part switched off at a time)\n")
         print("| variant | req/s | CPU us/call | CPU saved us/call |")
         print("|---|---|---|---|")
-        for (parts, rps, cpu), (_, label) in zip(ablation, ABLATIONS, strict=True):
+        for (_parts, rps, cpu), (_, label) in zip(ablation, ABLATIONS, strict=True):
             print(f"| {label} | {rps:.0f} | {cpu:.0f} | {full[2] - cpu:+.0f} |")
 
 

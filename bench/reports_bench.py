@@ -29,11 +29,11 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from auth import Principal  # noqa: E402
-from gateway.store.db import APP_LOGIN, CONSOLE_LOGIN, Database, DatabaseUrls, resolve_urls, url_password, with_user  # noqa: E402
-from gateway.store.migrate import migrate  # noqa: E402
-from gateway.store.reports import cost_report, resolve_range  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
+from auth import Principal
+from gateway.settings import Settings
+from gateway.store.db import APP_LOGIN, CONSOLE_LOGIN, Database, DatabaseUrls, resolve_urls, url_password, with_user
+from gateway.store.migrate import migrate
+from gateway.store.reports import cost_report, resolve_range
 
 BENCH_DB = "mcp_gateway_bench"
 TENANTS = 50
@@ -76,9 +76,9 @@ def prepare_database(admin_url: str, rows: int, keep: bool) -> tuple[str, bool]:
 
 
 def _user_of(url: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict
-
     import getpass
+
+    from psycopg.conninfo import conninfo_to_dict
 
     return str(conninfo_to_dict(url).get("user") or getpass.getuser())
 
@@ -193,7 +193,7 @@ def main() -> None:
 
     def p(values: list[float], q: float) -> float:
         ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
     rollup50, raw50 = statistics.median(timings["rollup"]), statistics.median(timings["raw"])
     print()

@@ -11,6 +11,6 @@ def echo(text: str) -> str:
     return text
 
 
-def bare_app():  # noqa: ANN201 - uvicorn factory: `uvicorn --factory bench.tools:bare_app`
+def bare_app():
     """The baseline: no auth, no tracking, JSON responses like the gateway's /mcp default."""
     return mcp.http_app(path="/mcp", json_response=True)

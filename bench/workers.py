@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg  # noqa: E402
+import psycopg
 
-from bench._harness import (  # noqa: E402
+from bench._harness import (
     PY,
     bench_database,
     cores,
