@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     json_response: bool = Field(
         True, description="Answer /mcp POSTs with JSON rather than an SSE stream (faster; in-flight calls finish "
                           "during graceful shutdown). False: SSE responses (progress notifications mid-call).")
+    fast_path: bool = Field(
+        True, description="Answer `tools/call` and `tools/list` in JSON-response mode straight from the gateway, "
+                          "without the SDK's per-request transport machinery (same middleware, same replies and rows; "
+                          "anything else takes the SDK's path). False: every request takes the SDK's path.")
     instance_id: str | None = Field(
         None, description="Names this process in mcp_sessions.instance_id; held while the process lives (a second "
                           "process with a live id refuses to start). Default HOSTNAME:PORT.")

@@ -36,6 +36,7 @@ from gateway.http.app import GatewayApp
 from gateway.http.metric_labels import registry_names
 from gateway.http.metrics import GatewayMetrics, configure_otel_once
 from gateway.mcp.access import AccessMiddleware, AccessPolicy
+from gateway.mcp.fastpath import FastPath
 from gateway.mcp.quotas import QuotaMiddleware, Quotas, quotas_configured
 from gateway.mcp.server import add_builtin_tools, add_demo_tools, mount_servers
 from gateway.mcp.session_cap import SessionCap, session_cap_from
@@ -224,5 +225,7 @@ def create_app(settings: Settings, urls: DatabaseUrls, *, config: GatewayConfig 
     mcp = build_mcp(services, servers=servers, demo=demo)
     # Metrics label only names the server really offers (a caller cannot mint label values).
     services.metrics.tool_labels.source = registry_names(mcp)
+    # tools/call and tools/list answered without the SDK's per-request transport (gateway/mcp/fastpath.py).
+    fast_path = FastPath(mcp, enabled=settings.fast_path)
     # A protocol session ended (DELETE, SSE stream closed, transport error): its analytics session ends.
-    return GatewayApp(services, mcp, on_session_end=services.sessions.end)
+    return GatewayApp(services, mcp, fast_path=fast_path, on_session_end=services.sessions.end)

@@ -30,6 +30,7 @@ from gateway.http.api import create_api_app
 from gateway.http.dashboard import dashboard_routes
 from gateway.http.metrics_auth import protect_metrics
 from gateway.http.origins import guard_http
+from gateway.mcp.fastpath import FastPath
 from gateway.tracking.session_end import SessionEndWatcher
 
 if TYPE_CHECKING:
@@ -39,9 +40,11 @@ if TYPE_CHECKING:
 class GatewayApp:
     """Routes by path. Built by gateway.wiring.create_app."""
 
-    def __init__(self, services: Services, mcp: FastMCP, *, on_session_end: Callable[[str, str], object]) -> None:
+    def __init__(self, services: Services, mcp: FastMCP, *, fast_path: FastPath,
+                 on_session_end: Callable[[str, str], object]) -> None:
         self.services = services
         self.mcp = mcp
+        self.fast_path = fast_path
         settings = services.settings
         cap = services.session_cap  # per-principal session cap, inside FastMCP's authentication
         self.mcp_http = mcp.http_app(path="/mcp", json_response=settings.json_response,
@@ -81,6 +84,8 @@ class GatewayApp:
         await self.services.start()
         try:
             async with self.mcp_http.lifespan(self.mcp_http), self.mcp_sse.lifespan(self.mcp_sse):
+                # Inside out: the fast path first, then session sharing around it (adoption before serving).
+                self.fast_path.attach(self.mcp_http)
                 self.services.session_sharing.attach(self.mcp_http)  # any process serves any session
                 yield
         finally:
@@ -114,4 +119,5 @@ class GatewayApp:
 
     async def ready(self, request: Request) -> JSONResponse:
         ok, body = await self.services.readiness()
+        body[self.fast_path.name] = await self.fast_path.ready()
         return JSONResponse(body, status_code=200 if ok else 503)

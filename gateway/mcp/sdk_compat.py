@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import MutableMapping
+import math
+from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -35,13 +37,19 @@ log = logging.getLogger("mcp_gateway.sessions")
 __all__ = [
     "HANDSHAKE_PROTOCOL_VERSIONS",
     "adopt",
+    "connection_of",
     "discard",
     "find_session_manager",
     "holds",
+    "is_session_owner",
     "is_stateless",
+    "lifespan_state",
     "negotiated_version",
     "open_session_count",
     "requestor_identity",
+    "session_expiring",
+    "session_in_use",
+    "session_transport",
     "wrap_manager",
 ]
 
@@ -158,3 +166,51 @@ async def discard(manager: StreamableHTTPSessionManager, session_id: str) -> Non
     transport = manager._server_instances.get(session_id)
     if transport is not None:
         await manager._discard_session(session_id, transport)
+
+
+# -- the fast call path (gateway/mcp/fastpath.py) ---------------------------------------------------
+
+
+def session_transport(manager: StreamableHTTPSessionManager, session_id: str) -> StreamableHTTPServerTransport | None:
+    """The transport of a session this process holds."""
+    return manager._server_instances.get(session_id)
+
+
+def is_session_owner(manager: StreamableHTTPSessionManager, session_id: str, scope: MutableMapping[str, Any]) -> bool:
+    """The SDK's own owner check (`_handle_stateful_request`): the credential that created the session."""
+    user = scope.get("user")
+    requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+    return session_id in manager._server_instances and requestor == manager._session_owners.get(session_id)
+
+
+def lifespan_state(manager: StreamableHTTPSessionManager) -> Any:
+    """The server lifespan's state the manager entered once and hands every request."""
+    return manager._lifespan_state
+
+
+def connection_of(session: Any) -> Connection | None:
+    """The per-client `Connection` behind a request's `ServerSession` (FastMCP reads it the same way)."""
+    connection = getattr(session, "_connection", None)
+    return connection if isinstance(connection, Connection) else None
+
+
+@asynccontextmanager
+async def session_in_use(transport: StreamableHTTPServerTransport) -> AsyncIterator[None]:
+    """As `StreamableHTTPServerTransport.handle_request` does: a request in flight pauses the idle countdown."""
+    idle_scope, idle_timeout = transport.idle_scope, transport._idle_timeout
+    if idle_scope is None or idle_timeout is None:
+        yield
+        return
+    transport._requests_in_flight += 1
+    idle_scope.deadline = math.inf
+    try:
+        yield
+    finally:
+        transport._requests_in_flight -= 1
+        if not transport._requests_in_flight:
+            idle_scope.deadline = anyio.current_time() + idle_timeout
+
+
+def session_expiring(transport: StreamableHTTPServerTransport) -> bool:
+    """The idle period ran out and the session is being ended (the SDK answers such a request itself)."""
+    return transport.idle_scope is not None and transport.idle_scope.cancel_called

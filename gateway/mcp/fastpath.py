@@ -1,0 +1,367 @@
+"""The fast call path: `tools/call` and `tools/list` answered without the SDK's per-request transport machinery.
+
+A handshake-era request normally travels from the HTTP task through the session's transport, a memory
+stream, the session's dispatcher task and back through another stream to the HTTP task; a 2026-07-28
+`tools/call` with arguments first runs a whole `tools/list` to find the tool's `Mcp-Param` headers. For
+the two requests that make up almost all traffic, this module runs the SDK's own request kernel
+(`ServerRunner`: FastMCP's handlers, the gateway's middleware chain, the result shaping) directly in the
+HTTP task, with the session's own connection, and writes the JSON reply the transport would have written.
+
+It sits where the SDK's session manager starts its own work: after FastMCP's authentication, the session
+cap and session sharing. Anything it does not handle goes to the SDK untouched, with the body replayed:
+other methods, notifications, batches, SSE responses, a progress token, an unknown or foreign session,
+`Mcp-Param-*` headers, a tool that declares them, or a malformed request (the SDK owns its errors).
+
+The private SDK names it needs are fenced in `gateway/mcp/sdk_compat.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import pydantic_core
+from mcp.server.connection import Connection
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.runner import ServerRunner, aclose_shielded, modern_error_data
+from mcp.server.streamable_http import check_accept_headers
+from mcp.server.transport_security import TransportSecurityMiddleware
+from mcp.shared.dispatcher import CallOptions
+from mcp.shared.exceptions import NoBackChannelError
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    MCP_PARAM_HEADER_PREFIX,
+    InboundModernRoute,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+)
+from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
+from mcp.shared.message import ServerMessageMetadata
+from mcp.shared.transport_context import TransportContext
+from mcp_types import PROTOCOL_VERSION_META_KEY, ErrorData, JSONRPCError, JSONRPCResponse, RequestId
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.mcp import sdk_compat
+
+log = logging.getLogger("mcp_gateway.fastpath")
+
+FAST_METHODS = frozenset({"tools/call", "tools/list"})
+_PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower().encode("latin-1")
+_SCHEMA_TTL = 5.0  # seconds a tool's "declares Mcp-Param headers" answer is reused
+
+
+@dataclass
+class _Exchange:
+    """The request-scoped channel of one JSON reply: as the SDK's JSON-response mode has it, nothing but
+    the reply fits, so notifications tied to the request are dropped and server-to-client requests refused."""
+
+    transport: TransportContext
+    request_id: RequestId
+    message_metadata: ServerMessageMetadata
+    cancel_requested: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def can_send_request(self) -> bool:
+        return False
+
+    async def send_raw_request(self, method: str, params: Mapping[str, Any] | None,
+                               opts: CallOptions | None = None) -> dict[str, Any]:
+        raise NoBackChannelError(method)
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
+        return None
+
+    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        return None
+
+
+class FastPath:
+    """Serves `tools/call` and `tools/list` in JSON-response mode; everything else falls through to the SDK."""
+
+    name = "fast_path"
+
+    def __init__(self, fastmcp: Any, *, enabled: bool) -> None:
+        self.fastmcp = fastmcp
+        self.enabled = enabled
+        self.manager: Any = None
+        self.served = 0
+        self.fell_back = 0
+        # A session's live connection, learnt from the first request the SDK serves on it (its
+        # `initialize`); weak, so a session that ends takes its entry with it.
+        self._connections: weakref.WeakValueDictionary[str, Connection] = weakref.WeakValueDictionary()
+        self._param_headers: dict[str, tuple[float, bool]] = {}
+
+    # -- Component -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        return None  # attached in the app's lifespan, once the SDK's session manager exists
+
+    async def stop(self) -> None:
+        return None
+
+    async def ready(self) -> dict[str, Any]:
+        return {"enabled": self.active, "served": self.served, "fell_back": self.fell_back}
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.manager is not None
+
+    def attach(self, http_app: Any) -> None:
+        """Once FastMCP's http app has started. Only JSON-response mode has a single reply to write."""
+        manager = sdk_compat.find_session_manager(http_app)
+        if not self.enabled or not manager.json_response or sdk_compat.is_stateless(manager):
+            return
+        self.manager = manager
+        self._security = TransportSecurityMiddleware(manager.security_settings)
+        manager.app.middleware.append(self._learn_connection)
+        sdk_compat.wrap_manager(manager, self._wrap)
+
+    async def _learn_connection(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        connection = sdk_compat.connection_of(ctx.session)
+        if connection is not None and connection.session_id and connection.session_id not in self._connections:
+            self._connections[connection.session_id] = connection
+        return await call_next(ctx)
+
+    # -- the ASGI hook -----------------------------------------------------------------------------
+
+    def _wrap(self, inner: ASGIApp) -> ASGIApp:
+        async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http" or scope["method"] != "POST":
+                await inner(scope, receive, send)
+                return
+            await self._post(inner, scope, receive, send)
+        return handle
+
+    async def _post(self, inner: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _Headers(scope)
+        body = await _read_body(receive)
+        replay = _replaying(body, receive)
+        served = False
+        if headers.plain_json_post() and await self._security.validate_request(Request(scope), is_post=True) is None:
+            message = _request_message(body)
+            if message is not None:
+                if headers.modern:
+                    served = await self._modern(scope, replay, send, headers, message)
+                else:
+                    served = await self._handshake(scope, replay, send, headers, message)
+        if served:
+            self.served += 1
+        else:
+            self.fell_back += 1
+            await inner(scope, replay, send)
+
+    # -- handshake era: an initialized session of this process -------------------------------------
+
+    async def _handshake(self, scope: Scope, receive: Receive, send: Send, headers: _Headers,
+                         message: dict[str, Any]) -> bool:
+        session_id = headers.session_id
+        if session_id is None or _has_modern_envelope(message.get("params")):
+            return False  # the SDK refuses an enveloped request on a handshake session
+        transport = sdk_compat.session_transport(self.manager, session_id)
+        connection = self._connections.get(session_id)
+        if (transport is None or connection is None or transport.is_terminated
+                or sdk_compat.session_expiring(transport)
+                or not connection.initialize_accepted
+                or not sdk_compat.is_session_owner(self.manager, session_id, scope)):
+            return False  # the SDK answers (404 for a foreign or ended session)
+        request_id: RequestId = message["id"]
+        request = Request(scope, receive)
+        exchange = _Exchange(
+            transport=TransportContext(kind="jsonrpc", can_send_request=False), request_id=request_id,
+            message_metadata=ServerMessageMetadata(request_context=request, can_send_request=False))
+        runner = ServerRunner(self.manager.app, connection, sdk_compat.lifespan_state(self.manager))
+        async with sdk_compat.session_in_use(transport):  # the session's idle countdown pauses, as the SDK's does
+            reply: JSONRPCResponse | JSONRPCError
+            try:
+                result = await runner.on_request(exchange, message["method"], message.get("params"))
+                reply = JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result)
+            except Exception as exc:
+                error = handler_exception_to_error_data(exc)
+                if error is None:  # as the SDK's dispatcher answers an unmapped handler exception
+                    log.exception("handler for %r raised", message["method"])
+                    error = ErrorData(code=0, message=str(exc))
+                reply = JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
+        await _send_json(send, 200, reply.model_dump_json(by_alias=True, exclude_unset=True).encode(),
+                         session_id=session_id)
+        return True
+
+    # -- 2026-07-28: one self-contained request --------------------------------------------------------
+
+    async def _modern(self, scope: Scope, receive: Receive, send: Send, headers: _Headers,
+                      message: dict[str, Any]) -> bool:
+        if headers.mcp_param or find_duplicated_routing_header(headers.items()) is not None:
+            return False
+        verdict = classify_inbound_request(message, headers=headers.as_dict())
+        if not isinstance(verdict, InboundModernRoute):
+            return False  # the SDK writes the rejection
+        if message["method"] == "tools/call" and await self._declares_param_headers(message.get("params")):
+            return False
+        request_id: RequestId = message["id"]
+        request = Request(scope, receive)
+        connection = Connection.from_envelope(verdict.protocol_version, verdict.client_info,
+                                              verdict.client_capabilities)
+        exchange = _Exchange(
+            transport=TransportContext(kind="streamable-http", can_send_request=False, headers=request.headers),
+            request_id=request_id, message_metadata=ServerMessageMetadata(request_context=request))
+        runner = ServerRunner(self.manager.app, connection, sdk_compat.lifespan_state(self.manager))
+        reply: JSONRPCResponse | JSONRPCError
+        try:
+            result = await runner.on_request(exchange, message["method"], message.get("params"))
+            reply = JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result)
+        except Exception as exc:
+            reply = JSONRPCError(jsonrpc="2.0", id=request_id, error=modern_error_data(exc))
+        finally:
+            await aclose_shielded(connection)  # as serve_one: the per-request connection's exit stack unwinds
+        # Exactly the SDK's `_write`: the table-mapped status, compact json.dumps of the model.
+        status = ERROR_CODE_HTTP_STATUS.get(reply.error.code, 200) if isinstance(reply, JSONRPCError) else 200
+        body = json.dumps(reply.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":"))
+        await _send_json(send, status, body.encode())
+        return True
+
+    async def _declares_param_headers(self, params: Any) -> bool:
+        """Whether the called tool's input schema asks for `Mcp-Param-*` headers (then the SDK checks them).
+
+        The SDK learns the schema from a full `tools/list` on every call with arguments; a tool that
+        declares no such header validates nothing, which is the answer for every other tool.
+        """
+        name = params.get("name") if isinstance(params, Mapping) else None
+        if not isinstance(name, str):
+            return False
+        now = time.monotonic()
+        cached = self._param_headers.get(name)
+        if cached is not None and now - cached[0] < _SCHEMA_TTL:
+            return cached[1]
+        try:
+            tool = await self.fastmcp.get_tool(name)
+        except Exception:
+            return True  # could not tell: let the SDK decide
+        declares = tool is not None and "x-mcp-header" in json.dumps(tool.parameters)
+        if len(self._param_headers) > 10_000:
+            self._param_headers.clear()  # made-up names cannot grow this without bound
+        self._param_headers[name] = (now, declares)
+        return declares
+
+
+class _Headers:
+    """The few request headers the fast path decides on, read once."""
+
+    __slots__ = ("_raw", "accept", "content_type", "mcp_param", "protocol_version", "session_id")
+
+    def __init__(self, scope: Scope) -> None:
+        self._raw: list[tuple[bytes, bytes]] = scope["headers"]
+        self.accept = self.content_type = ""
+        self.protocol_version: str | None = None
+        self.session_id: str | None = None
+        self.mcp_param = False
+        for key, value in self._raw:
+            if key == b"accept":
+                self.accept = value.decode("latin-1")
+            elif key == b"content-type":
+                self.content_type = value.decode("latin-1")
+            elif key == b"mcp-protocol-version":
+                self.protocol_version = value.decode("latin-1")
+            elif key == b"mcp-session-id":
+                self.session_id = value.decode("latin-1")
+            elif key.startswith(_PARAM_PREFIX):
+                self.mcp_param = True
+
+    @property
+    def modern(self) -> bool:
+        """As the SDK routes: a version header that is not a handshake version is the 2026-07-28 entry."""
+        return self.protocol_version is not None and self.protocol_version not in sdk_compat.HANDSHAKE_PROTOCOL_VERSIONS
+
+    def plain_json_post(self) -> bool:
+        """application/json in, application/json accepted: the only shape the fast path answers."""
+        media = [part.strip() for part in self.content_type.split(";")[0].split(",")]
+        if "application/json" not in media:
+            return False
+        has_json, _ = check_accept_headers(_AcceptOnly(self.accept))
+        return has_json
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._raw]
+
+    def as_dict(self) -> dict[str, str]:
+        """As `dict(request.headers)`: the first of repeated headers."""
+        folded: dict[str, str] = {}
+        for key, value in self.items():
+            folded.setdefault(key, value)
+        return folded
+
+
+@dataclass(frozen=True, slots=True)
+class _AcceptOnly:
+    """What `check_accept_headers` reads from a request."""
+
+    accept: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"accept": self.accept}
+
+
+def _has_modern_envelope(params: Any) -> bool:
+    meta = params.get("_meta") if isinstance(params, Mapping) else None
+    return isinstance(meta, Mapping) and PROTOCOL_VERSION_META_KEY in meta
+
+
+def _request_message(body: bytes) -> dict[str, Any] | None:
+    """The body as one JSON-RPC request for a fast method, or None (then the SDK parses and answers it)."""
+    try:
+        message = pydantic_core.from_json(body)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or message.get("method") not in FAST_METHODS:
+        return None
+    request_id = message.get("id")
+    if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+        return None
+    params = message.get("params")
+    if params is not None and not isinstance(params, dict):
+        return None
+    meta = params.get("_meta") if params else None
+    if meta is not None and (not isinstance(meta, dict) or "progressToken" in meta):
+        return None  # progress needs a stream: the SDK's path
+    if set(message) - {"jsonrpc", "id", "method", "params"}:
+        return None
+    return message
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """`receive` for whoever reads the request after the fast path: the body once, then the connection."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
+
+
+async def _send_json(send: Send, status: int, body: bytes, *, session_id: str | None = None) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if session_id is not None:
+        headers.append((b"mcp-session-id", session_id.encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,304 @@
+"""The fast call path answers exactly as the SDK's path does, and records exactly the same rows.
+
+Two real gateways on one database: one with the fast path (the default), one with
+MCP_GATEWAY_FAST_PATH=false. A corpus of requests — successes, failures, refusals and malformed
+requests, in both protocol eras — goes to each, as a different user of the same tenants; the answers
+must be equal (status, content type, JSON body; only the protocol session id differs) and so must the
+rows each user leaves in gateway.mcp_requests. The fast gateway must really have served most of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.gateway.conftest import query, wait_for
+from tests.gateway_proc import GatewayProcess, make_jwt, running_gateway
+from tests.pg import TestDatabase
+
+MODERN = "2026-07-28"
+LEGACY = "2025-11-25"
+ACCEPT_BOTH = "application/json, text/event-stream"
+
+CONFIG = """
+[pricing]
+call_price = 0.01
+input_price_per_mtok = 0
+output_price_per_mtok = 0
+
+[access.roles.member]
+deny = ["slow"]
+
+[quotas]
+refresh_seconds = 0.2
+
+[quotas.roles.member]
+calls_per_minute = 6000
+
+[quotas.tenants.ratelimited.roles.member]
+calls_per_minute = 1
+burst = 2
+
+[quotas.tenants.budgeted.roles.member]
+calls_per_minute = 6000
+daily_budget = 0.02
+"""
+
+UNICODE = "héllo ☃ 𝄞 \u202e ünïcödé"
+LARGE = "x" * 150_000 + UNICODE
+
+
+@dataclass(frozen=True)
+class Req:
+    """One request of the corpus: a JSON-RPC body (or raw bytes) and the headers that differ from a plain call."""
+
+    label: str
+    body: dict[str, Any] | bytes
+    accept: str = ACCEPT_BOTH
+    headers: tuple[tuple[str, str], ...] = ()
+    tenant: str = "acme"
+
+
+def call(name: str, arguments: dict[str, Any] | None = None, *, id_: int | str = 7, **extra: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {"name": name}
+    if arguments is not None:
+        params["arguments"] = arguments
+    params.update(extra)
+    return {"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": params}
+
+
+LIST = {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}
+
+CORPUS = [
+    Req("list", LIST),
+    Req("echo", call("echo", {"text": "plain"})),
+    Req("unicode", call("echo", {"text": UNICODE})),
+    Req("large", call("echo", {"text": LARGE})),
+    Req("string id", call("echo", {"text": "id"}, id_="abc-1")),
+    Req("structured", call("add", {"a": 2, "b": 3})),
+    Req("float structured", call("add", {"a": 2.5, "b": 3})),
+    Req("unknown tool", call("nope", {})),
+    Req("invalid arguments", call("add", {"a": "two", "b": 3})),
+    Req("missing arguments", call("add")),
+    Req("tool raises", call("explode", {"reason": "on purpose"})),
+    Req("denied", call("slow", {"seconds": 0})),
+    Req("hidden admin tool", call("run_sql", {"sql": "SELECT 1"})),
+    Req("no name", {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"arguments": {}}}),
+    Req("name not a string", {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": 5}}),
+    Req("progress token", call("echo", {"text": "p"}, _meta={"progressToken": "tok"})),
+    Req("extra member", {**call("echo", {"text": "e"}), "extra": 1}),
+    Req("malformed json", b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {'),
+    Req("batch", json.dumps([call("echo", {"text": "b"})]).encode()),
+    Req("notification", {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 99}}),
+    Req("json only accept", call("echo", {"text": "j"}), accept="application/json"),
+    Req("sse only accept", call("echo", {"text": "s"}), accept="text/event-stream"),
+    Req("ping", {"jsonrpc": "2.0", "id": 11, "method": "ping"}),
+    Req("rate limited 1", call("echo", {"text": "r1"}), tenant="ratelimited"),
+    Req("rate limited 2", call("echo", {"text": "r2"}), tenant="ratelimited"),
+    Req("rate limited 3", call("echo", {"text": "r3"}), tenant="ratelimited"),
+    Req("budget 1", call("echo", {"text": "b1"}), tenant="budgeted"),
+    Req("budget 2", call("echo", {"text": "b2"}), tenant="budgeted"),
+    Req("budget 3", call("echo", {"text": "b3"}), tenant="budgeted"),
+]
+
+MODERN_ONLY = [
+    Req("header names another tool", call("echo", {"text": "h"}), headers=(("Mcp-Name", "add"),)),
+    Req("mcp-param header", call("echo", {"text": "v"}), headers=(("Mcp-Param-Text", "v"),)),
+]
+LEGACY_ONLY = [
+    Req("modern envelope on a session", call("echo", {"text": "m"}, _meta={
+        "io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}})),
+]
+
+
+@pytest.fixture
+def gateways(database: TestDatabase, tmp_path: Path) -> Iterator[dict[str, GatewayProcess]]:
+    config = tmp_path / "gateway.toml"
+    config.write_text(CONFIG)
+    args = ("serve", "--config", str(config), "--tools", "tests.sample_tools:mcp")
+    with running_gateway(database, tmp_path / "fast", args=args) as fast, \
+            running_gateway(database, tmp_path / "full", args=args, MCP_GATEWAY_FAST_PATH="false") as full:
+        yield {"fast": fast, "full": full}
+
+
+class Caller:
+    """One user's view of one gateway, in one era."""
+
+    def __init__(self, gateway: GatewayProcess, user: str, era: str) -> None:
+        self.gateway = gateway
+        self.user = user
+        self.era = era
+        self.http = httpx.Client(timeout=30)
+        self.sessions: dict[str, str] = {}
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _session(self, tenant: str) -> str:
+        if tenant not in self.sessions:
+            headers = {"Authorization": f"Bearer {make_jwt(self.user, tenant)}", "Accept": ACCEPT_BOTH,
+                       "Content-Type": "application/json"}
+            init = self.http.post(self.gateway.mcp_url, headers=headers, json={
+                "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "diff", "version": "1"}}})
+            init.raise_for_status()
+            session_id = init.headers["mcp-session-id"]
+            done = self.http.post(self.gateway.mcp_url, headers=headers | {"Mcp-Session-Id": session_id}, json={
+                "jsonrpc": "2.0", "method": "notifications/initialized"})
+            assert done.status_code == 202
+            self.sessions[tenant] = session_id
+        return self.sessions[tenant]
+
+    def send(self, req: Req) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {make_jwt(self.user, req.tenant)}", "Accept": req.accept,
+                   "Content-Type": "application/json"}
+        body = req.body
+        if self.era == "modern":
+            headers["MCP-Protocol-Version"] = MODERN
+            if isinstance(body, dict):
+                body = _enveloped(body)
+                headers["Mcp-Method"] = str(body.get("method", ""))
+                name = (body.get("params") or {}).get("name")
+                if isinstance(name, str) and name.isascii() and name.isprintable():  # what a header can carry
+                    headers["Mcp-Name"] = name
+        else:
+            headers["MCP-Protocol-Version"] = LEGACY
+            headers["Mcp-Session-Id"] = self._session(req.tenant)
+        headers.update(dict(req.headers))
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return self.http.post(self.gateway.mcp_url, headers=headers, content=content)
+
+
+def _enveloped(body: dict[str, Any]) -> dict[str, Any]:
+    params = dict(body.get("params") or {})
+    meta = dict(params.get("_meta") or {})
+    meta.setdefault("io.modelcontextprotocol/protocolVersion", MODERN)
+    meta.setdefault("io.modelcontextprotocol/clientCapabilities", {})
+    meta.setdefault("io.modelcontextprotocol/clientInfo", {"name": "diff", "version": "1"})
+    params["_meta"] = meta
+    return {**body, "params": params}
+
+
+_VOLATILE = [
+    (re.compile(r"retry_after_seconds=\d+"), "retry_after_seconds=N"),
+    (re.compile(r"in \d+h\d+m"), "in XhYm"),
+    (re.compile(r"\d+\.\d+ ?s\b"), "N s"),
+]
+
+
+def _stable(text: str) -> str:
+    for pattern, replacement in _VOLATILE:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _answer(response: httpx.Response) -> tuple[int, str, Any]:
+    kind = response.headers.get("content-type", "").split(";")[0]
+    try:
+        body: Any = json.loads(_stable(response.text)) if response.content else None
+    except ValueError:
+        body = _stable(response.text)
+    return response.status_code, kind, body
+
+
+def test_fast_and_full_paths_answer_alike_and_record_alike(
+        gateways: dict[str, GatewayProcess], admin_conn: psycopg.Connection) -> None:
+    for era in ("legacy", "modern"):
+        _compare(era, gateways, admin_conn)
+
+
+def _compare(era: str, gateways: dict[str, GatewayProcess], admin_conn: psycopg.Connection) -> None:
+    corpus = CORPUS + (MODERN_ONLY if era == "modern" else LEGACY_ONLY)
+    callers = {name: Caller(gw, f"{name}-{era}", era) for name, gw in gateways.items()}
+    served_before = _ready(gateways["fast"])["fast_path"]["served"]
+    try:
+        for req in corpus:
+            fast, full = (_answer(callers[name].send(req)) for name in ("fast", "full"))
+            assert fast == full, f"{era} {req.label}: fast path {fast!r:.600} != SDK path {full!r:.600}"
+            assert fast[0] < 500, f"{era} {req.label}: a client's request answered {fast[0]}"
+    finally:
+        for caller in callers.values():
+            caller.close()
+    served = _ready(gateways["fast"])["fast_path"]["served"] - served_before
+    assert served >= 15, f"{era}: the fast path served only {served} of the corpus"
+    assert _ready(gateways["full"])["fast_path"] == {"enabled": False, "served": 0, "fell_back": 0}
+
+    # Every record each gateway made is written (the calls were answered, so they were all submitted) ...
+    for gateway in gateways.values():
+        wait_for(lambda gw=gateway: _ready(gw)["writer"]["backlog"] == 0, 15, "the writer's backlog to drain")
+    # ... and they are the same rows, user for user: what was called, how it ended, why, what it cost.
+    sql = ("SELECT method, tool_name, status, error_message, prompt_tokens, completion_tokens, estimated_cost"
+           " FROM gateway.mcp_requests WHERE user_id = %s ORDER BY \"timestamp\"")
+    rows = {name: [tuple(_stable(str(v)) for v in row) for row in query(admin_conn, sql, f"{name}-{era}")]
+            for name in gateways}
+    assert rows["fast"] == rows["full"], era
+    assert {r[2] for r in rows["fast"]} == {"success", "error", "denied"}, era
+    assert len(rows["fast"]) >= 20, era
+
+
+def _ready(gateway: GatewayProcess) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(gateway.base_url + "/ready", timeout=10).json()
+    return body
+
+
+def test_a_session_is_served_only_to_its_owner_and_only_while_it_lives(gateways: dict[str, GatewayProcess]) -> None:
+    """Abuse cases: another user's token (or a token of the same user's other tenant) with my session id,
+    an ended session, a made-up id — the fast path serves none of them; the SDK's 404 answers, on both."""
+    for name, gateway in gateways.items():
+        alice, mallory = Caller(gateway, f"alice-{name}", "legacy"), Caller(gateway, f"mallory-{name}", "legacy")
+        try:
+            session_id = alice._session("acme")
+            echo = Req("echo", call("echo", {"text": "mine"}))
+            assert alice.send(echo).status_code == 200
+            mallory.sessions["acme"] = session_id  # a stolen session id, with mallory's own valid token
+            assert mallory.send(echo).status_code == 404
+            alice_elsewhere = Caller(gateway, f"alice-{name}", "legacy")
+            alice_elsewhere.sessions["other"] = session_id  # same user name, another tenant: another principal
+            assert alice_elsewhere.send(Req("echo", call("echo", {"text": "x"}), tenant="other")).status_code == 404
+            alice_elsewhere.close()
+            mallory.sessions["acme"] = "0" * 32
+            assert mallory.send(echo).status_code == 404
+            headers = {"Authorization": f"Bearer {make_jwt(alice.user, 'acme')}", "Mcp-Session-Id": session_id}
+            assert alice.http.delete(gateway.mcp_url, headers=headers).status_code == 200
+            assert alice.send(echo).status_code == 404
+        finally:
+            alice.close()
+            mallory.close()
+    assert _ready(gateways["fast"])["fast_path"]["served"] >= 1
+
+
+_json_scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+                 | st.text(max_size=40))
+_json = st.recursive(_json_scalars, lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(era=st.sampled_from(["legacy", "modern"]),
+       name=st.sampled_from(["echo", "add", "explode", "slow", "run_sql", "nope", ""]) | st.text(max_size=12),
+       arguments=st.none() | st.dictionaries(st.sampled_from(["text", "a", "b", "reason", "seconds", "x"]), _json,
+                                             max_size=3) | _json,
+       id_=st.integers(-2**40, 2**40) | st.text(max_size=10) | st.booleans() | st.none())
+def test_any_tools_call_gets_the_same_answer_on_both_paths(
+        gateways: dict[str, GatewayProcess], era: str, name: str, arguments: Any, id_: Any) -> None:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": {"name": name}}
+    if arguments is not None:
+        body["params"]["arguments"] = arguments
+    callers = {k: Caller(gw, f"prop-{k}", era) for k, gw in gateways.items()}
+    try:
+        fast, full = (_answer(callers[k].send(Req("property", body))) for k in ("fast", "full"))
+    finally:
+        for caller in callers.values():
+            caller.close()
+    assert fast == full
+    assert fast[0] < 500
