@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +236,7 @@ def _compare(era: str, gateways: dict[str, GatewayProcess], admin_conn: psycopg.
 
     # Every record each gateway made is written (the calls were answered, so they were all submitted) ...
     for gateway in gateways.values():
-        wait_for(lambda gw=gateway: _ready(gw)["writer"]["backlog"] == 0, 15, "the writer's backlog to drain")
+        wait_for(partial(_drained, gateway), 15, "the writer's backlog to drain")
     # ... and they are the same rows, user for user: what was called, how it ended, why, what it cost.
     sql = ("SELECT method, tool_name, status, error_message, prompt_tokens, completion_tokens, estimated_cost"
            " FROM gateway.mcp_requests WHERE user_id = %s ORDER BY \"timestamp\"")
@@ -244,6 +245,10 @@ def _compare(era: str, gateways: dict[str, GatewayProcess], admin_conn: psycopg.
     assert rows["fast"] == rows["full"], era
     assert {r[2] for r in rows["fast"]} == {"success", "error", "denied"}, era
     assert len(rows["fast"]) >= 20, era
+
+
+def _drained(gateway: GatewayProcess) -> bool:
+    return bool(_ready(gateway)["writer"]["backlog"] == 0)
 
 
 def _ready(gateway: GatewayProcess) -> dict[str, Any]:
