@@ -152,13 +152,14 @@ def start_gateway(db: BenchDatabase, log_dir: Path, *, cpu: int | None = None, p
     return start(name, cmd, env, port, log_dir, cpu=cpu)
 
 
-def start_bare(log_dir: Path, *, cpu: int | None = None) -> Proc:
+def start_bare(log_dir: Path, *, cpu: int | None = None, app: str = "bench.tools:bare_app",
+               name: str = "bare") -> Proc:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GATEWAY_")}
     env["PYTHONPATH"] = str(REPO)
-    cmd = [PY, "-m", "uvicorn", "--factory", "bench.tools:bare_app", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [PY, "-m", "uvicorn", "--factory", app, "--host", "127.0.0.1", "--port", str(port),
            "--log-level", "warning", "--no-access-log", "--no-server-header"]
-    return start("bare", cmd, env, port, log_dir, cpu=cpu, health="/mcp")
+    return start(name, cmd, env, port, log_dir, cpu=cpu, health="/mcp")
 
 
 def rss_kb(pid: int) -> int:
@@ -191,6 +192,7 @@ WRK_LUA = r"""
 -- POST tools/call echo, in one of two protocol eras; counts any answer that is not a successful call.
 local token = os.getenv("BENCH_TOKEN") or ""
 local era = os.getenv("BENCH_ERA") or "handshake"
+local tool = os.getenv("BENCH_TOOL") or "echo"
 local sessions = {}
 for s in string.gmatch(os.getenv("BENCH_SESSIONS") or "", "[^,]+") do table.insert(sessions, s) end
 local threads = {}
@@ -222,13 +224,13 @@ function request()
   if era == "handshake" then
     h["Mcp-Session-Id"] = sessions[(n % #sessions) + 1]
     h["MCP-Protocol-Version"] = "2025-11-25"
-    body = '{"jsonrpc":"2.0","id":' .. id .. ',"method":"tools/call","params":{"name":"echo",' ..
+    body = '{"jsonrpc":"2.0","id":' .. id .. ',"method":"tools/call","params":{"name":"' .. tool .. '",' ..
       '"arguments":{"text":"hello"}}}'
   else
     h["MCP-Protocol-Version"] = "2026-07-28"
     h["Mcp-Method"] = "tools/call"
-    h["Mcp-Name"] = "echo"
-    body = '{"jsonrpc":"2.0","id":' .. id .. ',"method":"tools/call","params":{"name":"echo",' ..
+    h["Mcp-Name"] = tool
+    body = '{"jsonrpc":"2.0","id":' .. id .. ',"method":"tools/call","params":{"name":"' .. tool .. '",' ..
       '"arguments":{"text":"hello"},' .. modern_meta .. '}}'
   end
   return wrk.format("POST", "/mcp", h, body)
@@ -269,11 +271,12 @@ class WrkResult:
 
 
 def run_wrk(url: str, *, era: str, connections: int, seconds: float, token: str = "",
-            sessions: Sequence[str] = (), cpu: int | None = None, threads: int = 1, script_dir: Path) -> WrkResult:
+            sessions: Sequence[str] = (), cpu: int | None = None, threads: int = 1, script_dir: Path,
+            tool: str = "echo") -> WrkResult:
     script = script_dir / "mcp_call.lua"
     if not script.exists():
         script.write_text(WRK_LUA)
-    env = dict(os.environ, BENCH_TOKEN=token, BENCH_ERA=era, BENCH_SESSIONS=",".join(sessions))
+    env = dict(os.environ, BENCH_TOKEN=token, BENCH_ERA=era, BENCH_SESSIONS=",".join(sessions), BENCH_TOOL=tool)
     cmd = [*pin(cpu), "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
            "--timeout", "10s", "-s", str(script), url + "/mcp"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60)

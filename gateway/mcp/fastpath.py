@@ -119,7 +119,11 @@ class FastPath:
         if not self.enabled or not manager.json_response or sdk_compat.is_stateless(manager):
             return
         self.manager = manager
-        self._security = TransportSecurityMiddleware(manager.security_settings)
+        settings = manager.security_settings
+        # FastMCP turns the SDK's DNS-rebinding check off (its own guard runs before the SDK): then the SDK's
+        # check is the Content-Type test `plain_json_post` makes anyway, and need not run per request.
+        self._security: TransportSecurityMiddleware | None = (TransportSecurityMiddleware(settings)
+                          if settings is not None and settings.enable_dns_rebinding_protection else None)
         manager.app.middleware.append(self._learn_connection)
         sdk_compat.wrap_manager(manager, self._wrap)
 
@@ -144,7 +148,8 @@ class FastPath:
         body = await _read_body(receive)
         replay = _replaying(body, receive)
         served = False
-        if headers.plain_json_post() and await self._security.validate_request(Request(scope), is_post=True) is None:
+        if headers.plain_json_post() and (
+                self._security is None or await self._security.validate_request(Request(scope), is_post=True) is None):
             message = _request_message(body)
             if message is not None:
                 if headers.modern:

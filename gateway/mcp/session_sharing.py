@@ -98,15 +98,24 @@ class BindingStore:
                 (principal.tenant_id, session_hash(session_id), principal.user_id, owner, protocol_version,
                  json.dumps(init_params), self.instance_id))
 
-    async def lookup(self, tenant_id: str, session_id: str) -> Binding | None:
+    def cached(self, tenant_id: str, session_id: str) -> Binding | None:
+        """The binding if it is known without asking the database (most requests: no query, no task)."""
         key = (tenant_id, session_hash(session_id))
-        now = self._clock()
         if key in self._ended_here:
             return ENDED
         cached = self._cache.get(key)
+        now = self._clock()
         if cached is not None and now - cached[0] < BINDING_CACHE:
             # the idle time has grown since it was read: a cached binding must not look fresher than it is
             return replace(cached[1], idle_seconds=cached[1].idle_seconds + (now - cached[0]))
+        return None
+
+    async def lookup(self, tenant_id: str, session_id: str) -> Binding | None:
+        known = self.cached(tenant_id, session_id)
+        if known is not None:
+            return known
+        key = (tenant_id, session_hash(session_id))
+        now = self._clock()
         async with self.db.as_system("ingest") as conn:
             row = await (await conn.execute(
                 "SELECT user_id, owner_hash, protocol_version, init_params, ended_at IS NOT NULL,"
@@ -205,8 +214,8 @@ class SessionSharing:
                 await inner(scope, receive, send)
             return
         local = sdk_compat.holds(self.manager, session_id)
-        binding = None
-        if not (local and self._database_failing()):
+        binding = self.store.cached(principal.tenant_id, session_id)
+        if binding is None and not (local and self._database_failing()):
             try:
                 binding = await asyncio.wait_for(self.store.lookup(principal.tenant_id, session_id), DB_TIMEOUT)
             except Exception as exc:  # the database away: local sessions carry on; others cannot be checked

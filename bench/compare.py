@@ -1,0 +1,300 @@
+"""mcp-gateway side by side with bare FastMCP: one command, one table per question.
+
+    python bench/compare.py [--clients 1,16,64] [--seconds 5] [--rounds 3] [--eras handshake,modern]
+                            [--scenarios mounted,upstream] [--memory 5000]
+
+Throughput (always): the same `echo` tool served by
+  bare JSON       FastMCP's `http_app(json_response=True)` under uvicorn: the baseline every ratio divides by
+  bare SSE        FastMCP's default, every answer an SSE stream
+  gateway         `mcp-gateway serve --tools bench.tools:mcp`: personal token, tracking, access, quotas
+                  (a rate limit and a budget no call reaches), metrics and the per-call log line all on
+  gateway, fast path off   the same with MCP_GATEWAY_FAST_PATH=false
+for both protocol eras (handshake sessions; 2026-07-28 sessionless) and each client count. wrk drives the
+load from core 0, every server runs alone on core 1 (taskset); the variants alternate within every cell
+and the order turns every round; figures are medians over rounds. CPU per call is the server process's
+user+system time over the calls wrk counted; RSS is the server's VmRSS after the run.
+
+--scenarios adds: `mounted` — a user's server with its own middleware (`bench.tools:mcp_with_middleware`),
+bare vs mounted in the gateway; `upstream` — the gateway fronting that bare server over HTTP (the tool is
+`up_echo`) vs calling the bare server directly. --memory N opens N handshake-era sessions (one call each)
+on bare JSON and on the gateway and reports RSS at start and per session.
+
+After the run the gateway's rows are counted against the calls it answered (rows == calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+import psycopg
+
+from bench._harness import (
+    BenchDatabase,
+    Proc,
+    WrkResult,
+    bench_database,
+    cores,
+    cpu_seconds,
+    create_token,
+    initialize_sessions,
+    pin,
+    require_wrk,
+    rss_kb,
+    run_wrk,
+    start_bare,
+    start_gateway,
+    wait_for,
+)
+
+SERVER_CPU, CLIENT_CPU = 1, 0
+ERAS = {"handshake": "handshake", "modern": "2026-07-28"}
+# Limits every gateway variant enforces (and no benchmark call reaches): quotas cost what they cost.
+CONFIG = """
+[quotas]
+[quotas.roles.member]
+calls_per_minute = 100000000
+daily_budget = 1000000.0
+"""
+
+
+@dataclass
+class Variant:
+    label: str
+    proc: Proc
+    gateway: bool
+    tool: str = "echo"
+    sessions: list[str] | None = None
+
+
+@dataclass
+class Sample:
+    result: WrkResult
+    cpu_us: float
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", default="1,16,64")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--eras", default="handshake,modern")
+    parser.add_argument("--scenarios", default="", help="comma-separated: mounted, upstream")
+    parser.add_argument("--memory", type=int, default=0, help="open this many sessions to measure memory")
+    args = parser.parse_args()
+    clients = [int(c) for c in args.clients.split(",")]
+    eras = [e for e in args.eras.split(",") if e]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    require_wrk()
+    logs = Path(tempfile.mkdtemp(prefix="mcpgw-bench-logs-"))
+    config = logs / "gateway.toml"
+    config.write_text(CONFIG)
+    pinned = "server on core 1, wrk on core 0 (taskset)" if pin(0) else "not pinned"
+    print(f"mcp-gateway vs bare FastMCP — echo tool, {cores()} cores, {pinned}; {args.rounds} rounds x "
+          f"{args.seconds:g} s per cell, variants interleaved, medians; logs in {logs}\n", flush=True)
+    with bench_database() as db:
+        token = create_token(db)
+
+        def gateway(name: str, tools: str = "bench.tools:mcp", **env: str) -> Proc:
+            return start_gateway(db, logs, cpu=SERVER_CPU, name=name, tools=tools,
+                                 MCP_GATEWAY_CONFIG=str(config), **env)
+
+        procs: list[Proc] = []
+        try:
+            variants = [
+                Variant("bare JSON", _track(procs, start_bare(logs, cpu=SERVER_CPU, name="bare-json")), False),
+                Variant("bare SSE", _track(procs, start_bare(logs, cpu=SERVER_CPU, app="bench.tools:bare_sse_app",
+                                                             name="bare-sse")), False),
+                Variant("gateway", _track(procs, gateway("gateway")), True),
+                Variant("gateway, fast path off", _track(procs, gateway("gateway-nofast",
+                                                                         MCP_GATEWAY_FAST_PATH="false")), True),
+            ]
+            samples = run_table(variants, eras, clients, args, token, logs)
+            print_table("Throughput", variants, samples, eras, clients, baseline="bare JSON")
+            for name in scenarios:
+                extra = scenario(name, db, logs, config, token, procs)
+                result = run_table(extra, eras, [16], args, token, logs)
+                print_table(f"Scenario: {name}", extra, result, eras, [16], baseline=extra[0].label)
+            for proc in procs:
+                if proc.name.startswith("gateway"):
+                    _settle(proc)
+            rows = _count_rows(db)
+            low, high = SERVED.counted, SERVED.counted + SERVED.uncounted_at_most
+            verdict = "holds" if low <= rows <= high else "DOES NOT HOLD"
+            print(f"rows == calls {verdict}: {rows} rows in gateway.mcp_requests; wrk counted {low} answered calls "
+                  f"and stops each run with at most one call per connection in flight (<= {high}).\n", flush=True)
+        finally:
+            for proc in procs:
+                proc.stop()
+        if args.memory:
+            memory(db, logs, token, args.memory)
+
+
+def _track(procs: list[Proc], proc: Proc) -> Proc:
+    procs.append(proc)
+    return proc
+
+
+def scenario(name: str, db: BenchDatabase, logs: Path, config: Path, token: str, procs: list[Proc]) -> list[Variant]:
+    if name == "mounted":
+        bare = _track(procs, start_bare(logs, cpu=SERVER_CPU, app="bench.tools:bare_middleware_app", name="bare-mw"))
+        gw = _track(procs, start_gateway(db, logs, cpu=SERVER_CPU, name="gateway-mounted",
+                                         tools="bench.tools:mcp_with_middleware", MCP_GATEWAY_CONFIG=str(config)))
+        return [Variant("bare, user's server with middleware", bare, False),
+                Variant("gateway, that server mounted", gw, True)]
+    if name == "upstream":
+        bare = _track(procs, start_bare(logs, cpu=SERVER_CPU, name="bare-upstream"))
+        up_config = config.with_name("upstream.toml")
+        up_config.write_text(config.read_text() + f'\n[[upstreams]]\nname = "up"\nurl = "{bare.url}/mcp"\n')
+        # The upstream shares core 1 with the gateway: both processes' CPU is the cost of a call.
+        gw = _track(procs, start_gateway(db, logs, cpu=SERVER_CPU, name="gateway-upstream", tools="bench.tools:mcp",
+                                         MCP_GATEWAY_CONFIG=str(up_config)))
+        gw.extra["also"] = str(bare.popen.pid)
+        return [Variant("bare, called directly", bare, False),
+                Variant("gateway, fronting it as an upstream", gw, True, tool="up_echo")]
+    raise SystemExit(f"unknown scenario {name!r}: mounted, upstream")
+
+
+@dataclass
+class Served:
+    """Calls wrk counted on gateways, and how many more may have been answered uncounted (in flight at a stop)."""
+
+    counted: int = 0
+    uncounted_at_most: int = 0
+
+    def add(self, result: WrkResult, connections: int) -> None:
+        self.counted += result.requests
+        self.uncounted_at_most += connections
+
+
+SERVED = Served()
+
+
+def run_table(variants: list[Variant], eras: list[str], clients: list[int], args: argparse.Namespace, token: str,
+              logs: Path) -> dict[tuple[str, int, str], list[Sample]]:
+    for v in variants:
+        v.sessions = initialize_sessions(v.proc.url, max(clients), token)
+        for era in eras:  # warm-up: imports, tokenizer, pools, caches
+            warm = run_wrk(v.proc.url, era=era, connections=max(clients), seconds=2, token=token,
+                           sessions=v.sessions, cpu=CLIENT_CPU, script_dir=logs, tool=v.tool)
+            if v.gateway:
+                SERVED.add(warm, max(clients))
+    samples: dict[tuple[str, int, str], list[Sample]] = {}
+    started = time.monotonic()
+    for rnd in range(args.rounds):
+        order = variants if rnd % 2 == 0 else list(reversed(variants))
+        for era in eras:
+            for c in clients:
+                for v in order:
+                    if v.gateway:
+                        _settle(v.proc)
+                    sample = _measure(v, era, c, args.seconds, token, logs)
+                    samples.setdefault((era, c, v.label), []).append(sample)
+                    if v.gateway:
+                        SERVED.add(sample.result, c)
+        print(f"  round {rnd + 1}/{args.rounds} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+    return samples
+
+
+def _measure(v: Variant, era: str, connections: int, seconds: float, token: str, logs: Path) -> Sample:
+    pids = [v.proc.popen.pid] + ([int(v.proc.extra["also"])] if "also" in v.proc.extra else [])
+    before = sum(cpu_seconds(p) for p in pids)
+    result = run_wrk(v.proc.url, era=era, connections=connections, seconds=seconds, token=token,
+                     sessions=(v.sessions or [])[:connections], cpu=CLIENT_CPU, script_dir=logs, tool=v.tool)
+    used = sum(cpu_seconds(p) for p in pids) - before
+    if result.failed:
+        print(f"warning: {v.label} {era} c={connections}: {result.failed} failed calls", file=sys.stderr)
+    return Sample(result, 1e6 * used / max(result.requests, 1))
+
+
+def _settle(proc: Proc) -> None:
+    """The writer has stored what the last run queued, so it does not bill the next one."""
+    def empty() -> bool:
+        try:
+            return bool(httpx.get(proc.url + "/ready", timeout=5).json()["writer"]["backlog"] == 0)
+        except (httpx.HTTPError, KeyError, ValueError):
+            return False
+    wait_for(empty, 60, f"{proc.name}'s tracking backlog to drain", interval=0.1)
+
+
+def _med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def print_table(title: str, variants: list[Variant], samples: dict[tuple[str, int, str], list[Sample]],
+                eras: list[str], clients: list[int], *, baseline: str) -> None:
+    print(f"{title} (ratio: calls/s over {baseline}'s, round by round)\n")
+    print("| era | clients | variant | calls/s | ratio | p50 ms | p99 ms | CPU us/call | CPU ratio | RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for era in eras:
+        for c in clients:
+            base = samples[(era, c, baseline)]
+            for v in variants:
+                s = samples[(era, c, v.label)]
+                ratio = _med([x.result.rps / b.result.rps for x, b in zip(s, base, strict=True) if b.result.rps])
+                cpu = _med([x.cpu_us for x in s])
+                print(f"| {ERAS[era]} | {c} | {v.label} | {_med([x.result.rps for x in s]):.0f} | {ratio:.2f} "
+                      f"| {_med([x.result.p50_ms for x in s]):.2f} | {_med([x.result.p99_ms for x in s]):.2f} "
+                      f"| {cpu:.0f} | {cpu / _med([b.cpu_us for b in base]):.2f} "
+                      f"| {rss_kb(v.proc.popen.pid) / 1024:.0f} |")
+    failed = sum(x.result.failed for v in samples.values() for x in v)
+    print(f"\nfailed calls (non-200, isError, socket errors): {failed}\n", flush=True)
+
+
+def memory(db: BenchDatabase, logs: Path, token: str, count: int) -> None:
+    """RSS at start and per open session, bare JSON vs the gateway (each alone, one call per session)."""
+    rows = []
+    starters: list[tuple[str, Callable[[], Proc]]] = [
+        ("bare JSON", lambda: start_bare(logs, name="bare-mem")),
+        ("gateway", lambda: start_gateway(db, logs, name="gateway-mem")),
+    ]
+    for label, starter in starters:
+        proc = starter()
+        try:
+            with httpx.Client(timeout=30) as http:
+                first = initialize_sessions(proc.url, 1, token, keep_client=http)
+                _call(http, proc.url, token, first[0], 1)
+                at_start = rss_kb(proc.popen.pid)
+                sessions = initialize_sessions(proc.url, count, token, keep_client=http)
+                for n, sid in enumerate(sessions):
+                    _call(http, proc.url, token, sid, n + 2)
+                after = rss_kb(proc.popen.pid)
+        finally:
+            proc.stop()
+        rows.append((label, at_start, after))
+    print(f"Memory: {count} open handshake-era sessions, one echo call each\n")
+    print("| server | RSS at start MB | RSS with sessions MB | per session KB | per-session ratio |")
+    print("|---|---|---|---|---|")
+    base_per = (rows[0][2] - rows[0][1]) / count
+    for label, at_start, after in rows:
+        per = (after - at_start) / count
+        print(f"| {label} | {at_start / 1024:.0f} | {after / 1024:.0f} | {per:.1f} | {per / base_per:.2f} |")
+    print(flush=True)
+
+
+def _call(http: httpx.Client, url: str, token: str, session_id: str, n: int) -> None:
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "MCP-Protocol-Version": "2025-11-25", "Mcp-Session-Id": session_id}
+    response = http.post(url + "/mcp", headers=headers, json={
+        "jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}})
+    if response.status_code != 200 or '"isError":false' not in response.text:
+        raise RuntimeError(f"call failed: HTTP {response.status_code} {response.text[:300]}")
+
+
+def _count_rows(db: BenchDatabase) -> int:
+    with psycopg.connect(db.admin_url) as conn:
+        row = conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone()
+        return int(row[0]) if row else 0
+
+
+if __name__ == "__main__":
+    main()
