@@ -21,19 +21,26 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
 import pydantic_core
+from fastmcp.exceptions import DisabledError, FastMCPError, NotFoundError
+from fastmcp.server.context import Context
+from fastmcp.server.dependencies import bind_request_context
+from fastmcp.server.middleware import Middleware, MiddlewareContext
+from fastmcp.server.middleware.dereference import DereferenceRefsMiddleware
+from fastmcp.tools.base import InputRequiredToolResult, ToolResult
 from mcp.server.connection import Connection
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.runner import ServerRunner, aclose_shielded, modern_error_data
 from mcp.server.streamable_http import check_accept_headers
 from mcp.server.transport_security import TransportSecurityMiddleware
 from mcp.shared.dispatcher import CallOptions
-from mcp.shared.exceptions import NoBackChannelError
+from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
     MCP_PARAM_HEADER_PREFIX,
@@ -44,17 +51,35 @@ from mcp.shared.inbound import (
 from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
-from mcp_types import PROTOCOL_VERSION_META_KEY, ErrorData, JSONRPCError, JSONRPCResponse, RequestId
+from mcp_types import (
+    INVALID_PARAMS,
+    PROTOCOL_VERSION_META_KEY,
+    CallToolRequestParams,
+    CallToolResult,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCResponse,
+    RequestId,
+    TextContent,
+)
+from mcp_types import methods as mcp_methods
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.mcp import sdk_compat
+from gateway.mcp.access import AccessMiddleware
+from gateway.mcp.quotas import QuotaMiddleware
+from gateway.tracking.middleware import TrackingMiddleware
 
 log = logging.getLogger("mcp_gateway.fastpath")
 
 FAST_METHODS = frozenset({"tools/call", "tools/list"})
 _PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower().encode("latin-1")
 _SCHEMA_TTL = 5.0  # seconds a tool's "declares Mcp-Param headers" answer is reused
+# Middleware whose whole part in a tools/call is its `on_call_tool` hook (their on_message and on_request
+# hooks pass tools/call through untouched): with only these, a tools/call can run them directly.
+DIRECT_MIDDLEWARE = (TrackingMiddleware, QuotaMiddleware, AccessMiddleware, DereferenceRefsMiddleware)
 
 
 @dataclass
@@ -97,6 +122,8 @@ class FastPath:
         # `initialize`); weak, so a session that ends takes its entry with it.
         self._connections: weakref.WeakValueDictionary[str, Connection] = weakref.WeakValueDictionary()
         self._param_headers: dict[str, tuple[float, bool]] = {}
+        self._direct: Callable[[MiddlewareContext[Any]], Awaitable[Any]] | None = None
+        self.direct = 0  # of `served`: tools/call run without FastMCP's dispatch machinery
 
     # -- Component -----------------------------------------------------------------------------------
 
@@ -107,7 +134,7 @@ class FastPath:
         return None
 
     async def ready(self) -> dict[str, Any]:
-        return {"enabled": self.active, "served": self.served, "fell_back": self.fell_back}
+        return {"enabled": self.active, "served": self.served, "direct": self.direct, "fell_back": self.fell_back}
 
     @property
     def active(self) -> bool:
@@ -125,7 +152,28 @@ class FastPath:
         self._security: TransportSecurityMiddleware | None = (TransportSecurityMiddleware(settings)
                           if settings is not None and settings.enable_dns_rebinding_protection else None)
         manager.app.middleware.append(self._learn_connection)
+        self._direct = self._direct_chain()
         sdk_compat.wrap_manager(manager, self._wrap)
+
+    def _direct_chain(self) -> Callable[[MiddlewareContext[Any]], Awaitable[Any]] | None:
+        """The gateway's tools/call middleware as one call, then FastMCP's own tool execution; None when
+        something else takes part in a tools/call (other middleware, an extension, OpenTelemetry tracing,
+        whose spans the SDK's path opens), and the SDK's request kernel serves tools/call instead."""
+        middleware = list(self.fastmcp.middleware)
+        if (any(type(m) not in DIRECT_MIDDLEWARE for m in middleware) or sdk_compat.has_extensions(self.fastmcp)
+                or _tracing()):
+            return None
+        fastmcp = self.fastmcp
+
+        async def execute(context: MiddlewareContext[Any]) -> Any:
+            return await fastmcp.call_tool(context.message.name, context.message.arguments or {},
+                                           run_middleware=False)
+
+        call: Callable[[MiddlewareContext[Any]], Awaitable[Any]] = execute
+        for m in reversed(middleware):
+            if type(m).on_call_tool is not Middleware.on_call_tool:
+                call = partial(m.on_call_tool, call_next=call)
+        return call
 
     async def _learn_connection(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         connection = sdk_compat.connection_of(ctx.session)
@@ -185,7 +233,7 @@ class FastPath:
         async with sdk_compat.session_in_use(transport):  # the session's idle countdown pauses, as the SDK's does
             reply: JSONRPCResponse | JSONRPCError
             try:
-                result = await runner.on_request(exchange, message["method"], message.get("params"))
+                result = await self._run(runner, exchange, message)
                 reply = JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result)
             except Exception as exc:
                 error = handler_exception_to_error_data(exc)
@@ -218,7 +266,7 @@ class FastPath:
         runner = ServerRunner(self.manager.app, connection, sdk_compat.lifespan_state(self.manager))
         reply: JSONRPCResponse | JSONRPCError
         try:
-            result = await runner.on_request(exchange, message["method"], message.get("params"))
+            result = await self._run(runner, exchange, message)
             reply = JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result)
         except Exception as exc:
             reply = JSONRPCError(jsonrpc="2.0", id=request_id, error=modern_error_data(exc))
@@ -229,6 +277,68 @@ class FastPath:
         body = json.dumps(reply.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":"))
         await _send_json(send, status, body.encode())
         return True
+
+    async def _run(self, runner: ServerRunner[Any], exchange: _Exchange, message: dict[str, Any]) -> dict[str, Any]:
+        method, params = message["method"], message.get("params")
+        if method == "tools/call" and self._direct is not None:
+            context = self._direct_context(runner, exchange, params)
+            if context is not None:
+                self.direct += 1
+                return await self._call_directly(runner, context, self._direct)
+        return await runner.on_request(exchange, method, params)
+
+    def _direct_context(self, runner: ServerRunner[Any], exchange: _Exchange, params: Any,
+                        ) -> ServerRequestContext[Any, Any] | None:
+        """The request's context when a direct call answers exactly as the SDK's path would; else None (then
+        the SDK's kernel runs it: a malformed request, a version pin or a multi-round-trip continuation)."""
+        if not isinstance(params, dict) or not set(params) <= {"name", "arguments", "_meta"}:
+            return None
+        meta = params.get("_meta")
+        if meta is not None and not (isinstance(meta, dict) and all(
+                isinstance(k, str) and k.startswith("io.modelcontextprotocol/") for k in meta)):
+            return None
+        if not runner.connection.initialize_accepted:
+            return None
+        try:
+            mcp_methods.validate_client_request("tools/call", runner.connection.protocol_version, params)
+            CallToolRequestParams.model_validate(params, by_name=False)
+        except Exception:
+            return None
+        return sdk_compat.request_context(runner, exchange, "tools/call", params)
+
+    async def _call_directly(self, runner: ServerRunner[Any], ctx: ServerRequestContext[Any, Any],
+                             chain: Callable[[MiddlewareContext[Any]], Awaitable[Any]]) -> dict[str, Any]:
+        """FastMCP's `_on_call_tool` and `call_tool` steps, with the gateway's middleware called directly."""
+        params = ctx.params or {}
+        name, arguments = params["name"], params.get("arguments") or {}
+        fastmcp = self.fastmcp
+        wire: Any
+        with bind_request_context(ctx), sdk_compat.tool_call_scope(fastmcp):
+            try:
+                async with Context(fastmcp=fastmcp) as fastmcp_context:
+                    result = await chain(MiddlewareContext(
+                        message=CallToolRequestParams(name=name, arguments=arguments), source="client",
+                        type="request", method="tools/call", fastmcp_context=fastmcp_context))
+                    result = await sdk_compat.rebind_prefab_tool_names(fastmcp, result)
+            except (DisabledError, NotFoundError):
+                wire = CallToolResult(content=[TextContent(type="text", text=f"Unknown tool: {name!r}")],
+                                      is_error=True)
+            except FastMCPError as exc:  # masking already happened inside call_tool
+                wire = CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
+            else:
+                if not isinstance(result, ToolResult):
+                    wire = result
+                elif isinstance(result, InputRequiredToolResult):
+                    if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+                        raise MCPError(code=INVALID_PARAMS, message=(
+                            f"Tool {name!r} returned an InputRequiredResult to request client input, but the "
+                            "multi-round-trip result type (SEP-2322) only exists at MCP 2026-07-28; this "
+                            f"connection negotiated {ctx.protocol_version!r}. Use ctx.elicit() for "
+                            "server-initiated input on handshake-era connections."))
+                    wire = result.input_required
+                else:
+                    wire = sdk_compat.call_tool_wire_result(result)
+        return sdk_compat.wire_result(runner, "tools/call", wire)
 
     async def _declares_param_headers(self, params: Any) -> bool:
         """Whether the called tool's input schema asks for `Mcp-Param-*` headers (then the SDK checks them).
@@ -310,6 +420,13 @@ class _AcceptOnly:
     @property
     def headers(self) -> dict[str, str]:
         return {"accept": self.accept}
+
+
+def _tracing() -> bool:
+    """An OpenTelemetry tracer provider is configured (the SDK's path opens a span per request)."""
+    from opentelemetry import trace
+
+    return type(trace.get_tracer_provider()).__name__ not in ("ProxyTracerProvider", "NoOpTracerProvider")
 
 
 def _has_modern_envelope(params: Any) -> bool:

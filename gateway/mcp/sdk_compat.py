@@ -15,15 +15,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, MutableMapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
+from fastmcp.server.dependencies import _dispatching_tool_call, _serving_client_tool_call
+from fastmcp.server.extensions import _extension_tool_call_scope
+from fastmcp.server.mixins.mcp_operations import _normalize_call_tool_result
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.connection import Connection
-from mcp.server.runner import serve_connection
+from mcp.server.context import ServerRequestContext
+from mcp.server.runner import ServerRunner, _dump_result, _extract_meta, serve_connection
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
@@ -37,19 +41,25 @@ log = logging.getLogger("mcp_gateway.sessions")
 __all__ = [
     "HANDSHAKE_PROTOCOL_VERSIONS",
     "adopt",
+    "call_tool_wire_result",
     "connection_of",
     "discard",
     "find_session_manager",
+    "has_extensions",
     "holds",
     "is_session_owner",
     "is_stateless",
     "lifespan_state",
     "negotiated_version",
     "open_session_count",
+    "rebind_prefab_tool_names",
+    "request_context",
     "requestor_identity",
     "session_expiring",
     "session_in_use",
     "session_transport",
+    "tool_call_scope",
+    "wire_result",
     "wrap_manager",
 ]
 
@@ -214,3 +224,50 @@ async def session_in_use(transport: StreamableHTTPServerTransport) -> AsyncItera
 def session_expiring(transport: StreamableHTTPServerTransport) -> bool:
     """The idle period ran out and the session is being ended (the SDK answers such a request itself)."""
     return transport.idle_scope is not None and transport.idle_scope.cancel_called
+
+
+# -- the direct tools/call of the fast path: FastMCP's own steps, without its dispatch machinery ------------
+# Read from fastmcp 4.1 (server/low_level.py LowLevelMiddleware.__call__, server/mixins/mcp_operations.py
+# _on_call_tool, server/server.py call_tool) and mcp 2.3 (server/runner.py ServerRunner._on_request).
+
+
+def request_context(runner: ServerRunner[Any], dctx: Any, method: str, params: Mapping[str, Any] | None,
+                    ) -> ServerRequestContext[Any, Any]:
+    """The SDK's per-request context, exactly as `ServerRunner._on_request` makes it."""
+    meta = _extract_meta(params)
+    return runner._make_context(dctx, method, params, meta, runner.connection.protocol_version)
+
+
+def wire_result(runner: ServerRunner[Any], method: str, result: Any) -> dict[str, Any]:
+    """A handler's result shaped for the wire, exactly as `ServerRunner._on_request` shapes it."""
+    return _dump_result(runner._serialize(method, runner.connection.protocol_version, result))
+
+
+def has_extensions(fastmcp: Any) -> bool:
+    """Extensions may intercept tools/call (`_compose_tool_call_interceptors`): then the SDK's path serves."""
+    return bool(fastmcp._extensions)
+
+
+@contextmanager
+def tool_call_scope(fastmcp: Any) -> Iterator[None]:
+    """What FastMCP sets around a client's tools/call: the lifespan's shared-context variables (the
+    low-level adapter), "this is the client's own call" (`_on_call_tool`, `call_tool`) and the extension
+    dispatch scope."""
+    snapshot = fastmcp._shared_context_snapshot or {}
+    tokens = [(var, var.set(value)) for var, value in snapshot.items()]
+    try:
+        with _serving_client_tool_call(), _dispatching_tool_call(), _extension_tool_call_scope(fastmcp):
+            yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+async def rebind_prefab_tool_names(fastmcp: Any, result: Any) -> Any:
+    """What `FastMCP.call_tool` does to a result on its way out of the middleware chain."""
+    return await fastmcp._rebind_prefab_tool_names(result)
+
+
+def call_tool_wire_result(result: Any) -> Any:
+    """`ToolResult.to_mcp_result()` as `_on_call_tool` hands it to the runner."""
+    return _normalize_call_tool_result(result.to_mcp_result())

@@ -94,6 +94,18 @@ CORPUS = [
     Req("tool raises", call("explode", {"reason": "on purpose"})),
     Req("denied", call("slow", {"seconds": 0})),
     Req("hidden admin tool", call("run_sql", {"sql": "SELECT 1"})),
+    Req("tool raises ValueError", call("crash", {"kind": "value"})),
+    Req("tool raises RuntimeError", call("crash", {"kind": "runtime"})),
+    Req("structured dict", call("record", {"name": "n", "tags": ["a", "b"]})),
+    Req("structured, bad type", call("record", {"name": "n", "tags": "not-a-list"})),
+    Req("returns None", call("nothing", {})),
+    Req("tool reads its Context", call("context_info", {})),
+    Req("mounted child with middleware", call("child_reverse", {"text": "abc"})),
+    Req("child middleware refuses", call("child_reverse", {"text": "refuse"})),
+    Req("arguments not an object", call("echo", ["x"])),  # type: ignore[arg-type]
+    Req("arguments null", {"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "echo",
+                                                                                         "arguments": None}}),
+    Req("version pinned in _meta", call("echo", {"text": "v"}, _meta={"fastmcp": {"version": "1"}})),
     Req("no name", {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"arguments": {}}}),
     Req("name not a string", {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": 5}}),
     Req("progress token", call("echo", {"text": "p"}, _meta={"progressToken": "tok"})),
@@ -126,7 +138,7 @@ LEGACY_ONLY = [
 def gateways(database: TestDatabase, tmp_path: Path) -> Iterator[dict[str, GatewayProcess]]:
     config = tmp_path / "gateway.toml"
     config.write_text(CONFIG)
-    args = ("serve", "--config", str(config), "--tools", "tests.sample_tools:mcp")
+    args = ("serve", "--config", str(config), "--tools", "tests.fastpath_tools:mcp")
     with running_gateway(database, tmp_path / "fast", args=args) as fast, \
             running_gateway(database, tmp_path / "full", args=args, MCP_GATEWAY_FAST_PATH="false") as full:
         yield {"fast": fast, "full": full}
@@ -221,7 +233,7 @@ def test_fast_and_full_paths_answer_alike_and_record_alike(
 def _compare(era: str, gateways: dict[str, GatewayProcess], admin_conn: psycopg.Connection) -> None:
     corpus = CORPUS + (MODERN_ONLY if era == "modern" else LEGACY_ONLY)
     callers = {name: Caller(gw, f"{name}-{era}", era) for name, gw in gateways.items()}
-    served_before = _ready(gateways["fast"])["fast_path"]["served"]
+    served_before = _ready(gateways["fast"])["fast_path"]
     try:
         for req in corpus:
             fast, full = (_answer(callers[name].send(req)) for name in ("fast", "full"))
@@ -230,9 +242,12 @@ def _compare(era: str, gateways: dict[str, GatewayProcess], admin_conn: psycopg.
     finally:
         for caller in callers.values():
             caller.close()
-    served = _ready(gateways["fast"])["fast_path"]["served"] - served_before
+    fast_path = _ready(gateways["fast"])["fast_path"]
+    served = fast_path["served"] - served_before["served"]
+    direct = fast_path["direct"] - served_before["direct"]
     assert served >= 15, f"{era}: the fast path served only {served} of the corpus"
-    assert _ready(gateways["full"])["fast_path"] == {"enabled": False, "served": 0, "fell_back": 0}
+    assert direct >= 12, f"{era}: only {direct} tools/call ran directly"
+    assert _ready(gateways["full"])["fast_path"] == {"enabled": False, "served": 0, "direct": 0, "fell_back": 0}
 
     # Every record each gateway made is written (the calls were answered, so they were all submitted) ...
     for gateway in gateways.values():
@@ -290,8 +305,10 @@ _json = st.recursive(_json_scalars, lambda inner: st.lists(inner, max_size=4)
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(era=st.sampled_from(["legacy", "modern"]),
-       name=st.sampled_from(["echo", "add", "explode", "slow", "run_sql", "nope", ""]) | st.text(max_size=12),
-       arguments=st.none() | st.dictionaries(st.sampled_from(["text", "a", "b", "reason", "seconds", "x"]), _json,
+       name=st.sampled_from(["echo", "add", "explode", "slow", "run_sql", "nope", "", "crash", "record",
+                             "child_reverse", "context_info"]) | st.text(max_size=12),
+       arguments=st.none() | st.dictionaries(st.sampled_from(["text", "a", "b", "reason", "seconds", "x", "kind",
+                                                              "name", "tags"]), _json,
                                              max_size=3) | _json,
        id_=st.integers(-2**40, 2**40) | st.text(max_size=10) | st.booleans() | st.none())
 def test_any_tools_call_gets_the_same_answer_on_both_paths(
