@@ -27,7 +27,7 @@ from gateway.store.console_hardening import SideChannelStatus
 if TYPE_CHECKING:
     from gateway.settings import Settings
     from gateway.store.db import Database
-    from gateway.tracking.middleware import AnalyticsSessions
+    from gateway.tracking.sessions import AnalyticsSessions
     from gateway.tracking.writer import TrackingWriter
 
 

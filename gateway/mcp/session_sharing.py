@@ -38,7 +38,8 @@ from auth import Principal
 from auth.provider import authenticated_principal
 from gateway.mcp import sdk_compat
 from gateway.store.db import Database
-from gateway.tracking.middleware import AnalyticsSessions, ClientInfo
+from gateway.tracking.middleware import ClientInfo
+from gateway.tracking.sessions import AnalyticsSessions
 
 log = logging.getLogger("mcp_gateway.sessions")
 
