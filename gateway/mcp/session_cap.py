@@ -19,9 +19,9 @@ ends as `timeout`.
 
 Which sessions are still open is the SDK session manager's knowledge, not ours: it forgets a session on
 DELETE, on its idle timeout, on a transport failure and at shutdown, with no hook for any of them. So a
-Streamable HTTP session counts while its id is in the manager's `_server_instances` (private in mcp 2.3;
-`tests/gateway/test_session_cap.py` pins it). Should the manager ever be out of reach, the count falls
-back to our own view: a session counts until it has been idle for the SDK's idle timeout. Entries of
+Streamable HTTP session counts while the manager holds its id (`fastmcp_private.open_session_ids`: private
+in mcp 2.3, pinned by tests/test_fastmcp_private.py). Should the manager ever be out of reach, the count
+falls back to our own view: a session counts until it has been idle for the SDK's idle timeout. Entries of
 ended sessions are dropped when the principal's sessions are counted and in a sweep every minute, so
 nothing grows without bound. Counts are per process: N replicas allow N x the cap per principal.
 """
@@ -33,7 +33,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,6 +44,7 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import fastmcp_private
 from auth import Principal
 from auth.provider import principal_from_access_token
 from gateway.tracking.middleware import ClientInfo
@@ -100,12 +101,14 @@ class SessionCap:
     def bind(self, app: Any) -> None:
         """Find the SDK session manager's holder in FastMCP's Streamable HTTP app (once)."""
         if self._holder is None and app is not None:
-            self._holder = _find_session_holder(app)
+            self._holder = fastmcp_private.find_session_holder(app)
 
-    def _sdk_sessions(self) -> dict[str, Any] | None:
-        manager = getattr(self._holder, "session_manager", None)
-        sessions = getattr(manager, "_server_instances", None)
-        if isinstance(sessions, dict):
+    def _manager(self) -> Any:
+        return getattr(self._holder, "session_manager", None)
+
+    def _sdk_sessions(self) -> Collection[str] | None:
+        sessions = fastmcp_private.open_session_ids(self._manager())
+        if sessions is not None:
             return sessions
         if self._holder is not None and not self._warned:
             self._warned = True
@@ -113,7 +116,7 @@ class SessionCap:
                         " counting sessions as open until idle for the idle timeout")
         return None
 
-    def _alive(self, session_id: str, state: _Open, sdk: dict[str, Any] | None, now: float) -> bool:
+    def _alive(self, session_id: str, state: _Open, sdk: Collection[str] | None, now: float) -> bool:
         if state.kind == "sse":
             return True  # removed when its stream ends
         if sdk is not None:
@@ -214,11 +217,8 @@ class SessionCap:
             if state.stop is not None:
                 state.stop()
             return
-        sdk = self._sdk_sessions()
-        transport = sdk.get(session_id) if sdk is not None else None
-        if transport is not None:
-            # The SDK's own end of a session: its server task then discards it, and its id answers 404.
-            await transport.terminate()
+        # The SDK's own end of a session: its server task then discards it, and its id answers 404.
+        await fastmcp_private.terminate_session(self._manager(), session_id)
 
 
 class SessionCapMiddleware:
@@ -375,19 +375,6 @@ def _query_param(scope: Scope, name: bytes) -> str | None:
 
 
 _SSE_SESSION = re.compile(rb"session_id=([0-9a-fA-F]{32})")
-
-
-def _find_session_holder(app: Any) -> Any:
-    """FastMCP's StreamableHTTPASGIApp (it has `.session_manager`), behind the /mcp route's auth wrapper."""
-    for route in getattr(app, "routes", ()):
-        endpoint = getattr(route, "app", None)
-        for _ in range(4):
-            if endpoint is None:
-                break
-            if hasattr(endpoint, "session_manager"):
-                return endpoint
-            endpoint = getattr(endpoint, "app", None)
-    return None
 
 
 def session_cap_from(settings: Settings, on_session_end: Callable[[str, str], object],

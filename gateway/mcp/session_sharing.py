@@ -10,7 +10,7 @@ which would answer 404. So:
   initialize params. The session id is stored only as its SHA-256.
 - A request for a session this process does not hold looks the binding up under the caller's own
   tenant. Found, not ended, not idle past the timeout, and the caller is the same principal with the
-  same credential identity: the session is adopted (a local, already-initialized copy; gateway/mcp/sdk_compat.py)
+  same credential identity: the session is adopted (a local, already-initialized copy; fastmcp_private/)
   and the request is served. Anything else goes to the SDK unchanged, which answers 404 exactly as it
   does for an unknown id: a hijacked id is refused on every process.
 - DELETE on any process marks the binding ended; every process drops its local copy the next time it
@@ -34,9 +34,9 @@ from typing import Any, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import fastmcp_private
 from auth import Principal
 from auth.provider import authenticated_principal
-from gateway.mcp import sdk_compat
 from gateway.store.db import Database
 from gateway.tracking.middleware import ClientInfo
 from gateway.tracking.sessions import AnalyticsSessions
@@ -182,9 +182,9 @@ class SessionSharing:
 
     def attach(self, http_app: Any) -> None:
         """Once FastMCP's http app has started (its session manager exists)."""
-        self.manager = sdk_compat.find_session_manager(http_app)
-        if not sdk_compat.is_stateless(self.manager):
-            sdk_compat.wrap_manager(self.manager, self._wrap)
+        self.manager = fastmcp_private.find_session_manager(http_app)
+        if not fastmcp_private.is_stateless(self.manager):
+            fastmcp_private.wrap_manager(self.manager, self._wrap)
 
     def _wrap(self, inner: ASGIApp) -> ASGIApp:
         async def handle(scope: Scope, receive: Receive, send: Send) -> None:
@@ -195,7 +195,7 @@ class SessionSharing:
         version = _header(scope, b"mcp-protocol-version")
         principal = authenticated_principal(cast("dict[str, Any]", scope))
         if (scope["type"] != "http" or principal is None
-                or (version is not None and version not in sdk_compat.HANDSHAKE_PROTOCOL_VERSIONS)):
+                or (version is not None and version not in fastmcp_private.HANDSHAKE_PROTOCOL_VERSIONS)):
             await inner(scope, receive, send)  # the 2026-07-28 era is sessionless: nothing to share
             return
         session_id = _header(scope, b"mcp-session-id")
@@ -205,7 +205,7 @@ class SessionSharing:
             else:
                 await inner(scope, receive, send)
             return
-        local = sdk_compat.holds(self.manager, session_id)
+        local = fastmcp_private.holds(self.manager, session_id)
         binding = None
         if not (local and self._database_failing()):
             try:
@@ -214,9 +214,9 @@ class SessionSharing:
                 self._failed(exc, "lookup")
         if local:
             if binding is not None and binding.ended:
-                await sdk_compat.discard(self.manager, session_id)  # DELETEd on another process
+                await fastmcp_private.discard(self.manager, session_id)  # DELETEd on another process
         elif binding is not None and self._may_adopt(binding, principal, scope):  # noqa: SIM102
-            if await sdk_compat.adopt(self.manager, session_id, scope, binding.protocol_version,
+            if await fastmcp_private.adopt(self.manager, session_id, scope, binding.protocol_version,
                                       binding.init_params, idle_timeout=min(self.idle_timeout, ADOPTED_IDLE)):
                 self.adopted += 1
                 log.info("adopted a session opened by another process",
@@ -240,7 +240,7 @@ class SessionSharing:
     def _may_adopt(self, binding: Binding, principal: Principal, scope: Scope) -> bool:
         return (not binding.ended and binding.idle_seconds < self.idle_timeout
                 and binding.user_id == principal.user_id
-                and binding.owner_hash == owner_hash(principal, sdk_compat.requestor_identity(scope)))
+                and binding.owner_hash == owner_hash(principal, fastmcp_private.requestor_identity(scope)))
 
     async def _opening(self, inner: ASGIApp, principal: Principal, scope: Scope, receive: Receive,
                        send: Send) -> None:
@@ -271,8 +271,8 @@ class SessionSharing:
             if self._database_failing():
                 return  # served by this process only; the back-off is not extended by skipping
             await asyncio.wait_for(self.store.record(
-                principal, session_id, owner_hash(principal, sdk_compat.requestor_identity(scope)),
-                sdk_compat.negotiated_version(params), params), DB_TIMEOUT)
+                principal, session_id, owner_hash(principal, fastmcp_private.requestor_identity(scope)),
+                fastmcp_private.negotiated_version(params), params), DB_TIMEOUT)
         except Exception as exc:  # the session still works on this process; others answer 404 for it
             self._failed(exc, "record (the session is served by this process only)")
 

@@ -1,0 +1,233 @@
+"""Every private FastMCP / MCP SDK name the project touches, fenced in one module.
+
+FastMCP 4.1 and the MCP SDK 2.3 have no public way to do these few things; each function below says what
+it is for and who uses it. tests/test_fastmcp_private.py checks every name (and the signatures relied on)
+against the installed packages, and fails when code outside this module uses one, so an upgrade that moves
+one fails there, loudly, instead of somewhere deep in a request or a shared session.
+
+A package of its own, importing nothing from auth/ or gateway/: both use it, and auth/ must not import
+gateway/. The versions these were read from are pinned in pyproject.toml.
+
+Read from: fastmcp 4.1 (fastmcp/server/server.py, http.py, auth/middleware.py, providers/proxy.py,
+client/client.py) and mcp 2.3 (mcp/server/streamable_http_manager.py, streamable_http.py, runner.py,
+connection.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection, MutableMapping, Sequence
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from fastmcp.server.providers.proxy import _CacheEntry as ProxyCacheEntry
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
+from mcp.server.connection import Connection
+from mcp.server.runner import serve_connection
+from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp.shared.transport_context import TransportContext
+from mcp_types import InitializeRequestParams
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Send
+
+log = logging.getLogger("mcp_gateway.sessions")
+
+__all__ = [
+    "HANDSHAKE_PROTOCOL_VERSIONS", "PROXY_PROVIDER_HOOKS", "PROXY_PROVIDER_STATE", "ProxyCacheEntry",
+    "add_http_routes", "adopt", "client_session_task", "discard", "find_session_holder", "find_session_manager",
+    "force_disconnect", "holds", "is_stateless", "lifespan_of", "negotiated_version",
+    "open_session_ids", "proxy_tool_client_factory", "requestor_identity", "send_auth_error", "send_missing_auth",
+    "terminate_session", "wrap_manager",
+]
+
+
+# -- FastMCP: server, auth middleware, client, proxy (auth/provider.py, auth/starlette.py, gateway/mcp/) --------
+
+# Protected hooks of fastmcp.server.providers.proxy.ProxyProvider that gateway.mcp.upstreams overrides or reads
+# (guarded listings, a last-known tool cache); `_tools_cache` / `_cache_ttl` are instance attributes.
+PROXY_PROVIDER_HOOKS = ("_list_tools", "_get_tool", "_list_resources", "_list_resource_templates",
+                        "_list_prompts", "_get_client")
+PROXY_PROVIDER_STATE = ("_tools_cache", "_cache_ttl")
+
+
+def add_http_routes(mcp: Any, routes: Sequence[BaseRoute]) -> None:
+    """Extra routes served by `mcp.http_app()` (RFC 9728 metadata): FastMCP keeps them in a private list."""
+    mcp._additional_http_routes.extend(routes)
+
+
+async def send_auth_error(middleware: Any, send: Send, status: int, error: str, description: str) -> None:
+    """RequireAuthMiddleware's 401 with `error=...`: the exact challenge the MCP endpoint sends."""
+    await middleware._send_auth_error(send, status, error, description)
+
+
+async def send_missing_auth(middleware: Any, send: Send) -> None:
+    """RequireAuthMiddleware's 401 for a request without a token."""
+    await middleware._send_missing_auth(send)
+
+
+def lifespan_of(server: Any) -> Any:
+    """A FastMCP server's lifespan function (no public accessor in 4.1)."""
+    return getattr(server, "_lifespan", None)
+
+
+async def force_disconnect(client: Any) -> None:
+    """Close a fastmcp.Client's session now, whoever still holds it (shutdown of a shared upstream client)."""
+    await client._disconnect(force=True)
+
+
+def client_session_task(client: Any) -> Any:
+    """The task that runs a connected fastmcp.Client's session (done: the session died)."""
+    return getattr(getattr(client, "_session_state", None), "session_task", None)
+
+
+def proxy_tool_client_factory(tool: Any) -> Any:
+    """The client factory a ProxyTool was made with (gateway.mcp.upstreams binds it to its Upstream)."""
+    return tool._client_factory
+
+
+# -- The SDK's Streamable HTTP session manager ------------------------------------------------------------------
+# The SDK keeps a handshake-era session in its session manager's memory and offers no public way to list its
+# sessions, end one, or add one that was initialized elsewhere. Cross-process session sharing
+# (gateway/mcp/session_sharing.py) and the per-principal session cap (gateway/mcp/session_cap.py) do that
+# through the functions below and nothing else.
+
+
+def negotiated_version(init_params: dict[str, Any]) -> str:
+    """The protocol version the SDK answers an `initialize` with (runner.ServerRunner._negotiate_initialize)."""
+    requested = init_params.get("protocolVersion")
+    return str(requested) if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+
+
+def find_session_holder(app: Any) -> Any:
+    """FastMCP's StreamableHTTPASGIApp (it has `.session_manager`), behind the /mcp route's auth wrapper; None
+    if there is none. FastMCP 4.1 replaces its `session_manager` in every run of the app's lifespan: keep the
+    holder, read the manager when needed."""
+    for route in getattr(app, "routes", ()):
+        endpoint = getattr(route, "app", None)
+        for _ in range(4):
+            if endpoint is None:
+                break
+            if hasattr(endpoint, "session_manager"):
+                return endpoint
+            endpoint = getattr(endpoint, "app", None)
+    return None
+
+
+def find_session_manager(http_app: Any) -> StreamableHTTPSessionManager:
+    """The session manager of FastMCP's `http_app()` (created in its lifespan: call once that has started)."""
+    manager = getattr(find_session_holder(http_app), "session_manager", None)
+    if isinstance(manager, StreamableHTTPSessionManager):
+        return manager
+    raise RuntimeError("no StreamableHTTPSessionManager behind FastMCP's http app (FastMCP changed?)")
+
+
+def wrap_manager(manager: StreamableHTTPSessionManager, wrap: Any) -> None:
+    """Put `wrap(inner)` between the body-size limit and the manager's own request handling.
+
+    `asgi_app` is what `handle_request` calls; it is `RequestBodyLimitMiddleware(_handle_request, ...)`,
+    whose `.app` is the private `_handle_request`.
+    """
+    limiter = manager.asgi_app
+    inner: ASGIApp = limiter.app  # type: ignore[attr-defined]
+    limiter.app = wrap(inner)  # type: ignore[attr-defined]
+
+
+def is_stateless(manager: StreamableHTTPSessionManager) -> bool:
+    return bool(manager.stateless)
+
+
+def holds(manager: StreamableHTTPSessionManager, session_id: str) -> bool:
+    return session_id in manager._server_instances
+
+
+def open_session_ids(manager: Any) -> Collection[str] | None:
+    """The ids of the sessions the manager holds open now (a live view), None when its table is not readable.
+
+    The SDK forgets a session on DELETE, on its idle timeout, on a transport failure and at shutdown, with no
+    hook for any of them: this table is the only place that knows.
+    """
+    sessions = getattr(manager, "_server_instances", None)
+    return sessions.keys() if isinstance(sessions, dict) else None
+
+
+async def terminate_session(manager: Any, session_id: str) -> None:
+    """End a session the SDK's own way: its server task then discards it, and its id answers 404."""
+    sessions = getattr(manager, "_server_instances", None)
+    transport = sessions.get(session_id) if isinstance(sessions, dict) else None
+    if transport is not None:
+        await transport.terminate()
+
+
+def requestor_identity(scope: MutableMapping[str, Any]) -> str | None:
+    """What the SDK compares to bind a session to the credential that created it, as stable text."""
+    user = scope.get("user")
+    if not isinstance(user, AuthenticatedUser):
+        return None
+    return json.dumps(dict(authorization_context(user)), sort_keys=True)
+
+
+async def adopt(manager: StreamableHTTPSessionManager, session_id: str, scope: MutableMapping[str, Any],
+                protocol_version: str, init_params: dict[str, Any], *, idle_timeout: float | None) -> bool:
+    """Make `session_id` a session of this process, already initialized from another process's `initialize`.
+
+    False when the manager is full (its max_sessions) or not running. The caller has checked that the
+    requester is the session's owner; the SDK's own owner check then holds for every later request.
+    """
+    if manager._task_group is None:
+        return False
+    if session_id in manager._server_instances:
+        return True
+    if manager.max_sessions is not None and len(manager._server_instances) >= manager.max_sessions:
+        return False
+    params = InitializeRequestParams.model_validate(init_params, by_name=False)
+    transport = StreamableHTTPServerTransport(
+        mcp_session_id=session_id,
+        is_json_response_enabled=manager.json_response,
+        event_store=manager.event_store,
+        security_settings=manager.security_settings,
+        retry_interval=manager.retry_interval,
+        idle_timeout=idle_timeout,
+    )
+    user = scope.get("user")
+    if isinstance(user, AuthenticatedUser):
+        manager._session_owners[session_id] = authorization_context(user)
+    manager._server_instances[session_id] = transport
+
+    async def run_server(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        # As the SDK's own `_serve_opening_request.run_server`, but with a connection that is already
+        # initialized (born ready, with the client's initialize params) instead of waiting for the handshake.
+        async with transport.connect() as (read_stream, write_stream):
+            task_status.started()
+            try:
+                idle_scope = transport.idle_scope or anyio.CancelScope()
+                with idle_scope:
+                    dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
+                        read_stream, write_stream, inline_methods=frozenset({"initialize"}))
+                    connection = Connection(dispatcher, protocol_version=protocol_version, session_id=session_id,
+                                            client_params=params)
+                    connection.initialized.set()
+                    await serve_connection(manager.app, dispatcher, connection=connection,
+                                           lifespan_state=manager._lifespan_state)
+            except Exception:
+                log.exception("adopted session crashed")
+            finally:
+                await manager._discard_session(session_id, transport)
+
+    try:
+        await manager._task_group.start(run_server)
+    except BaseException:
+        await manager._discard_session(session_id, transport)
+        raise
+    return True
+
+
+async def discard(manager: StreamableHTTPSessionManager, session_id: str) -> None:
+    """Forget a local session (ended by a DELETE on another process): its id answers 404 from now on."""
+    transport = manager._server_instances.get(session_id)
+    if transport is not None:
+        await manager._discard_session(session_id, transport)
