@@ -30,8 +30,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
+from psycopg.rows import class_row
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import fastmcp_private
@@ -74,6 +75,11 @@ class Binding:
 ENDED = Binding(user_id="", owner_hash=b"", protocol_version="", init_params={}, ended=True, idle_seconds=0.0)
 
 
+class _Cached(NamedTuple):
+    read_at: float  # the store's clock
+    binding: Binding
+
+
 class BindingStore:
     """gateway.mcp_protocol_sessions through the ingest role, with a small positive cache."""
 
@@ -83,7 +89,7 @@ class BindingStore:
         self.instance_id = instance_id
         self.idle_timeout = idle_timeout
         self._clock = clock
-        self._cache: dict[tuple[str, bytes], tuple[float, Binding]] = {}
+        self._cache: dict[tuple[str, bytes], _Cached] = {}
         self._touched: dict[tuple[str, bytes], float] = {}
         # Ended by this process (reaped by the session cap) while the database update is on its way:
         # never adopted again here, whatever an older read of the database says.
@@ -105,22 +111,20 @@ class BindingStore:
         if key in self._ended_here:
             return ENDED
         cached = self._cache.get(key)
-        if cached is not None and now - cached[0] < BINDING_CACHE:
+        if cached is not None and now - cached.read_at < BINDING_CACHE:
             # the idle time has grown since it was read: a cached binding must not look fresher than it is
-            return replace(cached[1], idle_seconds=cached[1].idle_seconds + (now - cached[0]))
+            return replace(cached.binding, idle_seconds=cached.binding.idle_seconds + (now - cached.read_at))
         async with self.db.as_system("ingest") as conn:
-            row = await (await conn.execute(
-                "SELECT user_id, owner_hash, protocol_version, init_params, ended_at IS NOT NULL,"
-                " extract(epoch FROM now() - last_used_at)::float8"
+            binding = await (await conn.cursor(row_factory=class_row(Binding)).execute(
+                "SELECT user_id, owner_hash, protocol_version, init_params, ended_at IS NOT NULL AS ended,"
+                " extract(epoch FROM now() - last_used_at)::float8 AS idle_seconds"
                 " FROM gateway.mcp_protocol_sessions WHERE tenant_id = %s AND session_hash = %s", key)).fetchone()
-        if row is None:
+        if binding is None:
             self._cache.pop(key, None)  # never cache "unknown": a session just opened elsewhere must be found
             return None
-        binding = Binding(user_id=row[0], owner_hash=bytes(row[1]), protocol_version=row[2], init_params=row[3],
-                          ended=bool(row[4]), idle_seconds=float(row[5]))
         if len(self._cache) > 50_000:
             self._cache.clear()
-        self._cache[key] = (now, binding)
+        self._cache[key] = _Cached(now, binding)
         return binding
 
     def ended_here(self, tenant_id: str, session_id: str) -> None:

@@ -19,7 +19,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, scalar_row
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -156,11 +156,11 @@ class TokenHandlers:
             except ValueError as exc:
                 raise ApiError(422, "invalid_body", f"expires_in: {exc}", "expires_in") from None
         async with self.services.db.as_principal(principal) as conn:
-            cur = await conn.execute(
+            cur = await conn.cursor(row_factory=scalar_row).execute(
                 "SELECT count(*) FROM gateway.api_tokens WHERE tenant_id = %s AND user_id = %s"
                 " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
                 (principal.tenant_id, principal.user_id))
-            active = (await cur.fetchone() or (0,))[0]
+            active = await cur.fetchone() or 0
         if active >= MAX_ACTIVE_PER_USER:
             raise ApiError(409, "too_many_tokens", f"you already have {active} active tokens (at most "
                                                    f"{MAX_ACTIVE_PER_USER}); revoke one first")
