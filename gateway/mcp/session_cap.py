@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import fastmcp_private
 from auth import Principal
 from auth.provider import principal_from_access_token
+from gateway.asgi import SSE_SESSION_ID, ResponseStatus, header
 from gateway.tracking.middleware import ClientInfo
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ class SessionCapMiddleware:
                 await self._sse(user, scope, receive, send)
             return
         self.cap.bind(scope.get("app"))
-        session_id = _header(scope, b"mcp-session-id")
+        session_id = header(scope, b"mcp-session-id")
         if session_id is not None:
             await self._in_session(key, session_id, scope, receive, send)
         else:
@@ -256,9 +256,9 @@ class SessionCapMiddleware:
     def _concerns_sessions(self, scope: Scope) -> bool:
         if self.kind == "sse":
             return True
-        if _header(scope, b"mcp-session-id") is not None:
+        if header(scope, b"mcp-session-id") is not None:
             return True
-        version = _header(scope, b"mcp-protocol-version")
+        version = header(scope, b"mcp-protocol-version")
         # What the SDK would open a session for: a POST without id, in the handshake era.
         return scope["method"] == "POST" and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS)
 
@@ -272,7 +272,7 @@ class SessionCapMiddleware:
             nonlocal status, new_id
             if message["type"] == "http.response.start":
                 status = message["status"]
-                new_id = _header(message, b"mcp-session-id")
+                new_id = header(message, b"mcp-session-id")
             await send(message)
 
         try:
@@ -282,18 +282,11 @@ class SessionCapMiddleware:
 
     async def _in_session(self, key: str, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.cap.begin(key, session_id)
-        status = 0
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        watch = ResponseStatus(send)
         try:
             await self.app(scope, receive, watch)
         finally:
-            gone = status == 404 or (scope["method"] == "DELETE" and 200 <= status < 300)
+            gone = watch.status == 404 or (scope["method"] == "DELETE" and 200 <= watch.status < 300)
             self.cap.end(key, session_id, state, gone)
 
     async def _sse(self, user: AuthenticatedUser, scope: Scope, receive: Receive, send: Send) -> None:
@@ -314,7 +307,7 @@ class SessionCapMiddleware:
             elif message["type"] == "http.response.body":
                 finished = not message.get("more_body", False)
                 if session_id is None:
-                    found = _SSE_SESSION.search(message.get("body", b""))
+                    found = SSE_SESSION_ID.search(message.get("body", b""))
                     if found:
                         session_id = found.group(1).decode()
                         self.cap.opened(principal, session_id, "sse", stop=cancel.cancel)
@@ -359,22 +352,12 @@ def _too_many(limit: int, admission: Admission) -> Response:
                     headers={"Retry-After": str(retry)})
 
 
-def _header(scope: Scope | Message, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
 def _query_param(scope: Scope, name: bytes) -> str | None:
     for part in scope.get("query_string", b"").split(b"&"):
         key, _, value = part.partition(b"=")
         if key == name and value:
             return value.decode("latin-1")[:64]
     return None
-
-
-_SSE_SESSION = re.compile(rb"session_id=([0-9a-fA-F]{32})")
 
 
 def session_cap_from(settings: Settings, on_session_end: Callable[[str, str], object],

@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import fastmcp_private
 from auth import Principal
 from auth.provider import authenticated_principal
+from gateway.asgi import header
 from gateway.store.db import Database
 from gateway.tracking.middleware import ClientInfo
 from gateway.tracking.sessions import AnalyticsSessions
@@ -196,13 +197,13 @@ class SessionSharing:
         return handle
 
     async def _handle(self, inner: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        version = _header(scope, b"mcp-protocol-version")
+        version = header(scope, b"mcp-protocol-version")
         principal = authenticated_principal(cast("dict[str, Any]", scope))
         if (scope["type"] != "http" or principal is None
                 or (version is not None and version not in fastmcp_private.HANDSHAKE_PROTOCOL_VERSIONS)):
             await inner(scope, receive, send)  # the 2026-07-28 era is sessionless: nothing to share
             return
-        session_id = _header(scope, b"mcp-session-id")
+        session_id = header(scope, b"mcp-session-id")
         if session_id is None:
             if scope["method"] == "POST":
                 await self._opening(inner, principal, scope, receive, send)
@@ -259,7 +260,7 @@ class SessionSharing:
 
         async def hold_start(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] < 400:
-                session_id = _header(message, b"mcp-session-id")
+                session_id = header(message, b"mcp-session-id")
                 if session_id is not None:
                     await self._record(principal, scope, session_id, bytes(body))
             await send(message)
@@ -353,9 +354,3 @@ class SessionSharing:
             except Exception as exc:
                 log.warning("ending an analytics session at shutdown failed (%s)", type(exc).__name__)
 
-
-def _header(scope: Scope | Message, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
