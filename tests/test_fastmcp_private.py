@@ -162,6 +162,24 @@ def _outside_the_fence() -> list[tuple[str, int, str]]:
     return lines
 
 
+async def test_every_private_name_the_fence_uses_exists() -> None:
+    """Whatever the fence reads, calls or imports is found on the objects it is used on (a name added to the
+    fence is checked here without a test of its own)."""
+    from fastmcp.server.providers import proxy
+
+    async def factory() -> Client:  # never called
+        raise AssertionError
+
+    client = Client(FastMCP("fence"))
+    app = FastMCP("fence").http_app(path="/mcp", json_response=True)
+    async with app.router.lifespan_context(app):
+        owners = [FastMCP("fence"), RequireAuthMiddleware, client, client._session_state, proxy,
+                  ProxyProvider(factory, cache_ttl=1.0), private.find_session_manager(app),
+                  ProxyTool(client_factory=factory, name="t", description=None, parameters={"type": "object"})]
+        missing = sorted(name for name in _fenced_names() if not any(hasattr(o, name) for o in owners))
+    assert missing == []
+
+
 def test_the_fence_names_what_it_uses() -> None:
     fenced = _fenced_names()
     assert {"_server_instances", "_session_owners", "_task_group", "_discard_session", "_lifespan_state",
