@@ -14,6 +14,7 @@ WORKDIR /src
 COPY pyproject.toml setup.py MANIFEST.in ./
 COPY gateway ./gateway
 COPY auth ./auth
+COPY fastmcp_private ./fastmcp_private
 COPY migrations ./migrations
 COPY policies ./policies
 RUN pip install . && cd / && rm -rf /src

@@ -33,12 +33,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth.authenticator import Authenticator, token_fingerprint
 from auth.errors import AuthConfigError, StoreUnavailable, TokenRejected
-from auth.fastmcp_private import add_http_routes
 from auth.local_tokens import LocalTokenVerifier
 from auth.principal import Principal
 from auth.settings import AuthSettings
 from auth.store import TokenStore
 from auth.unavailable import StoreUnavailableResponse
+from fastmcp_private import add_http_routes
 
 log = logging.getLogger("auth")
 

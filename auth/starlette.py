@@ -15,7 +15,6 @@ from starlette.requests import HTTPConnection
 from starlette.types import Message
 
 from auth.errors import StoreUnavailable
-from auth.fastmcp_private import send_auth_error, send_missing_auth
 from auth.principal import Principal
 from auth.provider import (
     SCOPE_KEY,
@@ -26,6 +25,7 @@ from auth.provider import (
     safe_description,
 )
 from auth.unavailable import UNAVAILABLE_DESCRIPTION
+from fastmcp_private import send_auth_error, send_missing_auth
 
 STATE_KEY = "mcp_gateway_auth"
 

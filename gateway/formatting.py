@@ -26,6 +26,13 @@ def one_line(value: BaseException | str, limit: int = 300) -> str:
     return first[:limit]
 
 
+def pg_message(exc: BaseException) -> str:
+    """A database error on one line: PostgreSQL's primary message (psycopg's `diag.message_primary`, without
+    the DETAIL, HINT and position lines), else the exception's first line, else its type."""
+    primary = getattr(getattr(exc, "diag", None), "message_primary", None)
+    return one_line(primary or str(exc)) or type(exc).__name__
+
+
 def validation_message(exc: ValidationError, default_location: str = "value") -> tuple[str, str]:
     """(where, what) of a pydantic error's first problem: `("days", "Input should be ...")`."""
     first = exc.errors()[0]

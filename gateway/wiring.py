@@ -49,7 +49,8 @@ from gateway.store import budget
 from gateway.store.db import Database, DatabaseUrls
 from gateway.store.instance_lock import InstanceClaim, InstanceLock
 from gateway.store.tokens import PostgresTokenStore
-from gateway.tracking.middleware import AnalyticsSessions, Tracker, TrackingMiddleware
+from gateway.tracking.middleware import Tracker, TrackingMiddleware
+from gateway.tracking.sessions import AnalyticsSessions
 from gateway.tracking.writer import TrackingWriter, utcnow
 
 log = logging.getLogger("mcp_gateway")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,7 +15,7 @@ from rich.console import Console
 from gateway.cli.common import cell, check_format, check_id, load_settings
 from gateway.cli.reports import costs_table
 from gateway.errors import UserError
-from gateway.formatting import money, one_line, validation_message
+from gateway.formatting import money, one_line, pg_message, validation_message
 from gateway.store.reports import CostReport
 
 
@@ -74,6 +75,14 @@ def test_one_line() -> None:
     assert one_line(RuntimeError()) == "RuntimeError"
     assert one_line("\n  detail here \nmore") == "detail here"
     assert one_line("x" * 1000, limit=10) == "x" * 10
+
+
+def test_pg_message() -> None:
+    """The database's own words, one line, without the exception type (a server error's primary message
+    comes from its diagnostics; tests/sql and tests/db check it against a real server)."""
+    assert pg_message(psycopg.errors.UndefinedTable('relation "x" does not exist\nLINE 1: select')) == \
+        'relation "x" does not exist'
+    assert pg_message(psycopg.OperationalError()) == "OperationalError"
 
 
 @given(st.text())

@@ -1,6 +1,6 @@
 """Configuration comes through the (frozen, documented) settings models, not ad-hoc environment reads.
 
-The only direct reads allowed in auth/ and gateway/: secrets the config file names by variable
+The only direct reads allowed in auth/, gateway/ and fastmcp_private/: secrets the config file names by variable
 (an upstream's `bearer_token_env`, `env_from`), and the standard OTEL_* variables. Anything else
 must be a field of gateway.settings.Settings or auth.settings.AuthSettings, so it is validated and
 appears in the generated configuration reference.
@@ -53,7 +53,7 @@ def _environment_reads(path: Path) -> list[str]:
 
 def test_environment_is_read_only_where_allowed() -> None:
     unexpected = []
-    for package in ("auth", "gateway"):
+    for package in ("auth", "gateway", "fastmcp_private"):
         for path in sorted((REPO / package).rglob("*.py")):
             rel = path.relative_to(REPO).as_posix()
             for what in _environment_reads(path):

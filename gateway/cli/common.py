@@ -100,11 +100,10 @@ def database_error(exc: Exception) -> NoReturn:
     """A database failure as a one-line UserError; anything else is re-raised (a bug)."""
     import psycopg
 
-    from gateway.formatting import one_line
+    from gateway.formatting import pg_message
 
     if isinstance(exc, psycopg.Error):
-        primary = getattr(getattr(exc, "diag", None), "message_primary", None)
-        text = one_line(primary or str(exc)) or type(exc).__name__
+        text = pg_message(exc)
         hint = " (run `mcp-gateway migrate`?)" if isinstance(exc, psycopg.errors.UndefinedTable) else ""
         raise UserError(f"database error: {text}{hint}") from None
     raise exc

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -33,7 +34,10 @@ from gateway.errors import UserError
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from gateway.store.db import Database, DatabaseUrls
     from gateway.store.reports import CostReport
+
+T = TypeVar("T")
 
 report_app = typer.Typer(no_args_is_help=True, help="Usage and cost reports.")
 
@@ -67,12 +71,7 @@ def report_costs(
         return await cost_report(db, principal, since=since, until=until, group_by=by, tenant_id=tenant,
                                  user_id=user, upstreams=_upstream_names(load_settings()) if by == "upstream" else ())
 
-    try:
-        report = run(with_db(urls, work))
-    except ReportError as exc:
-        raise UserError(str(exc)) from None
-    except Exception as exc:
-        database_error(exc)
+    report = _run_refusing(urls, work, ReportError)
     if output == "json":
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return
@@ -88,6 +87,18 @@ def report_costs(
     from rich.console import Console
 
     Console(width=max(120, Console().width)).print(costs_table(report, f"Costs by {by} — {scope}, {period}"))
+
+
+def _run_refusing(urls: DatabaseUrls, work: Callable[[Database], Coroutine[Any, Any, T]],
+                  refusal: type[Exception]) -> T:
+    """Run `work` against the database. Its own refusal (`refusal`: a bad range, a refused query) and any
+    database failure end the command as one-line UserErrors; anything else is a bug and is raised."""
+    try:
+        return run(with_db(urls, work))
+    except refusal as exc:
+        raise UserError(str(exc)) from None
+    except Exception as exc:
+        database_error(exc)
 
 
 _KEY_COLUMNS = ("tenant_id", "user_id", "tool_name", "day", "client_type")
@@ -134,12 +145,7 @@ def sql_command(
         console = SqlConsole(urls, db, limits=limits_from(settings))
         return await console.run(principal, query)
 
-    try:
-        result = run(with_db(urls, work))
-    except ConsoleError as exc:
-        raise UserError(str(exc)) from None
-    except Exception as exc:
-        database_error(exc)
+    result = _run_refusing(urls, work, ConsoleError)
     if output == "json":
         typer.echo(json.dumps(result.as_dict(), indent=2))
         return

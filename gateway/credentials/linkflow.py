@@ -25,6 +25,7 @@ import secrets
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
+from psycopg.rows import dict_row
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
@@ -94,14 +95,14 @@ class LinkFlow:
             return _refused("unknown or expired link request; start again from the dashboard")
         store = self.credentials.store
         async with store.db.as_vault(tenant_id, user_id) as conn:
-            cur = await conn.execute(
+            cur = await conn.cursor(row_factory=dict_row).execute(
                 "UPDATE gateway.upstream_link_states SET consumed_at = now()"
                 " WHERE tenant_id = %s AND user_id = %s AND state_hash = %s AND consumed_at IS NULL"
                 " AND expires_at > now() RETURNING upstream, verifier", (tenant_id, user_id, _hash(state)))
             row = await cur.fetchone()
         if row is None:  # forged, replayed or expired: one answer for all
             return _refused("unknown or expired link request; start again from the dashboard")
-        upstream, sealed = row[0], bytes(row[1])
+        upstream, sealed = row["upstream"], bytes(row["verifier"])
         config = self.credentials.upstreams.get(upstream)
         if config is None:
             return _refused(f"upstream {upstream!r} no longer uses per-user OAuth")

@@ -80,13 +80,13 @@ class CredentialStore:
     async def get(self, tenant_id: str, user_id: str, upstream: str) -> Lookup:
         """The caller's own credential for `upstream` (re-encrypted under the current key if older)."""
         async with self.db.as_vault(tenant_id, user_id) as conn:
-            cur = await conn.execute(
+            cur = await conn.cursor(row_factory=dict_row).execute(
                 "SELECT secret, needs_relink FROM gateway.upstream_credentials"
                 " WHERE tenant_id = %s AND user_id = %s AND upstream = %s", (tenant_id, user_id, upstream))
             row = await cur.fetchone()
-            if row is None or row[0] is None:
+            if row is None or row["secret"] is None:
                 return Lookup("unlinked")
-            blob, needs_relink = bytes(row[0]), row[1]
+            blob, needs_relink = bytes(row["secret"]), row["needs_relink"]
             if needs_relink:
                 return Lookup("needs_relink")
             try:

@@ -12,7 +12,7 @@ cap and session sharing. Anything it does not handle goes to the SDK untouched, 
 other methods, notifications, batches, SSE responses, a progress token, an unknown or foreign session,
 `Mcp-Param-*` headers, a tool that declares them, or a malformed request (the SDK owns its errors).
 
-The private SDK names it needs are fenced in `gateway/mcp/sdk_compat.py`.
+The private SDK names it needs are fenced in `gateway/mcp/fastmcp_private.py`.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.mcp import sdk_compat
+import fastmcp_private
 from gateway.mcp.access import AccessMiddleware
 from gateway.mcp.quotas import QuotaMiddleware
 from gateway.tracking.middleware import TrackingMiddleware
@@ -142,8 +142,8 @@ class FastPath:
 
     def attach(self, http_app: Any) -> None:
         """Once FastMCP's http app has started. Only JSON-response mode has a single reply to write."""
-        manager = sdk_compat.find_session_manager(http_app)
-        if not self.enabled or not manager.json_response or sdk_compat.is_stateless(manager):
+        manager = fastmcp_private.find_session_manager(http_app)
+        if not self.enabled or not manager.json_response or fastmcp_private.is_stateless(manager):
             return
         self.manager = manager
         settings = manager.security_settings
@@ -153,14 +153,14 @@ class FastPath:
                           if settings is not None and settings.enable_dns_rebinding_protection else None)
         manager.app.middleware.append(self._learn_connection)
         self._direct = self._direct_chain()
-        sdk_compat.wrap_manager(manager, self._wrap)
+        fastmcp_private.wrap_manager(manager, self._wrap)
 
     def _direct_chain(self) -> Callable[[MiddlewareContext[Any]], Awaitable[Any]] | None:
         """The gateway's tools/call middleware as one call, then FastMCP's own tool execution; None when
         something else takes part in a tools/call (other middleware, an extension, OpenTelemetry tracing,
         whose spans the SDK's path opens), and the SDK's request kernel serves tools/call instead."""
         middleware = list(self.fastmcp.middleware)
-        if (any(type(m) not in DIRECT_MIDDLEWARE for m in middleware) or sdk_compat.has_extensions(self.fastmcp)
+        if (any(type(m) not in DIRECT_MIDDLEWARE for m in middleware) or fastmcp_private.has_extensions(self.fastmcp)
                 or _tracing()):
             return None
         fastmcp = self.fastmcp
@@ -176,7 +176,7 @@ class FastPath:
         return call
 
     async def _learn_connection(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        connection = sdk_compat.connection_of(ctx.session)
+        connection = fastmcp_private.connection_of(ctx.session)
         if connection is not None and connection.session_id and connection.session_id not in self._connections:
             self._connections[connection.session_id] = connection
         return await call_next(ctx)
@@ -217,20 +217,20 @@ class FastPath:
         session_id = headers.session_id
         if session_id is None or _has_modern_envelope(message.get("params")):
             return False  # the SDK refuses an enveloped request on a handshake session
-        transport = sdk_compat.session_transport(self.manager, session_id)
+        transport = fastmcp_private.session_transport(self.manager, session_id)
         connection = self._connections.get(session_id)
         if (transport is None or connection is None or transport.is_terminated
-                or sdk_compat.session_expiring(transport)
+                or fastmcp_private.session_expiring(transport)
                 or not connection.initialize_accepted
-                or not sdk_compat.is_session_owner(self.manager, session_id, scope)):
+                or not fastmcp_private.is_session_owner(self.manager, session_id, scope)):
             return False  # the SDK answers (404 for a foreign or ended session)
         request_id: RequestId = message["id"]
         request = Request(scope, receive)
         exchange = _Exchange(
             transport=TransportContext(kind="jsonrpc", can_send_request=False), request_id=request_id,
             message_metadata=ServerMessageMetadata(request_context=request, can_send_request=False))
-        runner = ServerRunner(self.manager.app, connection, sdk_compat.lifespan_state(self.manager))
-        async with sdk_compat.session_in_use(transport):  # the session's idle countdown pauses, as the SDK's does
+        runner = ServerRunner(self.manager.app, connection, fastmcp_private.lifespan_state(self.manager))
+        async with fastmcp_private.session_in_use(transport):  # the session's idle countdown pauses, as the SDK's does
             reply: JSONRPCResponse | JSONRPCError
             try:
                 result = await self._run(runner, exchange, message)
@@ -263,7 +263,7 @@ class FastPath:
         exchange = _Exchange(
             transport=TransportContext(kind="streamable-http", can_send_request=False, headers=request.headers),
             request_id=request_id, message_metadata=ServerMessageMetadata(request_context=request))
-        runner = ServerRunner(self.manager.app, connection, sdk_compat.lifespan_state(self.manager))
+        runner = ServerRunner(self.manager.app, connection, fastmcp_private.lifespan_state(self.manager))
         reply: JSONRPCResponse | JSONRPCError
         try:
             result = await self._run(runner, exchange, message)
@@ -304,7 +304,7 @@ class FastPath:
             CallToolRequestParams.model_validate(params, by_name=False)
         except Exception:
             return None
-        return sdk_compat.request_context(runner, exchange, "tools/call", params)
+        return fastmcp_private.request_context(runner, exchange, "tools/call", params)
 
     async def _call_directly(self, runner: ServerRunner[Any], ctx: ServerRequestContext[Any, Any],
                              chain: Callable[[MiddlewareContext[Any]], Awaitable[Any]]) -> dict[str, Any]:
@@ -313,13 +313,13 @@ class FastPath:
         name, arguments = params["name"], params.get("arguments") or {}
         fastmcp = self.fastmcp
         wire: Any
-        with bind_request_context(ctx), sdk_compat.tool_call_scope(fastmcp):
+        with bind_request_context(ctx), fastmcp_private.tool_call_scope(fastmcp):
             try:
                 async with Context(fastmcp=fastmcp) as fastmcp_context:
                     result = await chain(MiddlewareContext(
                         message=CallToolRequestParams(name=name, arguments=arguments), source="client",
                         type="request", method="tools/call", fastmcp_context=fastmcp_context))
-                    result = await sdk_compat.rebind_prefab_tool_names(fastmcp, result)
+                    result = await fastmcp_private.rebind_prefab_tool_names(fastmcp, result)
             except (DisabledError, NotFoundError):
                 wire = CallToolResult(content=[TextContent(type="text", text=f"Unknown tool: {name!r}")],
                                       is_error=True)
@@ -337,8 +337,8 @@ class FastPath:
                             "server-initiated input on handshake-era connections."))
                     wire = result.input_required
                 else:
-                    wire = sdk_compat.call_tool_wire_result(result)
-        return sdk_compat.wire_result(runner, "tools/call", wire)
+                    wire = fastmcp_private.call_tool_wire_result(result)
+        return fastmcp_private.wire_result(runner, "tools/call", wire)
 
     async def _declares_param_headers(self, params: Any) -> bool:
         """Whether the called tool's input schema asks for `Mcp-Param-*` headers (then the SDK checks them).
@@ -390,7 +390,8 @@ class _Headers:
     @property
     def modern(self) -> bool:
         """As the SDK routes: a version header that is not a handshake version is the 2026-07-28 entry."""
-        return self.protocol_version is not None and self.protocol_version not in sdk_compat.HANDSHAKE_PROTOCOL_VERSIONS
+        version = self.protocol_version
+        return version is not None and version not in fastmcp_private.HANDSHAKE_PROTOCOL_VERSIONS
 
     def plain_json_post(self) -> bool:
         """application/json in, application/json accepted: the only shape the fast path answers."""

@@ -17,7 +17,7 @@ from fastmcp.exceptions import ToolError
 from psycopg.rows import class_row
 
 from auth import Principal
-from auth.fastmcp_private import lifespan_of
+from fastmcp_private import lifespan_of
 from gateway import __version__
 from gateway.errors import UserError
 from gateway.formatting import money
@@ -27,7 +27,7 @@ from gateway.store.console_hardening import SideChannelStatus
 if TYPE_CHECKING:
     from gateway.settings import Settings
     from gateway.store.db import Database
-    from gateway.tracking.middleware import AnalyticsSessions
+    from gateway.tracking.sessions import AnalyticsSessions
     from gateway.tracking.writer import TrackingWriter
 
 

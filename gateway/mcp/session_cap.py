@@ -19,9 +19,9 @@ ends as `timeout`.
 
 Which sessions are still open is the SDK session manager's knowledge, not ours: it forgets a session on
 DELETE, on its idle timeout, on a transport failure and at shutdown, with no hook for any of them. So a
-Streamable HTTP session counts while its id is in the manager's `_server_instances` (private in mcp 2.3;
-`tests/gateway/test_session_cap.py` pins it). Should the manager ever be out of reach, the count falls
-back to our own view: a session counts until it has been idle for the SDK's idle timeout. Entries of
+Streamable HTTP session counts while the manager holds its id (`fastmcp_private.open_session_ids`: private
+in mcp 2.3, pinned by tests/test_fastmcp_private.py). Should the manager ever be out of reach, the count
+falls back to our own view: a session counts until it has been idle for the SDK's idle timeout. Entries of
 ended sessions are dropped when the principal's sessions are counted and in a sweep every minute, so
 nothing grows without bound. Counts are per process: N replicas allow N x the cap per principal.
 """
@@ -31,9 +31,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,8 +43,10 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import fastmcp_private
 from auth import Principal
 from auth.provider import principal_from_access_token
+from gateway.asgi import SSE_SESSION_ID, ResponseStatus, header
 from gateway.tracking.middleware import ClientInfo
 
 if TYPE_CHECKING:
@@ -100,12 +101,14 @@ class SessionCap:
     def bind(self, app: Any) -> None:
         """Find the SDK session manager's holder in FastMCP's Streamable HTTP app (once)."""
         if self._holder is None and app is not None:
-            self._holder = _find_session_holder(app)
+            self._holder = fastmcp_private.find_session_holder(app)
 
-    def _sdk_sessions(self) -> dict[str, Any] | None:
-        manager = getattr(self._holder, "session_manager", None)
-        sessions = getattr(manager, "_server_instances", None)
-        if isinstance(sessions, dict):
+    def _manager(self) -> Any:
+        return getattr(self._holder, "session_manager", None)
+
+    def _sdk_sessions(self) -> Collection[str] | None:
+        sessions = fastmcp_private.open_session_ids(self._manager())
+        if sessions is not None:
             return sessions
         if self._holder is not None and not self._warned:
             self._warned = True
@@ -113,7 +116,7 @@ class SessionCap:
                         " counting sessions as open until idle for the idle timeout")
         return None
 
-    def _alive(self, session_id: str, state: _Open, sdk: dict[str, Any] | None, now: float) -> bool:
+    def _alive(self, session_id: str, state: _Open, sdk: Collection[str] | None, now: float) -> bool:
         if state.kind == "sse":
             return True  # removed when its stream ends
         if sdk is not None:
@@ -214,11 +217,8 @@ class SessionCap:
             if state.stop is not None:
                 state.stop()
             return
-        sdk = self._sdk_sessions()
-        transport = sdk.get(session_id) if sdk is not None else None
-        if transport is not None:
-            # The SDK's own end of a session: its server task then discards it, and its id answers 404.
-            await transport.terminate()
+        # The SDK's own end of a session: its server task then discards it, and its id answers 404.
+        await fastmcp_private.terminate_session(self._manager(), session_id)
 
 
 class SessionCapMiddleware:
@@ -247,7 +247,7 @@ class SessionCapMiddleware:
                 await self._sse(user, scope, receive, send)
             return
         self.cap.bind(scope.get("app"))
-        session_id = _header(scope, b"mcp-session-id")
+        session_id = header(scope, b"mcp-session-id")
         if session_id is not None:
             await self._in_session(key, session_id, scope, receive, send)
         else:
@@ -256,9 +256,9 @@ class SessionCapMiddleware:
     def _concerns_sessions(self, scope: Scope) -> bool:
         if self.kind == "sse":
             return True
-        if _header(scope, b"mcp-session-id") is not None:
+        if header(scope, b"mcp-session-id") is not None:
             return True
-        version = _header(scope, b"mcp-protocol-version")
+        version = header(scope, b"mcp-protocol-version")
         # What the SDK would open a session for: a POST without id, in the handshake era.
         return scope["method"] == "POST" and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS)
 
@@ -272,7 +272,7 @@ class SessionCapMiddleware:
             nonlocal status, new_id
             if message["type"] == "http.response.start":
                 status = message["status"]
-                new_id = _header(message, b"mcp-session-id")
+                new_id = header(message, b"mcp-session-id")
             await send(message)
 
         try:
@@ -282,18 +282,11 @@ class SessionCapMiddleware:
 
     async def _in_session(self, key: str, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.cap.begin(key, session_id)
-        status = 0
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        watch = ResponseStatus(send)
         try:
             await self.app(scope, receive, watch)
         finally:
-            gone = status == 404 or (scope["method"] == "DELETE" and 200 <= status < 300)
+            gone = watch.status == 404 or (scope["method"] == "DELETE" and 200 <= watch.status < 300)
             self.cap.end(key, session_id, state, gone)
 
     async def _sse(self, user: AuthenticatedUser, scope: Scope, receive: Receive, send: Send) -> None:
@@ -314,7 +307,7 @@ class SessionCapMiddleware:
             elif message["type"] == "http.response.body":
                 finished = not message.get("more_body", False)
                 if session_id is None:
-                    found = _SSE_SESSION.search(message.get("body", b""))
+                    found = SSE_SESSION_ID.search(message.get("body", b""))
                     if found:
                         session_id = found.group(1).decode()
                         self.cap.opened(principal, session_id, "sse", stop=cancel.cancel)
@@ -359,34 +352,11 @@ def _too_many(limit: int, admission: Admission) -> Response:
                     headers={"Retry-After": str(retry)})
 
 
-def _header(scope: Scope | Message, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
 def _query_param(scope: Scope, name: bytes) -> str | None:
     for part in scope.get("query_string", b"").split(b"&"):
         key, _, value = part.partition(b"=")
         if key == name and value:
             return value.decode("latin-1")[:64]
-    return None
-
-
-_SSE_SESSION = re.compile(rb"session_id=([0-9a-fA-F]{32})")
-
-
-def _find_session_holder(app: Any) -> Any:
-    """FastMCP's StreamableHTTPASGIApp (it has `.session_manager`), behind the /mcp route's auth wrapper."""
-    for route in getattr(app, "routes", ()):
-        endpoint = getattr(route, "app", None)
-        for _ in range(4):
-            if endpoint is None:
-                break
-            if hasattr(endpoint, "session_manager"):
-                return endpoint
-            endpoint = getattr(endpoint, "app", None)
     return None
 
 

@@ -10,7 +10,7 @@ which would answer 404. So:
   initialize params. The session id is stored only as its SHA-256.
 - A request for a session this process does not hold looks the binding up under the caller's own
   tenant. Found, not ended, not idle past the timeout, and the caller is the same principal with the
-  same credential identity: the session is adopted (a local, already-initialized copy; gateway/mcp/sdk_compat.py)
+  same credential identity: the session is adopted (a local, already-initialized copy; fastmcp_private/)
   and the request is served. Anything else goes to the SDK unchanged, which answers 404 exactly as it
   does for an unknown id: a hijacked id is refused on every process.
 - DELETE on any process marks the binding ended; every process drops its local copy the next time it
@@ -30,15 +30,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
+from psycopg.rows import class_row
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import fastmcp_private
 from auth import Principal
 from auth.provider import authenticated_principal
-from gateway.mcp import sdk_compat
+from gateway.asgi import header
 from gateway.store.db import Database
-from gateway.tracking.middleware import AnalyticsSessions, ClientInfo
+from gateway.tracking.middleware import ClientInfo
+from gateway.tracking.sessions import AnalyticsSessions
 
 log = logging.getLogger("mcp_gateway.sessions")
 
@@ -73,6 +76,11 @@ class Binding:
 ENDED = Binding(user_id="", owner_hash=b"", protocol_version="", init_params={}, ended=True, idle_seconds=0.0)
 
 
+class _Cached(NamedTuple):
+    read_at: float  # the store's clock
+    binding: Binding
+
+
 class BindingStore:
     """gateway.mcp_protocol_sessions through the ingest role, with a small positive cache."""
 
@@ -82,7 +90,7 @@ class BindingStore:
         self.instance_id = instance_id
         self.idle_timeout = idle_timeout
         self._clock = clock
-        self._cache: dict[tuple[str, bytes], tuple[float, Binding]] = {}
+        self._cache: dict[tuple[str, bytes], _Cached] = {}
         self._touched: dict[tuple[str, bytes], float] = {}
         # Ended by this process (reaped by the session cap) while the database update is on its way:
         # never adopted again here, whatever an older read of the database says.
@@ -105,9 +113,9 @@ class BindingStore:
             return ENDED
         cached = self._cache.get(key)
         now = self._clock()
-        if cached is not None and now - cached[0] < BINDING_CACHE:
+        if cached is not None and now - cached.read_at < BINDING_CACHE:
             # the idle time has grown since it was read: a cached binding must not look fresher than it is
-            return replace(cached[1], idle_seconds=cached[1].idle_seconds + (now - cached[0]))
+            return replace(cached.binding, idle_seconds=cached.binding.idle_seconds + (now - cached.read_at))
         return None
 
     async def lookup(self, tenant_id: str, session_id: str) -> Binding | None:
@@ -117,18 +125,16 @@ class BindingStore:
         key = (tenant_id, session_hash(session_id))
         now = self._clock()
         async with self.db.as_system("ingest") as conn:
-            row = await (await conn.execute(
-                "SELECT user_id, owner_hash, protocol_version, init_params, ended_at IS NOT NULL,"
-                " extract(epoch FROM now() - last_used_at)::float8"
+            binding = await (await conn.cursor(row_factory=class_row(Binding)).execute(
+                "SELECT user_id, owner_hash, protocol_version, init_params, ended_at IS NOT NULL AS ended,"
+                " extract(epoch FROM now() - last_used_at)::float8 AS idle_seconds"
                 " FROM gateway.mcp_protocol_sessions WHERE tenant_id = %s AND session_hash = %s", key)).fetchone()
-        if row is None:
+        if binding is None:
             self._cache.pop(key, None)  # never cache "unknown": a session just opened elsewhere must be found
             return None
-        binding = Binding(user_id=row[0], owner_hash=bytes(row[1]), protocol_version=row[2], init_params=row[3],
-                          ended=bool(row[4]), idle_seconds=float(row[5]))
         if len(self._cache) > 50_000:
             self._cache.clear()
-        self._cache[key] = (now, binding)
+        self._cache[key] = _Cached(now, binding)
         return binding
 
     def ended_here(self, tenant_id: str, session_id: str) -> None:
@@ -190,9 +196,9 @@ class SessionSharing:
 
     def attach(self, http_app: Any) -> None:
         """Once FastMCP's http app has started (its session manager exists)."""
-        self.manager = sdk_compat.find_session_manager(http_app)
-        if not sdk_compat.is_stateless(self.manager):
-            sdk_compat.wrap_manager(self.manager, self._wrap)
+        self.manager = fastmcp_private.find_session_manager(http_app)
+        if not fastmcp_private.is_stateless(self.manager):
+            fastmcp_private.wrap_manager(self.manager, self._wrap)
 
     def _wrap(self, inner: ASGIApp) -> ASGIApp:
         async def handle(scope: Scope, receive: Receive, send: Send) -> None:
@@ -200,20 +206,20 @@ class SessionSharing:
         return handle
 
     async def _handle(self, inner: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        version = _header(scope, b"mcp-protocol-version")
+        version = header(scope, b"mcp-protocol-version")
         principal = authenticated_principal(cast("dict[str, Any]", scope))
         if (scope["type"] != "http" or principal is None
-                or (version is not None and version not in sdk_compat.HANDSHAKE_PROTOCOL_VERSIONS)):
+                or (version is not None and version not in fastmcp_private.HANDSHAKE_PROTOCOL_VERSIONS)):
             await inner(scope, receive, send)  # the 2026-07-28 era is sessionless: nothing to share
             return
-        session_id = _header(scope, b"mcp-session-id")
+        session_id = header(scope, b"mcp-session-id")
         if session_id is None:
             if scope["method"] == "POST":
                 await self._opening(inner, principal, scope, receive, send)
             else:
                 await inner(scope, receive, send)
             return
-        local = sdk_compat.holds(self.manager, session_id)
+        local = fastmcp_private.holds(self.manager, session_id)
         binding = self.store.cached(principal.tenant_id, session_id)
         if binding is None and not (local and self._database_failing()):
             try:
@@ -222,9 +228,9 @@ class SessionSharing:
                 self._failed(exc, "lookup")
         if local:
             if binding is not None and binding.ended:
-                await sdk_compat.discard(self.manager, session_id)  # DELETEd on another process
+                await fastmcp_private.discard(self.manager, session_id)  # DELETEd on another process
         elif binding is not None and self._may_adopt(binding, principal, scope):  # noqa: SIM102
-            if await sdk_compat.adopt(self.manager, session_id, scope, binding.protocol_version,
+            if await fastmcp_private.adopt(self.manager, session_id, scope, binding.protocol_version,
                                       binding.init_params, idle_timeout=min(self.idle_timeout, ADOPTED_IDLE)):
                 self.adopted += 1
                 log.info("adopted a session opened by another process",
@@ -248,7 +254,7 @@ class SessionSharing:
     def _may_adopt(self, binding: Binding, principal: Principal, scope: Scope) -> bool:
         return (not binding.ended and binding.idle_seconds < self.idle_timeout
                 and binding.user_id == principal.user_id
-                and binding.owner_hash == owner_hash(principal, sdk_compat.requestor_identity(scope)))
+                and binding.owner_hash == owner_hash(principal, fastmcp_private.requestor_identity(scope)))
 
     async def _opening(self, inner: ASGIApp, principal: Principal, scope: Scope, receive: Receive,
                        send: Send) -> None:
@@ -263,7 +269,7 @@ class SessionSharing:
 
         async def hold_start(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] < 400:
-                session_id = _header(message, b"mcp-session-id")
+                session_id = header(message, b"mcp-session-id")
                 if session_id is not None:
                     await self._record(principal, scope, session_id, bytes(body))
             await send(message)
@@ -279,8 +285,8 @@ class SessionSharing:
             if self._database_failing():
                 return  # served by this process only; the back-off is not extended by skipping
             await asyncio.wait_for(self.store.record(
-                principal, session_id, owner_hash(principal, sdk_compat.requestor_identity(scope)),
-                sdk_compat.negotiated_version(params), params), DB_TIMEOUT)
+                principal, session_id, owner_hash(principal, fastmcp_private.requestor_identity(scope)),
+                fastmcp_private.negotiated_version(params), params), DB_TIMEOUT)
         except Exception as exc:  # the session still works on this process; others answer 404 for it
             self._failed(exc, "record (the session is served by this process only)")
 
@@ -357,9 +363,3 @@ class SessionSharing:
             except Exception as exc:
                 log.warning("ending an analytics session at shutdown failed (%s)", type(exc).__name__)
 
-
-def _header(scope: Scope | Message, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None

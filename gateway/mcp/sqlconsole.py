@@ -40,8 +40,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.rows import class_row, scalar_row
 
 from auth import PRIVILEGED_ROLES, Principal
+from gateway.formatting import pg_message
 from gateway.mcp.console_slots import FairSlots, SlotsBusy
 from gateway.mcp.sqlguard import QueryRefused as GuardRefused
 from gateway.mcp.sqlguard import SqlGuard
@@ -103,11 +105,6 @@ def validate_sql(sql: str, guard: SqlGuard | None = None) -> str:
 
 
 _GUARD = SqlGuard()
-
-
-def _one_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else "error"
 
 
 # ---------------------------------------------------------------------------------- scope
@@ -218,6 +215,28 @@ class ConsoleLimits:
 # ---------------------------------------------------------------------------------- console
 
 
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A row of mcp_gateway_private.console_keys: scopes are signed with the newest."""
+
+    key_id: int
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _FetchedKey:
+    key: SigningKey
+    fetched_at: float  # time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class _Backend:
+    """What a signed scope binds to: the console connection's backend and its transaction."""
+
+    pid: int
+    xid: str
+
+
 class SqlConsole:
     """Runs admin SQL on the console login under a signed tenant scope."""
 
@@ -233,7 +252,7 @@ class SqlConsole:
         self.value_cap = max(64, min(limits.value_cap, self.byte_budget // 4))
         self.url = urls.console
         self.slots = FairSlots(limits.slots, limits.slots_per_tenant, limits.queue_per_tenant)
-        self._key: tuple[int, bytes, float] | None = None
+        self._key: _FetchedKey | None = None
         self._guard: SqlGuard | None = None
 
     async def close(self) -> None:
@@ -256,25 +275,25 @@ class SqlConsole:
         if self._guard is None:
             try:
                 async with self.db.as_system("authn") as conn:
-                    rows = await (await conn.execute(
+                    names = await (await conn.cursor(row_factory=scalar_row).execute(
                         "SELECT DISTINCT proname::text FROM pg_catalog.pg_proc WHERE pronargs >= 1")).fetchall()
-                self._guard = SqlGuard(r[0] for r in rows)
+                self._guard = SqlGuard(names)
             except psycopg.Error:
                 return _GUARD  # built-in names; the database's own privileges still hold
         return self._guard
 
-    async def signing_key(self) -> tuple[int, bytes]:
+    async def signing_key(self) -> SigningKey:
         """The newest console key, read through the authn role and cached for KEY_TTL seconds."""
         now = time.monotonic()
-        if self._key is not None and now - self._key[2] < KEY_TTL:
-            return self._key[0], self._key[1]
+        if self._key is not None and now - self._key.fetched_at < KEY_TTL:
+            return self._key.key
         async with self.db.as_system("authn") as conn:
-            row = await (await conn.execute(
+            key = await (await conn.cursor(row_factory=class_row(SigningKey)).execute(
                 "SELECT key_id, key FROM mcp_gateway_private.console_keys ORDER BY key_id DESC LIMIT 1")).fetchone()
-        if row is None:
+        if key is None:
             raise ConsoleUnavailable("the console key is missing: run `mcp-gateway migrate`")
-        self._key = (int(row[0]), bytes(row[1]), now)
-        return self._key[0], self._key[1]
+        self._key = _FetchedKey(key, now)
+        return key
 
     @staticmethod
     def scope_of(principal: Principal) -> str | None:
@@ -291,7 +310,7 @@ class SqlConsole:
         try:
             guard = await self.guard()
         except psycopg.OperationalError as exc:
-            raise ConsoleUnavailable(f"database unavailable: {_one_line(str(exc))}") from None
+            raise ConsoleUnavailable(f"database unavailable: {pg_message(exc)}") from None
         statement = validate_sql(sql, guard)
         return await self.execute_scoped(tenant, statement, row_cap=row_cap, deadline=deadline)
 
@@ -302,37 +321,37 @@ class SqlConsole:
         deadline = self.deadline if deadline is None else deadline
         share = ("all",) if tenant is None else ("tenant", tenant)
         try:
-            key_id, key = await self.signing_key()
+            key = await self.signing_key()
             async with self.slots.slot(share, timeout=self.limits.queue_timeout):
                 started = time.monotonic()  # time spent waiting for a slot is not the query's
                 async with self._connection() as conn:
                     try:
-                        return await self._execute(conn, key_id, key, tenant, sql, row_cap, deadline, started)
+                        return await self._execute(conn, key, tenant, sql, row_cap, deadline, started)
                     except QueryDeadline:
                         raise
                     except psycopg.errors.QueryCanceled as exc:
-                        raise QueryDeadline(_pg_message(exc)) from None
+                        raise QueryDeadline(pg_message(exc)) from None
                     except (psycopg.errors.Error) as exc:
                         if isinstance(exc, psycopg.OperationalError) and conn.closed:
                             raise ConsoleUnavailable("the database connection was lost") from None
-                        raise QueryFailed(_pg_message(exc)) from None
+                        raise QueryFailed(pg_message(exc)) from None
         except SlotsBusy as exc:
             raise ConsoleBusy(f"the console is busy: {exc}; try again shortly") from None
         except ConsoleError:
             raise
         except psycopg.OperationalError as exc:
-            raise ConsoleUnavailable(f"database unavailable: {_one_line(str(exc))}") from None
+            raise ConsoleUnavailable(f"database unavailable: {pg_message(exc)}") from None
 
-    async def _execute(self, conn: psycopg.AsyncConnection, key_id: int, key: bytes, tenant: str | None,
+    async def _execute(self, conn: psycopg.AsyncConnection, key: SigningKey, tenant: str | None,
                        sql: str, row_cap: int, deadline: float, started: float) -> SqlResult:
         timeout_ms = max(1, int(deadline * 1000) + 1000)  # backstop; the client cancels first
         # No transaction block to commit: the connection is closed after the answer, which
         # ends the READ ONLY transaction whatever state an early stop left it in.
         await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        row = await (await conn.execute(
-            "SELECT pg_catalog.pg_backend_pid(), pg_catalog.pg_current_xact_id()::text")).fetchone()
-        assert row is not None
-        scope = sign_scope(key, key_id, tenant_id=tenant, pid=int(row[0]), xid=str(row[1]),
+        backend = await (await conn.cursor(row_factory=class_row(_Backend)).execute(
+            "SELECT pg_catalog.pg_backend_pid() AS pid, pg_catalog.pg_current_xact_id()::text AS xid")).fetchone()
+        assert backend is not None
+        scope = sign_scope(key.key, key.key_id, tenant_id=tenant, pid=backend.pid, xid=backend.xid,
                            expiry=int(time.time() + deadline + 60))
         # SET LOCAL, not set_config(): set_config is revoked from the console login. The
         # scope is digits, hex and '|' only; quoted as a literal, never part of user text.
@@ -418,12 +437,6 @@ async def _abort(conn: psycopg.AsyncConnection, work: asyncio.Future[Any]) -> No
         await asyncio.shield(work)
     except BaseException:
         pass
-
-
-def _pg_message(exc: BaseException) -> str:
-    diag = getattr(exc, "diag", None)
-    primary = getattr(diag, "message_primary", None) if diag is not None else None
-    return _one_line(primary or str(exc) or type(exc).__name__)
 
 
 def limits_from(settings: Any) -> ConsoleLimits:

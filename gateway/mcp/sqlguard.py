@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from gateway.formatting import one_line
 from gateway.mcp.sqlguard_names import FUNCTION_NAMES
 
 MAX_SQL_LENGTH = 100_000
@@ -178,7 +179,7 @@ class SqlGuard:
         try:
             statements = parse_sql(sql)
         except ParseError as exc:
-            raise QueryRefused(f"syntax error: {_one_line(str(exc))}") from None
+            raise QueryRefused(f"syntax error: {one_line(str(exc)) or 'error'}") from None
         except RecursionError:
             raise QueryRefused("the query is nested too deeply") from None
         if len(statements) != 1 or not isinstance(statements[0].stmt, ast.SelectStmt):
@@ -348,11 +349,6 @@ def _children(node: Any) -> Iterator[Any]:
             value = getattr(node, attr, None)
             if isinstance(value, (list, tuple, ast.Node)):
                 yield value
-
-
-def _one_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else "error"
 
 
 _DEFAULT = SqlGuard()

@@ -63,8 +63,8 @@ from fastmcp.utilities.versions import VersionSpec, version_sort_key
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError as PydanticValidationError
 
-from auth.fastmcp_private import ProxyCacheEntry, client_session_task, force_disconnect, proxy_tool_client_factory
 from auth.provider import current_principal
+from fastmcp_private import ProxyCacheEntry, client_session_task, force_disconnect, proxy_tool_client_factory
 from gateway.config import UpstreamConfig
 from gateway.credentials.clients import UserBearer, UserClient, UserClients
 from gateway.credentials.elicit import offer_link
@@ -392,8 +392,7 @@ class Upstream:
 
     def offered_tools(self) -> list[str]:
         """Tool names as clients see them (`<upstream>_<tool>`), from the last successful listing."""
-        cache = self.provider._tools_cache
-        return sorted(f"{self.name}_{t.name}" for t in (cache.items if cache else []))
+        return sorted(f"{self.name}_{t.name}" for t in self.provider.last_listing())
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -511,6 +510,11 @@ class UpstreamProvider(ProxyProvider):
         self.upstream.health.tools = len(tools)
         return tools
 
+    def last_listing(self) -> Sequence[Tool]:
+        """The tools of the last successful listing (kept in FastMCP's cache), whether fresh or not."""
+        cache = self._tools_cache
+        return cache.items if cache else []
+
     async def _list_tools(self) -> Sequence[Tool]:
         if self.upstream.recently_failed():
             return []
@@ -519,8 +523,7 @@ class UpstreamProvider(ProxyProvider):
         except CredentialError:
             # This caller has no usable credential: show the last-known tools, so a call can answer
             # with the link URL (tool definitions only; nothing another user called is shown).
-            cache = self._tools_cache
-            return list(cache.items) if cache else []
+            return list(self.last_listing())
         except UpstreamError:
             return []  # down: not listed (see module docstring); health and logs say why
 

@@ -21,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
+from psycopg.rows import scalar_row
 
 from gateway.oauth.store import OAuthStore
 from gateway.store.db import Database
@@ -56,10 +57,10 @@ class SigningKeys:
             async with self.db.as_system("oauth") as conn:
                 if ensure:
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-                    cur = await conn.execute(
-                        "SELECT count(*) FROM gateway.oauth_signing_keys WHERE rotate_at > now() + %s", (PREPUBLISH,))
-                    row = await cur.fetchone()
-                    if row is not None and row[0] == 0:
+                    upcoming = await (await conn.cursor(row_factory=scalar_row).execute(
+                        "SELECT count(*) FROM gateway.oauth_signing_keys WHERE rotate_at > now() + %s", (PREPUBLISH,)
+                    )).fetchone()
+                    if upcoming == 0:
                         await self._create(conn)
                 cur = await conn.execute(
                     "SELECT kid, private_pem, public_jwk, rotate_at > now() FROM gateway.oauth_signing_keys"

@@ -11,9 +11,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row, scalar_row
 from psycopg.types.json import Jsonb
 
 from auth.principal import Principal
@@ -55,6 +55,11 @@ class CodeRow:
     resource: str
     code_challenge: str
     principal: dict[str, Any]
+
+
+class FamilyRef(NamedTuple):
+    family_id: str
+    client_id: str
 
 
 @dataclass(frozen=True)
@@ -128,11 +133,11 @@ class OAuthStore:
 
     async def registrations_since(self, address: str, seconds: float) -> int:
         async with self.db.as_system("oauth") as conn:
-            cur = await conn.execute(
+            cur = await conn.cursor(row_factory=scalar_row).execute(
                 "SELECT count(*) FROM gateway.oauth_clients WHERE kind = 'dcr' AND registered_from = %s"
                 " AND created_at > now() - make_interval(secs => %s)", (address, seconds))
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+            count = await cur.fetchone()
+        return int(count or 0)
 
     # ------------------------------------------------------------------ users and grants
     async def provision(self, principal: Principal) -> None:
@@ -142,28 +147,28 @@ class OAuthStore:
     async def remembered_grant(self, principal: Principal, client_id: str, scope: str) -> str | None:
         """The live remembered grant of this user to this client covering `scope`, if any."""
         async with self.db.as_system("oauth") as conn:
-            cur = await conn.execute(
-                "SELECT grant_id::text, scope FROM gateway.oauth_grants WHERE tenant_id = %s AND user_id = %s"
-                " AND client_id = %s AND revoked_at IS NULL AND remember",
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                "SELECT grant_id::text AS grant_id, scope FROM gateway.oauth_grants WHERE tenant_id = %s"
+                " AND user_id = %s AND client_id = %s AND revoked_at IS NULL AND remember",
                 (principal.tenant_id, principal.user_id, client_id))
             row = await cur.fetchone()
-        if row is None or not set(scope.split()) <= set(row[1].split()):
+        if row is None or not set(scope.split()) <= set(row["scope"].split()):
             return None
-        return str(row[0])
+        return str(row["grant_id"])
 
     async def upsert_grant(self, principal: Principal, client_id: str, scope: str, remember: bool) -> str:
         async with self.db.as_system("oauth") as conn:
             await _provision(conn, principal)
-            cur = await conn.execute(
+            cur = await conn.cursor(row_factory=scalar_row).execute(
                 "INSERT INTO gateway.oauth_grants AS g (tenant_id, user_id, client_id, scope, remember)"
                 " VALUES (%s, %s, %s, %s, %s)"
                 " ON CONFLICT (tenant_id, user_id, client_id) WHERE revoked_at IS NULL DO UPDATE"
                 "   SET scope = EXCLUDED.scope, remember = g.remember OR EXCLUDED.remember, last_used_at = now()"
                 " RETURNING grant_id::text",
                 (principal.tenant_id, principal.user_id, client_id, scope, remember))
-            row = await cur.fetchone()
-        assert row is not None
-        return str(row[0])
+            grant_id = await cur.fetchone()
+        assert grant_id is not None
+        return str(grant_id)
 
     async def list_grants(self, tenant_id: str | None = None, user_id: str | None = None) -> list[dict[str, Any]]:
         async with self.db.as_system("oauth") as conn:
@@ -228,18 +233,18 @@ class OAuthStore:
     async def create_family(self, *, code: str | None, tenant_id: str, user_id: str, client_id: str,
                             grant_id: str, scope: str, resource: str, role: str) -> str:
         async with self.db.as_system("oauth") as conn:
-            cur = await conn.execute(
+            cur = await conn.cursor(row_factory=scalar_row).execute(
                 "INSERT INTO gateway.oauth_token_families (tenant_id, user_id, client_id, grant_id, scope, resource,"
                 " role) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING family_id::text",
                 (tenant_id, user_id, client_id, grant_id, scope, resource, role))
-            row = await cur.fetchone()
-            assert row is not None
+            family_id = await cur.fetchone()
+            assert family_id is not None
             if code is not None:
                 await conn.execute("UPDATE gateway.oauth_codes SET family_id = %s WHERE code_hash = %s",
-                                   (row[0], digest(code)))
+                                   (family_id, digest(code)))
             await conn.execute("UPDATE gateway.oauth_grants SET last_used_at = now() WHERE grant_id = %s",
                                (grant_id,))
-        return str(row[0])
+        return str(family_id)
 
     async def save_refresh_token(self, token: str, family_id: str, tenant_id: str, user_id: str, ttl: int) -> None:
         async with self.db.as_system("oauth") as conn:
@@ -283,14 +288,13 @@ class OAuthStore:
         return RefreshRow(row["family_id"], row["tenant_id"], row["user_id"], row["client_id"], row["grant_id"],
                           row["scope"], row["resource"], principal)
 
-    async def family_of_refresh_token(self, token: str) -> tuple[str, str] | None:
+    async def family_of_refresh_token(self, token: str) -> FamilyRef | None:
         """(family_id, client_id) of a refresh token, for revocation."""
         async with self.db.as_system("oauth") as conn:
-            cur = await conn.execute(
-                "SELECT f.family_id::text, f.client_id FROM gateway.oauth_refresh_tokens r"
+            cur = await conn.cursor(row_factory=class_row(FamilyRef)).execute(
+                "SELECT f.family_id::text AS family_id, f.client_id FROM gateway.oauth_refresh_tokens r"
                 " JOIN gateway.oauth_token_families f USING (family_id) WHERE r.token_hash = %s", (digest(token),))
-            row = await cur.fetchone()
-        return (str(row[0]), str(row[1])) if row else None
+            return await cur.fetchone()
 
     async def revoke_family(self, family_id: str, reason: str) -> None:
         async with self.db.as_system("oauth") as conn:
@@ -299,12 +303,12 @@ class OAuthStore:
 
     async def family_revoked(self, family_id: str) -> bool:
         async with self.db.as_system("oauth") as conn:
-            cur = await conn.execute(
+            cur = await conn.cursor(row_factory=scalar_row).execute(
                 "SELECT f.revoked_at IS NOT NULL OR g.revoked_at IS NOT NULL"
                 "  FROM gateway.oauth_token_families f JOIN gateway.oauth_grants g USING (grant_id)"
                 " WHERE f.family_id = %s", (family_id,))
-            row = await cur.fetchone()
-        return row is None or bool(row[0])
+            revoked = await cur.fetchone()
+        return revoked is None or bool(revoked)
 
     # ------------------------------------------------------------------ client assertions (private_key_jwt)
     async def first_use_of_jti(self, client_id: str, jti: str, expires_at: datetime) -> bool:

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from psycopg.rows import class_row
+
 from gateway.errors import UserError
 from gateway.settings import Settings
 
@@ -77,14 +79,21 @@ def report(settings: Settings, max_connections: int, superuser_reserved: int, *,
                         headroom=settings.db_headroom, available=available, fits=needed <= available)
 
 
+@dataclass(frozen=True, slots=True)
+class _ServerLimits:
+    max_connections: int
+    superuser_reserved: int
+
+
 async def live_report(settings: Settings, db: Any) -> dict[str, Any]:
     """The budget against the server this process is connected to ({"error": ...} when it does not answer)."""
     try:
         async with db.pool.connection(timeout=2.0) as conn:
-            row = await (await conn.execute(
-                "SELECT current_setting('max_connections')::int,"
-                " current_setting('superuser_reserved_connections')::int")).fetchone()
+            server = await (await conn.cursor(row_factory=class_row(_ServerLimits)).execute(
+                "SELECT current_setting('max_connections')::int AS max_connections,"
+                " current_setting('superuser_reserved_connections')::int AS superuser_reserved")).fetchone()
     except Exception as exc:  # the database away: say so, the caller decides
         return {"error": type(exc).__name__}
-    assert row is not None
-    return report(settings, row[0], row[1]).as_dict()
+    assert server is not None
+    return report(settings, server.max_connections, server.superuser_reserved).as_dict()
+

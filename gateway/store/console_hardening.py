@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from psycopg.rows import scalar_row
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -41,8 +43,7 @@ WARNING = ("the admin SQL console's side channels are open ({}): migrations ran 
 
 def open_channels(conn: psycopg.Connection) -> list[str]:
     """What the console login can still reach (empty: the second wall is in place)."""
-    row = conn.execute(OPEN_SQL).fetchone()
-    return list(row[0]) if row and row[0] else []
+    return list(conn.cursor(row_factory=scalar_row).execute(OPEN_SQL).fetchone() or [])
 
 
 class SideChannelStatus:
@@ -59,10 +60,9 @@ class SideChannelStatus:
             return self._cached[1]
         try:
             async with self.db.as_system("authn") as conn:
-                row = await (await conn.execute(OPEN_SQL)).fetchone()
+                found = list(await (await conn.cursor(row_factory=scalar_row).execute(OPEN_SQL)).fetchone() or [])
         except Exception:
             return "unknown"
-        found = list(row[0]) if row and row[0] else []
         value = "closed" if not found else "open: " + ", ".join(found)
         self._cached = (now, value)
         return value

@@ -19,8 +19,10 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import psycopg
+from psycopg.rows import scalar_row
 
 from gateway.errors import UserError
+from gateway.formatting import one_line
 
 log = logging.getLogger("mcp_gateway.instance")
 
@@ -68,13 +70,13 @@ class InstanceLock:
                 # A silently dropped TCP connection must not hang the liveness check (or shutdown) for long.
                 keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3, tcp_user_timeout=20000)
         except psycopg.Error as exc:
-            raise DatabaseUnavailable(_one_line(exc)) from None
+            raise DatabaseUnavailable(one_line(exc)) from None
         try:
-            row = conn.execute(_TRY_LOCK, (self.instance_id,)).fetchone()
+            locked = conn.cursor(row_factory=scalar_row).execute(_TRY_LOCK, (self.instance_id,)).fetchone()
         except psycopg.Error as exc:
             conn.close()
-            raise DatabaseUnavailable(_one_line(exc)) from None
-        if not row or not row[0]:
+            raise DatabaseUnavailable(one_line(exc)) from None
+        if not locked:
             conn.close()
             raise InstanceInUse(
                 f"instance id {self.instance_id!r} is in use by a running mcp-gateway process; stop it, or give "
@@ -145,7 +147,7 @@ class InstanceClaim:
             await self.recover(self.started_at)
             self._recovered = True
         except Exception as exc:  # database away: retried by the watch loop
-            log.error("crash recovery for %s failed (%s); retrying", self.lock.instance_id, _one_line(exc))
+            log.error("crash recovery for %s failed (%s); retrying", self.lock.instance_id, one_line(exc))
 
     async def _watch(self) -> None:
         while True:
@@ -170,6 +172,3 @@ class InstanceClaim:
                 log.exception("instance lock watcher failed")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

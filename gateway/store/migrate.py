@@ -17,9 +17,11 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import scalar_row
 
 import gateway
 from gateway.errors import UserError
+from gateway.formatting import pg_message
 
 # Located from the package, not from this file, so the module may live in any sub-package.
 GATEWAY_PACKAGE = Path(gateway.__file__).resolve().parent
@@ -79,7 +81,7 @@ def migrate(admin_url: str, *, login_password: str | None = None,
     try:
         conn = psycopg.connect(admin_url, autocommit=True, application_name="mcp-gateway migrate")
     except psycopg.OperationalError as exc:
-        raise UserError(f"cannot connect to the database: {_first_line(exc)}") from None
+        raise UserError(f"cannot connect to the database: {pg_message(exc)}") from None
     with conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         conn.execute("CREATE SCHEMA IF NOT EXISTS mcp_gateway_meta")
@@ -126,7 +128,7 @@ def _run_file(conn: psycopg.Connection, path: Path, text: str, *, as_owner: bool
                 conn.execute("INSERT INTO mcp_gateway_meta.migrations (filename, checksum) VALUES (%s, %s)",
                              (path.name, record))
     except psycopg.Error as exc:
-        raise UserError(f"{path.parent.name}/{path.name} failed: {_first_line(exc)}") from None
+        raise UserError(f"{path.parent.name}/{path.name} failed: {pg_message(exc)}") from None
 
 
 def _hardening_warnings(conn: psycopg.Connection) -> list[str]:
@@ -139,9 +141,10 @@ def _hardening_warnings(conn: psycopg.Connection) -> list[str]:
 def status(admin_url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[tuple[str, str]]:
     """(filename, state) for every migration: applied, pending, or edited."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('mcp_gateway_meta.migrations') IS NOT NULL").fetchone()
+        exists = conn.cursor(row_factory=scalar_row).execute(
+            "SELECT to_regclass('mcp_gateway_meta.migrations') IS NOT NULL").fetchone()
         applied: dict[str, str] = {}
-        if exists and exists[0]:
+        if exists:
             applied = dict(conn.execute("SELECT filename, checksum FROM mcp_gateway_meta.migrations").fetchall())
     rows = []
     for path in _sql_files(migrations_dir):
@@ -154,6 +157,3 @@ def status(admin_url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[tuple[
     return rows
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

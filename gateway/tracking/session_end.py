@@ -13,16 +13,14 @@ forged session id can at most end the forger's own session.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth.provider import authenticated_principal
+from gateway.asgi import SSE_SESSION_ID, ResponseStatus, header
 from gateway.tracking.middleware import ClientInfo
-
-_SSE_SESSION = re.compile(rb"session_id=([0-9a-fA-F]{32})")
 
 SessionEnd = Callable[[str, str], object]  # (analytics session key, disconnect reason)
 
@@ -46,24 +44,17 @@ class SessionEndWatcher:
             await self._mcp(scope, receive, send)
 
     async def _mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
-        session_header = _header(scope, b"mcp-session-id")
+        session_header = header(scope, b"mcp-session-id")
         if session_header is None:
             await self.app(scope, receive, send)
             return
-        status = 0
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        watch = ResponseStatus(send)
         try:
             await self.app(scope, receive, watch)
         except Exception as exc:
             self._ended(scope, session_header, f"error:{type(exc).__name__}")
             raise
-        if scope["method"] == "DELETE" and 200 <= status < 300:
+        if scope["method"] == "DELETE" and 200 <= watch.status < 300:
             if self.on_deleted is not None:  # another process may hold the analytics session: it decides
                 self.on_deleted(scope, session_header)
             else:
@@ -75,7 +66,7 @@ class SessionEndWatcher:
         async def watch(message: Message) -> None:
             nonlocal session_id
             if session_id is None and message["type"] == "http.response.body":
-                found = _SSE_SESSION.search(message.get("body", b""))
+                found = SSE_SESSION_ID.search(message.get("body", b""))
                 if found:
                     session_id = found.group(1).decode()
             await send(message)
@@ -97,9 +88,3 @@ class SessionEndWatcher:
         client = ClientInfo(None, None, None, transport, protocol_session_id[:200])
         self.on_end(client.key_for(principal), reason)
 
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None

@@ -42,9 +42,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
+from psycopg.rows import scalar_row
 
 from auth.claimtext import MAX_CLIENT_NAME, MAX_CLIENT_VERSION, MAX_EMAIL, MAX_NAME, display_text, storable
 from gateway.formatting import one_line
@@ -75,6 +76,13 @@ _REASON = re.compile(r"error:[A-Za-z0-9_.]{1,100}|client_disconnect|timeout|serv
 
 def is_record_fault(exc: BaseException) -> bool:
     return isinstance(exc, _RECORD_FAULTS)
+
+
+class _LastCall(NamedTuple):
+    """A session's latest call in a batch: its `last_activity`, and the key to report it gone under."""
+
+    at: datetime
+    session_key: str
 
 
 def utcnow() -> datetime:
@@ -393,7 +401,7 @@ class TrackingWriter:
                  [r.user_name for r in rows], [r.user_role for r in rows]))
         for s in opened:
             # One open session per key, across replicas: adopt the one already open.
-            cur = await conn.execute(
+            cur = await conn.cursor(row_factory=scalar_row).execute(
                 "INSERT INTO gateway.mcp_sessions AS m (session_id, tenant_id, user_id, user_email, user_name,"
                 " client_type, client_version, protocol_version, transport, connected_at, last_activity,"
                 " session_key, mcp_session_id, instance_id)"
@@ -404,8 +412,8 @@ class TrackingWriter:
                 (s.session_id, s.tenant_id, s.user_id, s.user_email, s.user_name, s.client_type,
                  s.client_version, s.protocol_version, s.transport, s.at, s.at, s.session_key,
                  s.mcp_session_id, self.instance_id))
-            row = await cur.fetchone()
-            canonical = row[0] if row else s.session_id
+            returned: uuid.UUID | None = await cur.fetchone()
+            canonical = s.session_id if returned is None else returned
             if canonical != s.session_id:
                 self._canonical[s.session_id] = canonical
                 if len(self._canonical) > 100_000:
@@ -431,23 +439,23 @@ class TrackingWriter:
              [self._price_version] * len(calls), [c.client_type for c in calls], [c.at for c in calls],
              [c.credential_mode for c in calls]))
         # last_activity: once per session per flush, not once per call.
-        latest: dict[uuid.UUID, tuple[datetime, str]] = {}
+        latest: dict[uuid.UUID, _LastCall] = {}
         for c, sid in zip(calls, session_ids, strict=True):
-            if sid not in latest or latest[sid][0] < c.at:
-                latest[sid] = (c.at, c.session_key)
+            if sid not in latest or latest[sid].at < c.at:
+                latest[sid] = _LastCall(c.at, c.session_key)
         ids = list(latest)
-        cur = await conn.execute(
+        cur = await conn.cursor(row_factory=scalar_row).execute(
             "UPDATE gateway.mcp_sessions s SET last_activity = v.at, status = 'active'"
             " FROM unnest(%b::uuid[], %b::timestamptz[]) AS v(id, at)"
             " WHERE s.session_id = v.id AND s.status <> 'disconnected'"
             " RETURNING s.session_id",
-            (ids, [latest[i][0] for i in ids]))
-        alive = {row[0] for row in await cur.fetchall()}
+            (ids, [latest[i].at for i in ids]))
+        alive = set(await cur.fetchall())
         # Sessions closed meanwhile (timeout sweep, another replica's shutdown):
         # the next call under that key opens a new one.
         for sid in ids:
             if sid not in alive and self.on_session_gone:
-                self.on_session_gone(latest[sid][1], sid)
+                self.on_session_gone(latest[sid].session_key, sid)
 
     async def _end_sessions(self, conn: psycopg.AsyncConnection, ended: list[SessionEnded]) -> None:
         for e in ended:

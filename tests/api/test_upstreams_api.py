@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,30 +9,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway_proc import GatewayProcess, free_port, make_jwt, running_gateway
+from tests.gateway_proc import GatewayProcess, make_jwt, running_gateway
+from tests.helpers.upstreams import UP_AND_DOWN, write_up_and_down_config
 from tests.pg import DatabaseFactory
-from tests.upstreams.helpers import SERVER
 
 
 @pytest.fixture(scope="module")
 def gateway(db_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     work = tmp_path_factory.mktemp("upstreams")
-    config = work / "gateway.toml"
-    config.write_text(f"""
-[[upstreams]]
-name = "local"
-command = "{sys.executable}"
-args = ["{SERVER}", "stdio"]
-timeout = 10
-health_interval = 1
-
-[[upstreams]]
-name = "gone"
-url = "http://127.0.0.1:{free_port()}/mcp"
-timeout = 2
-retry_seconds = 0.5
-health_interval = 1
-""")
+    config = write_up_and_down_config(work / "gateway.toml")
     database = db_factory.create()
     try:
         with running_gateway(database, work / "gw", MCP_GATEWAY_CONFIG=str(config)) as gw:
@@ -52,7 +36,7 @@ def test_up_down_last_error_and_tools(gateway: GatewayProcess, tmp_path: Path) -
     while True:
         body = _get(gateway, "admin").json()
         states = {u["name"]: u for u in body["upstreams"]}
-        if states["local"]["status"] == "up" and states["gone"]["status"] == "down":
+        if {name: state["status"] for name, state in states.items()} == UP_AND_DOWN:
             break
         assert time.monotonic() < deadline, body
         time.sleep(0.2)

@@ -10,7 +10,8 @@ import pytest
 from auth import Principal
 from gateway import track_tool_execution
 from gateway.store.db import Database
-from gateway.tracking.middleware import AnalyticsSessions, Tracker, configure_standalone_tracking
+from gateway.tracking.middleware import Tracker, configure_standalone_tracking
+from gateway.tracking.sessions import AnalyticsSessions
 from gateway.tracking.writer import TrackingWriter
 from tests.gateway.conftest import wait_for
 from tests.pg import TestDatabase

@@ -17,9 +17,10 @@ from auth import Principal
 from gateway.config import AccessConfig, QuotaConfig
 from gateway.mcp.access import AccessMiddleware, AccessPolicy
 from gateway.mcp.quotas import QuotaMiddleware, Quotas
-from gateway.tracking.middleware import AnalyticsSessions, Tracker, TrackingMiddleware
+from gateway.tracking.middleware import Tracker, TrackingMiddleware
 from gateway.tracking.pricing import Pricing
 from gateway.tracking.records import Record, SessionOpened, ToolCalled
+from gateway.tracking.sessions import AnalyticsSessions
 
 ALICE = Principal(user_id="alice", tenant_id="acme", token_kind="pat")
 ADA = Principal(user_id="ada", tenant_id="acme", role="admin", token_kind="pat")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from auth import Principal
 from gateway.store.db import Database
-from gateway.tracking.middleware import AnalyticsSessions, ClientInfo
+from gateway.tracking.middleware import ClientInfo
+from gateway.tracking.sessions import AnalyticsSessions
 from gateway.tracking.writer import TrackingWriter
 from tests.pg import TestDatabase
 

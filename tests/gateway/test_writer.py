@@ -11,8 +11,9 @@ import pytest
 
 from auth import Principal
 from gateway.store.db import Database
-from gateway.tracking.middleware import AnalyticsSessions, ClientInfo
+from gateway.tracking.middleware import ClientInfo
 from gateway.tracking.records import SessionOpened, ToolCalled
+from gateway.tracking.sessions import AnalyticsSessions
 from gateway.tracking.writer import TrackingWriter, utcnow
 from tests.gateway.conftest import wait_for
 from tests.netproxy import CuttableProxy

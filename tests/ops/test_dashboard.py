@@ -11,7 +11,6 @@ import asyncio
 import csv
 import io
 import os
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,9 +22,9 @@ import psycopg
 import pytest
 from fastmcp import Client
 
-from tests.gateway_proc import GatewayProcess, create_pat, free_port, make_jwt, running_gateway
+from tests.gateway_proc import GatewayProcess, create_pat, make_jwt, running_gateway
+from tests.helpers.upstreams import UP_AND_DOWN, write_up_and_down_config
 from tests.pg import TestDatabase
-from tests.upstreams.helpers import SERVER as UPSTREAM_SERVER
 
 CHROMIUM = os.environ.get("MCP_GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -313,27 +312,12 @@ async def test_auditor_sees_every_tenant_and_changes_nothing(gateway: GatewayPro
 
 async def test_admin_sees_upstream_health(database: TestDatabase, browser: Any, tmp_path: Path) -> None:
     """A stdio upstream that answers and a URL nobody listens on: up with its tools, down with its error."""
-    config = tmp_path / "gateway.toml"
-    config.write_text(f"""
-[[upstreams]]
-name = "local"
-command = "{sys.executable}"
-args = ["{UPSTREAM_SERVER}", "stdio"]
-timeout = 10
-health_interval = 1
-
-[[upstreams]]
-name = "gone"
-url = "http://127.0.0.1:{free_port()}/mcp"
-timeout = 2
-retry_seconds = 0.5
-health_interval = 1
-""")
+    config = write_up_and_down_config(tmp_path / "gateway.toml")
     with running_gateway(database, tmp_path / "gw", MCP_GATEWAY_CONFIG=str(config)) as gateway:
         admin = make_jwt("alice", "acme", role="admin")
         deadline = time.monotonic() + 30
-        while {u["name"]: u["status"] for u in api_json(gateway, admin, "/api/upstreams")["upstreams"]} != {
-                "local": "up", "gone": "down"}:
+        while {u["name"]: u["status"]
+               for u in api_json(gateway, admin, "/api/upstreams")["upstreams"]} != UP_AND_DOWN:
             assert time.monotonic() < deadline, "upstream health never settled"
             await asyncio.sleep(0.2)
         page = await open_dashboard(browser, gateway, admin)

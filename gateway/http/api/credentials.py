@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.http.api.handlers import ApiError, Endpoint, _caller, _params
+from gateway.http.api.handlers import ApiError, Endpoint, _caller, _params, json_body, require_role
 from gateway.http.api.models import Params, SafeId
-from gateway.http.api.tokens import _json_body
+from gateway.http.api.tokens import MAX_BODY
 
 if TYPE_CHECKING:
     from gateway.credentials.install import Credentials
@@ -121,7 +121,7 @@ class CredentialHandlers:
             raise ApiError(409, "wrong_mode", f"upstream {name!r} uses credentials = {mode!r}: "
                                               + ("sign in through the dashboard's Connections section"
                                                  if mode == "per_user_oauth" else "nothing to link"))
-        body: TokenBody = await _json_body(request, TokenBody)
+        body = await json_body(request, TokenBody, expected='{"token": "..."}', limit=MAX_BODY)
         from gateway.credentials.store import Secret
 
         await credentials.store.put(principal.tenant_id, principal.user_id, name, "per_user_token",
@@ -149,8 +149,8 @@ class CredentialHandlers:
         credentials, name = self._upstream(request)
         p: RevokeParams = _params(RevokeParams, request)
         user_id = p.user_id or principal.user_id
-        if user_id != principal.user_id and principal.role != "admin":
-            raise ApiError(403, "forbidden", "only a tenant admin may revoke another user's link")
+        if user_id != principal.user_id:
+            require_role(principal, ("admin",), "only a tenant admin may revoke another user's link")
         await credentials.store.unlink(principal.tenant_id, user_id, name)  # within the caller's tenant only
         credentials.forget(principal.tenant_id, user_id, name)
         return Response(status_code=204)

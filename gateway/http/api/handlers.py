@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ValidationError
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from gateway.wiring import Services
 
 MAX_BODY = 256 * 1024
+B = TypeVar("B", bound=BaseModel)
 
 SESSION_COLUMNS = (
     "session_id::text AS session_id, tenant_id, user_id, user_email, user_name, client_type, client_version,"
@@ -83,6 +84,32 @@ async def _caller(request: Request, services: Services) -> Principal:
     if principal is not None:
         return principal
     return await require_principal(request, services.gateway_auth)
+
+
+def require_role(principal: Principal, roles: Collection[str], why: str) -> None:
+    """403 saying `why` unless the caller holds one of `roles`."""
+    if principal.role not in roles:
+        raise ApiError(403, "forbidden", why)
+
+
+async def json_body(request: Request, model: type[B], *, expected: str, limit: int = MAX_BODY,
+                    parameter: str = "body") -> B:
+    """The request body as `model`: 413 once it passes `limit` bytes (nothing more is read), 422 naming the
+    problem when it is not JSON (`expected` shows the shape wanted) or does not validate."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, "too_large", f"the request body is larger than {limit} bytes")
+    try:
+        payload = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ApiError(422, "invalid_body", f"the body is not JSON: expected {expected}", parameter) from None
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        name, message = validation_message(exc, default_location="body")
+        raise ApiError(422, "invalid_body", f"{name}: {message}", name) from None
 
 
 def _json(model: BaseModel) -> JSONResponse:
@@ -255,23 +282,8 @@ class Handlers:
     # -- POST /api/sql -----------------------------------------------------------------------
     async def sql(self, request: Request) -> Response:
         principal = await _caller(request, self.services)
-        if principal.role not in PRIVILEGED_ROLES:
-            raise ApiError(403, "forbidden", "the SQL console is for tenant admins and auditors")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                raise ApiError(413, "too_large", f"the request body is larger than {MAX_BODY} bytes")
-        try:
-            payload = json.loads(body or b"null")
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise ApiError(422, "invalid_body", "the body is not JSON: expected {\"sql\": \"SELECT ...\"}",
-                           "sql") from None
-        try:
-            req = m.SqlRequest.model_validate(payload)
-        except ValidationError as exc:
-            name, message = validation_message(exc, default_location="body")
-            raise ApiError(422, "invalid_body", f"{name}: {message}", name) from None
+        require_role(principal, PRIVILEGED_ROLES, "the SQL console is for tenant admins and auditors")
+        req = await json_body(request, m.SqlRequest, expected='{"sql": "SELECT ..."}', parameter="sql")
         try:
             result = await self.services.console.run(principal, req.sql)
         except ConsoleForbidden as exc:

@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.http.api.handlers import ApiError, Endpoint, _caller, _params
+from auth import PRIVILEGED_ROLES
+from gateway.http.api.handlers import ApiError, Endpoint, _caller, _params, require_role
 from gateway.http.api.models import DateText, Params, SafeId
 from gateway.store import insights
 from gateway.store.reports import ReportError
@@ -149,8 +150,7 @@ class InsightHandlers:
     # -- GET /api/upstreams ------------------------------------------------------------------
     async def upstreams(self, request: Request) -> Response:
         principal = await _caller(request, self.services)
-        if principal.role not in ("admin", "auditor"):
-            raise ApiError(403, "forbidden", "upstream status is for tenant admins and auditors")
+        require_role(principal, PRIVILEGED_ROLES, "upstream status is for tenant admins and auditors")
         registry = self.services.upstreams
         items = []
         for upstream in getattr(registry, "items", []):

@@ -14,19 +14,17 @@ Who may do what:
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from psycopg.rows import dict_row
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from psycopg.rows import dict_row, scalar_row
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from auth import Principal
-from gateway.formatting import one_line
-from gateway.http.api.handlers import ApiError, Endpoint, _caller, _params
+from gateway.http.api.handlers import ApiError, Endpoint, _caller, _params, json_body, require_role
 from gateway.http.api.models import Params, SafeId
 from gateway.store import tokens as store
 
@@ -36,6 +34,7 @@ if TYPE_CHECKING:
 MAX_BODY = 16 * 1024
 MAX_ACTIVE_PER_USER = 25  # a flood of tokens from one account is refused, not stored
 _MAY_CREATE = {"member": ("member",), "admin": ("member", "admin")}
+_WRITERS = frozenset(_MAY_CREATE)  # auditors are read-only
 
 TokenName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$",
                                  description="A label for you (no control characters)")]
@@ -87,24 +86,6 @@ class TokenCreated(TokenMeta):
     token: str = Field(description="The secret. Shown this once; only its hash is stored")
 
 
-async def _json_body(request: Request, model: type[BaseModel]) -> Any:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise ApiError(413, "too_large", f"the request body is larger than {MAX_BODY} bytes")
-    try:
-        payload = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ApiError(422, "invalid_body", 'the body is not JSON: expected {"name": "..."}', "body") from None
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = ".".join(str(x) for x in first.get("loc", ())) or "body"
-        raise ApiError(422, "invalid_body", f"{name}: {one_line(first.get('msg', 'invalid'))}", name) from None
-
-
 def _meta(row: dict[str, Any], principal: Principal) -> TokenMeta:
     mine = row["tenant_id"] == principal.tenant_id and row["user_id"] == principal.user_id
     return TokenMeta.model_validate({**row, "mine": mine})
@@ -141,10 +122,9 @@ class TokenHandlers:
     # -- POST /api/tokens --------------------------------------------------------------------
     async def create_token(self, request: Request) -> Response:
         principal = await _caller(request, self.services)
-        allowed = _MAY_CREATE.get(principal.role)
-        if allowed is None:
-            raise ApiError(403, "forbidden", "auditors are read-only: they cannot create tokens")
-        req: TokenCreate = await _json_body(request, TokenCreate)
+        require_role(principal, _WRITERS, "auditors are read-only: they cannot create tokens")
+        allowed = _MAY_CREATE[principal.role]
+        req = await json_body(request, TokenCreate, expected='{"name": "..."}', limit=MAX_BODY)
         role = req.role or principal.role
         if role not in allowed:
             raise ApiError(403, "forbidden", f"a {principal.role} may create tokens with role "
@@ -156,11 +136,11 @@ class TokenHandlers:
             except ValueError as exc:
                 raise ApiError(422, "invalid_body", f"expires_in: {exc}", "expires_in") from None
         async with self.services.db.as_principal(principal) as conn:
-            cur = await conn.execute(
+            cur = await conn.cursor(row_factory=scalar_row).execute(
                 "SELECT count(*) FROM gateway.api_tokens WHERE tenant_id = %s AND user_id = %s"
                 " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
                 (principal.tenant_id, principal.user_id))
-            active = (await cur.fetchone() or (0,))[0]
+            active = await cur.fetchone() or 0
         if active >= MAX_ACTIVE_PER_USER:
             raise ApiError(409, "too_many_tokens", f"you already have {active} active tokens (at most "
                                                    f"{MAX_ACTIVE_PER_USER}); revoke one first")
@@ -184,8 +164,7 @@ class TokenHandlers:
         if row is None:  # missing, or not yours to see: the same answer
             raise ApiError(404, "not_found", "no such token")
         mine = row["tenant_id"] == principal.tenant_id and row["user_id"] == principal.user_id
-        if principal.role == "auditor":
-            raise ApiError(403, "forbidden", "auditors are read-only: they cannot revoke tokens")
+        require_role(principal, _WRITERS, "auditors are read-only: they cannot revoke tokens")
         if principal.role != "admin" and not mine:  # row-level security already hides these; belt and braces
             raise ApiError(404, "not_found", "no such token")
         if principal.role == "admin" and row["tenant_id"] != principal.tenant_id:

@@ -1,13 +1,16 @@
-"""Every private name of the MCP SDK (and FastMCP) that cross-process session sharing touches, in one place.
+"""Every private FastMCP / MCP SDK name the project touches, fenced in one module.
 
-The SDK keeps a handshake-era session in its session manager's memory and offers no public way to
-add one that was initialized elsewhere. `gateway/mcp/session_sharing.py` does that through the
-functions below and nothing else. The versions these were read from are pinned in pyproject.toml;
-`tests/scaleout/test_sdk_compat.py` checks every name and signature used here, so an upgrade that
-moves one fails that test loudly instead of breaking sessions at run time.
+FastMCP 4.1 and the MCP SDK 2.3 have no public way to do these few things; each function below says what
+it is for and who uses it. tests/test_fastmcp_private.py checks every name (and the signatures relied on)
+against the installed packages, and fails when code outside this module uses one, so an upgrade that moves
+one fails there, loudly, instead of somewhere deep in a request or a shared session.
 
-Read from: mcp 2.3 (mcp/server/streamable_http_manager.py, streamable_http.py, runner.py,
-connection.py) and fastmcp 4.1 (fastmcp/server/http.py).
+A package of its own, importing nothing from auth/ or gateway/: both use it, and auth/ must not import
+gateway/. The versions these were read from are pinned in pyproject.toml.
+
+Read from: fastmcp 4.1 (fastmcp/server/server.py, http.py, low_level.py, dependencies.py, extensions.py,
+mixins/mcp_operations.py, auth/middleware.py, providers/proxy.py, client/client.py) and mcp 2.3
+(mcp/server/streamable_http_manager.py, streamable_http.py, runner.py, connection.py).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -24,6 +27,7 @@ from anyio.abc import TaskStatus
 from fastmcp.server.dependencies import _dispatching_tool_call, _serving_client_tool_call
 from fastmcp.server.extensions import _extension_tool_call_scope
 from fastmcp.server.mixins.mcp_operations import _normalize_call_tool_result
+from fastmcp.server.providers.proxy import _CacheEntry as ProxyCacheEntry
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
@@ -34,34 +38,99 @@ from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.transport_context import TransportContext
 from mcp_types import InitializeRequestParams
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
-from starlette.types import ASGIApp
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Send
 
 log = logging.getLogger("mcp_gateway.sessions")
 
 __all__ = [
     "HANDSHAKE_PROTOCOL_VERSIONS",
+    "PROXY_PROVIDER_HOOKS",
+    "PROXY_PROVIDER_STATE",
+    "ProxyCacheEntry",
+    "add_http_routes",
     "adopt",
+    # the fast call path (gateway/mcp/fastpath.py)
     "call_tool_wire_result",
+    "client_session_task",
     "connection_of",
     "discard",
+    "find_session_holder",
     "find_session_manager",
+    "force_disconnect",
     "has_extensions",
     "holds",
     "is_session_owner",
     "is_stateless",
+    "lifespan_of",
     "lifespan_state",
     "negotiated_version",
-    "open_session_count",
+    "open_session_ids",
+    "proxy_tool_client_factory",
     "rebind_prefab_tool_names",
     "request_context",
     "requestor_identity",
+    "send_auth_error",
+    "send_missing_auth",
     "session_expiring",
     "session_in_use",
     "session_transport",
+    "terminate_session",
     "tool_call_scope",
     "wire_result",
     "wrap_manager",
 ]
+
+
+# -- FastMCP: server, auth middleware, client, proxy (auth/provider.py, auth/starlette.py, gateway/mcp/) --------
+
+# Protected hooks of fastmcp.server.providers.proxy.ProxyProvider that gateway.mcp.upstreams overrides or reads
+# (guarded listings, a last-known tool cache); `_tools_cache` / `_cache_ttl` are instance attributes.
+PROXY_PROVIDER_HOOKS = ("_list_tools", "_get_tool", "_list_resources", "_list_resource_templates",
+                        "_list_prompts", "_get_client")
+PROXY_PROVIDER_STATE = ("_tools_cache", "_cache_ttl")
+
+
+def add_http_routes(mcp: Any, routes: Sequence[BaseRoute]) -> None:
+    """Extra routes served by `mcp.http_app()` (RFC 9728 metadata): FastMCP keeps them in a private list."""
+    mcp._additional_http_routes.extend(routes)
+
+
+async def send_auth_error(middleware: Any, send: Send, status: int, error: str, description: str) -> None:
+    """RequireAuthMiddleware's 401 with `error=...`: the exact challenge the MCP endpoint sends."""
+    await middleware._send_auth_error(send, status, error, description)
+
+
+async def send_missing_auth(middleware: Any, send: Send) -> None:
+    """RequireAuthMiddleware's 401 for a request without a token."""
+    await middleware._send_missing_auth(send)
+
+
+def lifespan_of(server: Any) -> Any:
+    """A FastMCP server's lifespan function (no public accessor in 4.1)."""
+    return getattr(server, "_lifespan", None)
+
+
+async def force_disconnect(client: Any) -> None:
+    """Close a fastmcp.Client's session now, whoever still holds it (shutdown of a shared upstream client)."""
+    await client._disconnect(force=True)
+
+
+def client_session_task(client: Any) -> Any:
+    """The task that runs a connected fastmcp.Client's session (done: the session died)."""
+    return getattr(getattr(client, "_session_state", None), "session_task", None)
+
+
+def proxy_tool_client_factory(tool: Any) -> Any:
+    """The client factory a ProxyTool was made with (gateway.mcp.upstreams binds it to its Upstream)."""
+    return tool._client_factory
+
+
+# -- The SDK's Streamable HTTP session manager ------------------------------------------------------------------
+# The SDK keeps a handshake-era session in its session manager's memory and offers no public way to list its
+# sessions, end one, or add one that was initialized elsewhere. Cross-process session sharing
+# (gateway/mcp/session_sharing.py) and the per-principal session cap (gateway/mcp/session_cap.py) do that
+# through the functions below and nothing else.
 
 
 def negotiated_version(init_params: dict[str, Any]) -> str:
@@ -70,18 +139,26 @@ def negotiated_version(init_params: dict[str, Any]) -> str:
     return str(requested) if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
 
 
-def find_session_manager(http_app: Any) -> StreamableHTTPSessionManager:
-    """The session manager of FastMCP's `http_app()` (created in its lifespan: call once that has started).
+def find_session_holder(app: Any) -> Any:
+    """FastMCP's StreamableHTTPASGIApp (it has `.session_manager`), behind the /mcp route's auth wrapper; None
+    if there is none. FastMCP 4.1 replaces its `session_manager` in every run of the app's lifespan: keep the
+    holder, read the manager when needed."""
+    for route in getattr(app, "routes", ()):
+        endpoint = getattr(route, "app", None)
+        for _ in range(4):
+            if endpoint is None:
+                break
+            if hasattr(endpoint, "session_manager"):
+                return endpoint
+            endpoint = getattr(endpoint, "app", None)
+    return None
 
-    FastMCP 4.1 keeps it as `session_manager` on the ASGI app behind the `/mcp` route, which its
-    RequireAuthMiddleware wraps as `.app`.
-    """
-    for route in getattr(http_app, "routes", []):
-        endpoint = getattr(route, "endpoint", None)
-        for candidate in (endpoint, getattr(endpoint, "app", None)):
-            manager = getattr(candidate, "session_manager", None)
-            if isinstance(manager, StreamableHTTPSessionManager):
-                return manager
+
+def find_session_manager(http_app: Any) -> StreamableHTTPSessionManager:
+    """The session manager of FastMCP's `http_app()` (created in its lifespan: call once that has started)."""
+    manager = getattr(find_session_holder(http_app), "session_manager", None)
+    if isinstance(manager, StreamableHTTPSessionManager):
+        return manager
     raise RuntimeError("no StreamableHTTPSessionManager behind FastMCP's http app (FastMCP changed?)")
 
 
@@ -104,8 +181,22 @@ def holds(manager: StreamableHTTPSessionManager, session_id: str) -> bool:
     return session_id in manager._server_instances
 
 
-def open_session_count(manager: StreamableHTTPSessionManager) -> int:
-    return len(manager._server_instances)
+def open_session_ids(manager: Any) -> Collection[str] | None:
+    """The ids of the sessions the manager holds open now (a live view), None when its table is not readable.
+
+    The SDK forgets a session on DELETE, on its idle timeout, on a transport failure and at shutdown, with no
+    hook for any of them: this table is the only place that knows.
+    """
+    sessions = getattr(manager, "_server_instances", None)
+    return sessions.keys() if isinstance(sessions, dict) else None
+
+
+async def terminate_session(manager: Any, session_id: str) -> None:
+    """End a session the SDK's own way: its server task then discards it, and its id answers 404."""
+    sessions = getattr(manager, "_server_instances", None)
+    transport = sessions.get(session_id) if isinstance(sessions, dict) else None
+    if transport is not None:
+        await transport.terminate()
 
 
 def requestor_identity(scope: MutableMapping[str, Any]) -> str | None:
