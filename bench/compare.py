@@ -255,7 +255,9 @@ def memory(db: BenchDatabase, logs: Path, token: str, count: int) -> None:
     rows = []
     starters: list[tuple[str, Callable[[], Proc]]] = [
         ("bare JSON", lambda: start_bare(logs, name="bare-mem")),
-        ("gateway", lambda: start_gateway(db, logs, name="gateway-mem")),
+        # one principal holds every session here: lift the per-principal cap (default 100) above the count
+        ("gateway", lambda: start_gateway(db, logs, name="gateway-mem",
+                                          MCP_GATEWAY_MAX_SESSIONS_PER_PRINCIPAL=str(count + 10))),
     ]
     for label, starter in starters:
         proc = starter()

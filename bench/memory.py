@@ -42,7 +42,8 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="mcpgw-bench-logs-"))
     with bench_database() as db:
         token = create_token(db)
-        gateway = start_gateway(db, logs)
+        # one principal holds every session here: lift the per-principal cap (default 100) above the count
+        gateway = start_gateway(db, logs, MCP_GATEWAY_MAX_SESSIONS_PER_PRINCIPAL=str(args.sessions + 10))
         try:
             pid = gateway.popen.pid
             headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
