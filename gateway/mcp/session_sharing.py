@@ -13,8 +13,9 @@ which would answer 404. So:
   same credential identity: the session is adopted (a local, already-initialized copy; fastmcp_private/)
   and the request is served. Anything else goes to the SDK unchanged, which answers 404 exactly as it
   does for an unknown id: a hijacked id is refused on every process.
-- DELETE on any process marks the binding ended; every process drops its local copy the next time it
-  sees the id (within BINDING_CACHE seconds) and answers 404. The analytics session ends once as
+- DELETE on any process marks the binding ended; every process drops its local copy once it has re-read
+  the binding (a local session's binding is re-read in the background after BINDING_CACHE seconds, so no
+  request waits on the database) and answers 404. The analytics session ends once as
   `client_disconnect`, after a short grace so the calls other processes still hold in their tracking
   queues are written first.
 - GET (the server-to-client stream) is adopted like any request: it carries what the process it lands
@@ -186,6 +187,7 @@ class SessionSharing:
         self.adopted = 0
         self._pending: dict[asyncio.Task[None], Callable[[], Awaitable[None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._refreshing: set[tuple[str, str]] = set()
         self._failing_until = 0.0
 
     async def start(self) -> None:
@@ -221,7 +223,12 @@ class SessionSharing:
             return
         local = fastmcp_private.holds(self.manager, session_id)
         binding = self.store.cached(principal.tenant_id, session_id)
-        if binding is None and not (local and self._database_failing()):
+        if binding is None and local:
+            # A session of this process is served at once: whether another process has ended it (a DELETE
+            # there) is read in the background, and the next request here acts on it.
+            if not self._database_failing():
+                self._refresh(principal.tenant_id, session_id)
+        elif binding is None:
             try:
                 binding = await asyncio.wait_for(self.store.lookup(principal.tenant_id, session_id), DB_TIMEOUT)
             except Exception as exc:  # the database away: local sessions carry on; others cannot be checked
@@ -332,6 +339,22 @@ class SessionSharing:
         self._pending.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.warning("ending an analytics session failed (%s)", type(task.exception()).__name__)
+
+    def _refresh(self, tenant_id: str, session_id: str) -> None:
+        """Read a local session's binding in the background, once at a time per session."""
+        key = (tenant_id, session_id)
+        if key in self._refreshing:
+            return
+        self._refreshing.add(key)
+
+        async def refresh() -> None:
+            try:
+                await asyncio.wait_for(self.store.lookup(tenant_id, session_id), DB_TIMEOUT)
+            except Exception as exc:
+                self._failed(exc, "lookup")
+            finally:
+                self._refreshing.discard(key)
+        self._spawn(refresh())
 
     def _spawn(self, work: Awaitable[None]) -> None:
         async def run() -> None:
