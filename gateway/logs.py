@@ -60,7 +60,7 @@ def configure_logging(fmt: str = "json", level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "mcp", "fastmcp", "sse_starlette", "uvicorn.access"):
+    for noisy in ("httpx", "httpx2", "httpcore", "mcp", "fastmcp", "sse_starlette", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # FastMCP installs its own (rich, non-JSON) handler at import: route its records through ours.
     fastmcp_logger = logging.getLogger("fastmcp")
