@@ -3,18 +3,23 @@
 A handshake-era request normally travels from the HTTP task through the session's transport, a memory
 stream, the session's dispatcher task and back through another stream to the HTTP task; a 2026-07-28
 `tools/call` with arguments first runs a whole `tools/list` to find the tool's `Mcp-Param` headers. For
-the two requests that make up almost all traffic, this module runs the SDK's own request kernel
-(`ServerRunner`: FastMCP's handlers, the gateway's middleware chain, the result shaping) directly in the
-HTTP task, with the session's own connection, and writes the JSON reply the transport would have written.
+the two requests that make up almost all traffic, this module answers in the HTTP task, with the session's
+own connection, and writes the JSON reply the transport would have written. A `tools/call` runs the
+gateway's middleware hooks as one chain around FastMCP's own `call_tool` (FastMCP's steps around it taken
+as they are); anything less common, and `tools/list`, runs through the SDK's request kernel (`ServerRunner`).
 
 It sits where the SDK's session manager starts its own work: after FastMCP's authentication, the session
 cap and session sharing. Anything it does not handle goes to the SDK untouched, with the body replayed:
 other methods, notifications, batches, SSE responses, a progress token, an unknown or foreign session,
 `Mcp-Param-*` headers, a tool that declares them, or a malformed request (the SDK owns its errors).
 
-The private SDK names it needs are fenced in `gateway/mcp/fastmcp_private.py`.
-"""
+A request served here is not in the session dispatcher's table of requests in flight, so a client's
+`notifications/cancelled` for it does not stop it (it completes and is answered; in JSON-response mode a
+client can only drop the connection to stop waiting). As in the SDK's JSON-response mode, a notification
+a tool sends tied to the request has no wire and is dropped.
 
+The private FastMCP and SDK names it needs are fenced in `fastmcp_private/`.
+"""
 from __future__ import annotations
 
 import json
