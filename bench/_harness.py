@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -321,3 +322,28 @@ def initialize_sessions(url: str, count: int, token: str = "", client_name: str 
         if keep_client is None:
             client.close()
     return ids
+
+
+def settle(gateway: Proc) -> None:
+    """Wait until the writer has stored what the last run queued, so it does not bill the next one."""
+    def empty() -> bool:
+        try:
+            return bool(httpx.get(gateway.url + "/ready", timeout=5).json()["writer"]["backlog"] == 0)
+        except (httpx.HTTPError, KeyError, ValueError):
+            return False
+
+    wait_for(empty, 60, f"{gateway.name}'s tracking backlog to drain", interval=0.1)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def call_echo(http: httpx.Client, url: str, token: str, session_id: str, n: int) -> None:
+    """One handshake-era `echo` call on an open session; raises unless it succeeded."""
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "MCP-Protocol-Version": "2025-11-25", "Mcp-Session-Id": session_id}
+    response = http.post(url + "/mcp", headers=headers, json={
+        "jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}})
+    if response.status_code != 200 or '"isError":false' not in response.text:
+        raise RuntimeError(f"call failed: HTTP {response.status_code} {response.text[:300]}")

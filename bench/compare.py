@@ -25,7 +25,6 @@ After the run the gateway's rows are counted against the calls it answered (rows
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -43,17 +42,19 @@ from bench._harness import (
     Proc,
     WrkResult,
     bench_database,
+    call_echo,
     cores,
     cpu_seconds,
     create_token,
     initialize_sessions,
+    median,
     pin,
     require_wrk,
     rss_kb,
     run_wrk,
+    settle,
     start_bare,
     start_gateway,
-    wait_for,
 )
 
 SERVER_CPU, CLIENT_CPU = 1, 0
@@ -126,7 +127,7 @@ def main() -> None:
                 print_table(f"Scenario: {name}", extra, result, eras, [16], baseline=extra[0].label)
             for proc in procs:
                 if proc.name.startswith("gateway"):
-                    _settle(proc)
+                    settle(proc)
             rows = _count_rows(db)
             low, high = SERVED.counted, SERVED.counted + SERVED.uncounted_at_most
             verdict = "holds" if low <= rows <= high else "DOES NOT HOLD"
@@ -196,7 +197,7 @@ def run_table(variants: list[Variant], eras: list[str], clients: list[int], args
             for c in clients:
                 for v in order:
                     if v.gateway:
-                        _settle(v.proc)
+                        settle(v.proc)
                     sample = _measure(v, era, c, args.seconds, token, logs)
                     samples.setdefault((era, c, v.label), []).append(sample)
                     if v.gateway:
@@ -216,20 +217,6 @@ def _measure(v: Variant, era: str, connections: int, seconds: float, token: str,
     return Sample(result, 1e6 * used / max(result.requests, 1))
 
 
-def _settle(proc: Proc) -> None:
-    """The writer has stored what the last run queued, so it does not bill the next one."""
-    def empty() -> bool:
-        try:
-            return bool(httpx.get(proc.url + "/ready", timeout=5).json()["writer"]["backlog"] == 0)
-        except (httpx.HTTPError, KeyError, ValueError):
-            return False
-    wait_for(empty, 60, f"{proc.name}'s tracking backlog to drain", interval=0.1)
-
-
-def _med(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def print_table(title: str, variants: list[Variant], samples: dict[tuple[str, int, str], list[Sample]],
                 eras: list[str], clients: list[int], *, baseline: str) -> None:
     print(f"{title} (ratio: calls/s over {baseline}'s, round by round)\n")
@@ -240,11 +227,11 @@ def print_table(title: str, variants: list[Variant], samples: dict[tuple[str, in
             base = samples[(era, c, baseline)]
             for v in variants:
                 s = samples[(era, c, v.label)]
-                ratio = _med([x.result.rps / b.result.rps for x, b in zip(s, base, strict=True) if b.result.rps])
-                cpu = _med([x.cpu_us for x in s])
-                print(f"| {ERAS[era]} | {c} | {v.label} | {_med([x.result.rps for x in s]):.0f} | {ratio:.2f} "
-                      f"| {_med([x.result.p50_ms for x in s]):.2f} | {_med([x.result.p99_ms for x in s]):.2f} "
-                      f"| {cpu:.0f} | {cpu / _med([b.cpu_us for b in base]):.2f} "
+                ratio = median([x.result.rps / b.result.rps for x, b in zip(s, base, strict=True) if b.result.rps])
+                cpu = median([x.cpu_us for x in s])
+                print(f"| {ERAS[era]} | {c} | {v.label} | {median([x.result.rps for x in s]):.0f} | {ratio:.2f} "
+                      f"| {median([x.result.p50_ms for x in s]):.2f} | {median([x.result.p99_ms for x in s]):.2f} "
+                      f"| {cpu:.0f} | {cpu / median([b.cpu_us for b in base]):.2f} "
                       f"| {rss_kb(v.proc.popen.pid) / 1024:.0f} |")
     failed = sum(x.result.failed for v in samples.values() for x in v)
     print(f"\nfailed calls (non-200, isError, socket errors): {failed}\n", flush=True)
@@ -264,11 +251,11 @@ def memory(db: BenchDatabase, logs: Path, token: str, count: int) -> None:
         try:
             with httpx.Client(timeout=30) as http:
                 first = initialize_sessions(proc.url, 1, token, keep_client=http)
-                _call(http, proc.url, token, first[0], 1)
+                call_echo(http, proc.url, token, first[0], 1)
                 at_start = rss_kb(proc.popen.pid)
                 sessions = initialize_sessions(proc.url, count, token, keep_client=http)
                 for n, sid in enumerate(sessions):
-                    _call(http, proc.url, token, sid, n + 2)
+                    call_echo(http, proc.url, token, sid, n + 2)
                 after = rss_kb(proc.popen.pid)
         finally:
             proc.stop()
@@ -281,15 +268,6 @@ def memory(db: BenchDatabase, logs: Path, token: str, count: int) -> None:
         per = (after - at_start) / count
         print(f"| {label} | {at_start / 1024:.0f} | {after / 1024:.0f} | {per:.1f} | {per / base_per:.2f} |")
     print(flush=True)
-
-
-def _call(http: httpx.Client, url: str, token: str, session_id: str, n: int) -> None:
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
-               "Content-Type": "application/json", "MCP-Protocol-Version": "2025-11-25", "Mcp-Session-Id": session_id}
-    response = http.post(url + "/mcp", headers=headers, json={
-        "jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}})
-    if response.status_code != 200 or '"isError":false' not in response.text:
-        raise RuntimeError(f"call failed: HTTP {response.status_code} {response.text[:300]}")
 
 
 def _count_rows(db: BenchDatabase) -> int:

@@ -25,6 +25,7 @@ import psycopg
 
 from bench._harness import (
     bench_database,
+    call_echo,
     cores,
     create_token,
     initialize_sessions,
@@ -51,7 +52,7 @@ def main() -> None:
             with httpx.Client(timeout=30) as http:
                 # one warm-up session and call: imports, tokenizer and pools are not session cost
                 warm = initialize_sessions(gateway.url, 1, token, keep_client=http)
-                call(http, gateway.url, headers, warm[0], 0)
+                call_echo(http, gateway.url, token, warm[0], 2)
                 baseline = rss_kb(pid)
                 t0 = time.monotonic()
                 sessions = initialize_sessions(gateway.url, args.sessions, token, keep_client=http)
@@ -59,7 +60,7 @@ def main() -> None:
                 after_open = rss_kb(pid)
                 for n, sid in enumerate(sessions):
                     for i in range(args.calls_per_session):
-                        call(http, gateway.url, headers, sid, n * 1000 + i)
+                        call_echo(http, gateway.url, token, sid, n * 1000 + i + 2)
                 after_calls = rss_kb(pid)
                 expected = (1 + args.sessions) * (1 if args.calls_per_session else 0)
 
@@ -86,13 +87,6 @@ def main() -> None:
     print(f"\nper session: {per_session:.1f} KB; open analytics sessions in the database: {open_now}; "
           f"first session still answers: HTTP {still_open}. Goal: < 500 MB -> "
           f"{'met' if after_calls < 500 * 1024 else 'NOT met'}")
-
-
-def call(http: httpx.Client, url: str, headers: dict[str, str], session_id: str, n: int) -> None:
-    response = http.post(url + "/mcp", headers=headers | {"Mcp-Session-Id": session_id}, json={
-        "jsonrpc": "2.0", "id": n + 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}})
-    if response.status_code != 200 or '"isError":false' not in response.text:
-        raise RuntimeError(f"call failed: HTTP {response.status_code} {response.text[:300]}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ where the added cost goes.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -32,7 +31,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx
 import psycopg
 
 from bench._harness import (
@@ -44,12 +42,13 @@ from bench._harness import (
     cpu_seconds,
     create_token,
     initialize_sessions,
+    median,
     pin,
     require_wrk,
     run_wrk,
+    settle,
     start_bare,
     start_gateway,
-    wait_for,
 )
 
 SERVER_CPU, CLIENT_CPU = 1, 0
@@ -80,21 +79,6 @@ def measure(proc: Proc, *, era: str, connections: int, seconds: float, token: st
                      sessions=sessions[:connections], cpu=CLIENT_CPU, script_dir=script_dir)
     used = cpu_seconds(proc.popen.pid) - before
     return Sample(result, 1e6 * used / max(result.requests, 1))
-
-
-def settle(gateway: Proc) -> None:
-    """Wait until the writer has flushed what the previous run queued, so it does not bill the next one."""
-    def empty() -> bool:
-        try:
-            return httpx.get(gateway.url + "/ready", timeout=5).json()["writer"]["backlog"] == 0
-        except (httpx.HTTPError, KeyError, ValueError):
-            return False
-
-    wait_for(empty, 60, "the gateway's tracking backlog to drain", interval=0.1)
-
-
-def med(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 def main() -> None:
@@ -173,7 +157,7 @@ def run_ablation(db: BenchDatabase, logs: Path, token: str, args: argparse.Names
     finally:
         for proc in procs.values():
             proc.stop()
-    return [(parts, med([s.result.rps for s in out[parts]]), med([s.cpu_us_per_call for s in out[parts]]))
+    return [(parts, median([s.result.rps for s in out[parts]]), median([s.cpu_us_per_call for s in out[parts]]))
             for parts, _ in ABLATIONS]
 
 
@@ -190,11 +174,11 @@ def print_report(samples: dict[tuple[str, int, str], list[Sample]], eras: list[s
     for era in eras:
         for c in clients:
             b, g = samples[(era, c, "bare")], samples[(era, c, "gateway")]
-            b_rps, g_rps = med([s.result.rps for s in b]), med([s.result.rps for s in g])
-            ratio = med([gs.result.rps / bs.result.rps for bs, gs in zip(b, g, strict=True) if bs.result.rps])
-            b50, g50 = med([s.result.p50_ms for s in b]), med([s.result.p50_ms for s in g])
-            b99, g99 = med([s.result.p99_ms for s in b]), med([s.result.p99_ms for s in g])
-            bcpu, gcpu = med([s.cpu_us_per_call for s in b]), med([s.cpu_us_per_call for s in g])
+            b_rps, g_rps = median([s.result.rps for s in b]), median([s.result.rps for s in g])
+            ratio = median([gs.result.rps / bs.result.rps for bs, gs in zip(b, g, strict=True) if bs.result.rps])
+            b50, g50 = median([s.result.p50_ms for s in b]), median([s.result.p50_ms for s in g])
+            b99, g99 = median([s.result.p99_ms for s in b]), median([s.result.p99_ms for s in g])
+            bcpu, gcpu = median([s.cpu_us_per_call for s in b]), median([s.cpu_us_per_call for s in g])
             print(f"| {ERAS.get(era, era)} | {c} | {b_rps:.0f} | {g_rps:.0f} | {ratio:.2f} | {b50:.2f} | {g50:.2f} "
                   f"| {g50 - b50:+.2f} | {b99:.2f} | {g99:.2f} | {g99 - b99:+.2f} | {bcpu:.0f} | {gcpu:.0f} |")
     failed = sum(s.result.failed for v in samples.values() for s in v)
