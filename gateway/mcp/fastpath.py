@@ -372,10 +372,11 @@ class FastPath:
 class _Headers:
     """The few request headers the fast path decides on, read once."""
 
-    __slots__ = ("_raw", "accept", "content_type", "mcp_param", "protocol_version", "session_id")
+    __slots__ = ("_items", "_raw", "accept", "content_type", "mcp_param", "protocol_version", "session_id")
 
     def __init__(self, scope: Scope) -> None:
         self._raw: list[tuple[bytes, bytes]] = scope["headers"]
+        self._items: list[tuple[str, str]] | None = None
         self.accept = self.content_type = ""
         self.protocol_version: str | None = None
         self.session_id: str | None = None
@@ -407,7 +408,10 @@ class _Headers:
         return has_json
 
     def items(self) -> list[tuple[str, str]]:
-        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._raw]
+        """Every header, decoded (once: the 2026-07-28 checks read them twice)."""
+        if self._items is None:
+            self._items = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._raw]
+        return self._items
 
     def as_dict(self) -> dict[str, str]:
         """As `dict(request.headers)`: the first of repeated headers."""
