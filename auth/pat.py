@@ -157,6 +157,14 @@ class PatVerifier:
         known = self._known.get(token_hash) or _Known(record, _principal_or_none(record), self._clock())
         return self._judge(known)
 
+    def fresh(self, token: str) -> bool:
+        """`verify(token)` would answer from a fresh record, with a principal (no lookup, no refusal)."""
+        known = self._known.get(hash_pat(token))
+        if known is None or self._clock() - known.read_at >= self._fresh_for or known.principal is None:
+            return False
+        record = known.record
+        return record.revoked_at is None and (record.expires_at is None or record.expires_at > datetime.now(UTC))
+
     def _judge(self, known: _Known) -> Principal:
         record, now = known.record, datetime.now(UTC)
         if record.revoked_at is not None:

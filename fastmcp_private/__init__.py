@@ -24,8 +24,10 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
+from fastmcp.server.context import reset_transport, set_transport
 from fastmcp.server.dependencies import _dispatching_tool_call, _serving_client_tool_call
 from fastmcp.server.extensions import _extension_tool_call_scope
+from fastmcp.server.http import HostOriginGuardMiddleware, set_http_request
 from fastmcp.server.mixins.mcp_operations import _normalize_call_tool_result
 from fastmcp.server.providers.proxy import _CacheEntry as ProxyCacheEntry
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
@@ -38,6 +40,8 @@ from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.transport_context import TransportContext
 from mcp_types import InitializeRequestParams
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Send
 
@@ -362,3 +366,32 @@ async def rebind_prefab_tool_names(fastmcp: Any, result: Any) -> Any:
 def call_tool_wire_result(result: Any) -> Any:
     """`ToolResult.to_mcp_result()` as `_on_call_tool` hands it to the runner."""
     return _normalize_call_tool_result(result.to_mcp_result())
+
+
+@contextmanager
+def http_request_scope(http_app: Any, scope: MutableMapping[str, Any]) -> Iterator[None]:
+    """What FastMCP's http app sets up for a request before its routes run: Starlette's `scope["app"]`
+    and `RequestContextMiddleware`'s transport type and current HTTP request (`get_http_request()`)."""
+    scope["app"] = http_app
+    transport = getattr(http_app.state, "transport_type", None)
+    token = set_transport(transport) if transport else None
+    try:
+        with set_http_request(Request(scope)):
+            yield
+    finally:
+        if token is not None:
+            reset_transport(token)
+
+
+def auth_middleware_parts(http_app: Any) -> tuple[Any, Any | None]:
+    """The authentication backend FastMCP's http app authenticates with, and its Host/Origin guard
+    (None when host-origin protection is off), taken from the app's own middleware list."""
+    backend, guard = None, None
+    for entry in http_app.user_middleware:
+        if entry.cls is AuthenticationMiddleware:
+            backend = entry.kwargs["backend"]
+        elif entry.cls is HostOriginGuardMiddleware:
+            guard = entry
+    if backend is None:
+        raise RuntimeError("FastMCP's http app has no authentication middleware")
+    return backend, guard

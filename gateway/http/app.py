@@ -32,6 +32,7 @@ from gateway.http.dashboard import dashboard_routes
 from gateway.http.metrics_auth import protect_metrics
 from gateway.http.origins import guard_http
 from gateway.mcp.fastpath import FastPath
+from gateway.mcp.front_door import FrontDoor
 from gateway.tracking.session_end import SessionEndWatcher
 
 if TYPE_CHECKING:
@@ -41,11 +42,12 @@ if TYPE_CHECKING:
 class GatewayApp:
     """Routes by path. Built by gateway.wiring.create_app."""
 
-    def __init__(self, services: Services, mcp: FastMCP, *, fast_path: FastPath,
+    def __init__(self, services: Services, mcp: FastMCP, *, fast_path: FastPath, front_door: FrontDoor,
                  on_session_end: Callable[[str, str], object]) -> None:
         self.services = services
         self.mcp = mcp
         self.fast_path = fast_path
+        self.front_door = front_door
         settings = services.settings
         cap = services.session_cap  # per-principal session cap, inside FastMCP's authentication
         self.mcp_http = mcp.http_app(path="/mcp", json_response=settings.json_response,
@@ -88,6 +90,7 @@ class GatewayApp:
                 # Inside out: the fast path first, then session sharing around it (adoption before serving).
                 self.fast_path.attach(self.mcp_http)
                 self.services.session_sharing.attach(self.mcp_http)  # any process serves any session
+                self.front_door.attach(self.mcp_http, full=self.mcp_watched)  # the short way in, when it can
                 # Everything built so far lives as long as the process: keep it out of the cyclic
                 # collector's full passes, whose pauses grew with it (the slowest calls under load).
                 gc.freeze()
@@ -103,7 +106,9 @@ class GatewayApp:
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        if path == "/mcp" or path.startswith("/mcp/"):
+        if path == "/mcp":
+            await self.front_door(scope, receive, send)  # what it does not serve goes to mcp_watched
+        elif path.startswith("/mcp/"):
             await self.mcp_watched(scope, receive, send)
         elif path == "/sse":
             await self.sse_watched(scope, receive, send)
@@ -124,4 +129,5 @@ class GatewayApp:
     async def ready(self, request: Request) -> JSONResponse:
         ok, body = await self.services.readiness()
         body[self.fast_path.name] = await self.fast_path.ready()
+        body[self.front_door.name] = await self.front_door.ready()
         return JSONResponse(body, status_code=200 if ok else 503)

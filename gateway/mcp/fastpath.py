@@ -70,14 +70,18 @@ from mcp_types import (
 from mcp_types import methods as mcp_methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import fastmcp_private
+from gateway.asgi import read_body, replaying
 from gateway.mcp.access import AccessMiddleware
 from gateway.mcp.quotas import QuotaMiddleware
 from gateway.tracking.middleware import TrackingMiddleware
 
 log = logging.getLogger("mcp_gateway.fastpath")
+
+# What `prepare` hands back: run it with the request's `receive` (the body replayed) and `send`.
+Answer = Callable[[Receive, Send], Awaitable[None]]
 
 FAST_METHODS = frozenset({"tools/call", "tools/list"})
 _PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower().encode("latin-1")
@@ -197,38 +201,51 @@ class FastPath:
         return handle
 
     async def _post(self, inner: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = _Headers(scope)
-        body = await _read_body(receive)
-        replay = _replaying(body, receive)
-        served = False
-        if headers.plain_json_post() and (
-                self._security is None or await self._security.validate_request(Request(scope), is_post=True) is None):
-            message = _request_message(body)
-            if message is not None:
-                if headers.modern:
-                    served = await self._modern(scope, replay, send, headers, message)
-                else:
-                    served = await self._handshake(scope, replay, send, headers, message)
-        if served:
-            self.served += 1
-        else:
+        headers = RequestHeaders(scope)
+        body = await read_body(receive)
+        replay = replaying(body, receive)
+        answer = await self.prepare(scope, headers, body)
+        if answer is None:
             self.fell_back += 1
             await inner(scope, replay, send)
+        else:
+            await self.answer(answer, replay, send)
+
+    async def prepare(self, scope: Scope, headers: RequestHeaders, body: bytes) -> Answer | None:
+        """How the fast path would answer this POST, or None when the SDK must. Decides only: nothing is
+        run, counted or sent until `answer` (so a caller can still do its own bookkeeping, or go elsewhere)."""
+        if not self.active or not headers.plain_json_post() or (
+                self._security is not None
+                and await self._security.validate_request(Request(scope), is_post=True) is not None):
+            return None
+        message = _request_message(body)
+        if message is None:
+            return None
+        if headers.modern:
+            return await self._modern(scope, headers, message)
+        return self._handshake(scope, headers, message)
+
+    async def answer(self, answer: Answer, receive: Receive, send: Send) -> None:
+        self.served += 1
+        await answer(receive, send)
 
     # -- handshake era: an initialized session of this process -------------------------------------
 
-    async def _handshake(self, scope: Scope, receive: Receive, send: Send, headers: _Headers,
-                         message: dict[str, Any]) -> bool:
+    def _handshake(self, scope: Scope, headers: RequestHeaders, message: dict[str, Any]) -> Answer | None:
         session_id = headers.session_id
         if session_id is None or _has_modern_envelope(message.get("params")):
-            return False  # the SDK refuses an enveloped request on a handshake session
+            return None  # the SDK refuses an enveloped request on a handshake session
         transport = fastmcp_private.session_transport(self.manager, session_id)
         connection = self._connections.get(session_id)
         if (transport is None or connection is None or transport.is_terminated
                 or fastmcp_private.session_expiring(transport)
                 or not connection.initialize_accepted
                 or not fastmcp_private.is_session_owner(self.manager, session_id, scope)):
-            return False  # the SDK answers (404 for a foreign or ended session)
+            return None  # the SDK answers (404 for a foreign or ended session)
+        return partial(self._serve_handshake, scope, session_id, transport, connection, message)
+
+    async def _serve_handshake(self, scope: Scope, session_id: str, transport: Any, connection: Connection,
+                               message: dict[str, Any], receive: Receive, send: Send) -> None:
         request_id: RequestId = message["id"]
         request = Request(scope, receive)
         exchange = _Exchange(
@@ -248,19 +265,21 @@ class FastPath:
                 reply = JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
         await _send_json(send, 200, reply.model_dump_json(by_alias=True, exclude_unset=True).encode(),
                          session_id=session_id)
-        return True
 
     # -- 2026-07-28: one self-contained request --------------------------------------------------------
 
-    async def _modern(self, scope: Scope, receive: Receive, send: Send, headers: _Headers,
-                      message: dict[str, Any]) -> bool:
+    async def _modern(self, scope: Scope, headers: RequestHeaders, message: dict[str, Any]) -> Answer | None:
         if headers.mcp_param or find_duplicated_routing_header(headers.items()) is not None:
-            return False
+            return None
         verdict = classify_inbound_request(message, headers=headers.as_dict())
         if not isinstance(verdict, InboundModernRoute):
-            return False  # the SDK writes the rejection
+            return None  # the SDK writes the rejection
         if message["method"] == "tools/call" and await self._declares_param_headers(message.get("params")):
-            return False
+            return None
+        return partial(self._serve_modern, scope, verdict, message)
+
+    async def _serve_modern(self, scope: Scope, verdict: InboundModernRoute, message: dict[str, Any],
+                            receive: Receive, send: Send) -> None:
         request_id: RequestId = message["id"]
         request = Request(scope, receive)
         connection = Connection.from_envelope(verdict.protocol_version, verdict.client_info,
@@ -281,7 +300,6 @@ class FastPath:
         status = ERROR_CODE_HTTP_STATUS.get(reply.error.code, 200) if isinstance(reply, JSONRPCError) else 200
         body = json.dumps(reply.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":"))
         await _send_json(send, status, body.encode())
-        return True
 
     async def _run(self, runner: ServerRunner[Any], exchange: _Exchange, message: dict[str, Any]) -> dict[str, Any]:
         method, params = message["method"], message.get("params")
@@ -369,27 +387,42 @@ class FastPath:
         return declares
 
 
-class _Headers:
-    """The few request headers the fast path decides on, read once."""
+class RequestHeaders:
+    """The few request headers the fast path (and the front door) decide on, read once. The first of a
+    repeated header counts, as Starlette's `request.headers.get` (what the SDK reads) has it."""
 
-    __slots__ = ("_items", "_raw", "accept", "content_type", "mcp_param", "protocol_version", "session_id")
+    __slots__ = ("_items", "_raw", "accept", "authorization", "content_length", "content_type", "mcp_param",
+                 "protocol_version", "session_id")
 
     def __init__(self, scope: Scope) -> None:
         self._raw: list[tuple[bytes, bytes]] = scope["headers"]
         self._items: list[tuple[str, str]] | None = None
-        self.accept = self.content_type = ""
+        self.accept: str | None = None
+        self.content_type: str | None = None
+        self.authorization: str | None = None
+        self.content_length: str | None = None
         self.protocol_version: str | None = None
         self.session_id: str | None = None
         self.mcp_param = False
         for key, value in self._raw:
             if key == b"accept":
-                self.accept = value.decode("latin-1")
+                if self.accept is None:
+                    self.accept = value.decode("latin-1")
             elif key == b"content-type":
-                self.content_type = value.decode("latin-1")
+                if self.content_type is None:
+                    self.content_type = value.decode("latin-1")
+            elif key == b"authorization":
+                if self.authorization is None:
+                    self.authorization = value.decode("latin-1")
+            elif key == b"content-length":
+                if self.content_length is None:
+                    self.content_length = value.decode("latin-1")
             elif key == b"mcp-protocol-version":
-                self.protocol_version = value.decode("latin-1")
+                if self.protocol_version is None:
+                    self.protocol_version = value.decode("latin-1")
             elif key == b"mcp-session-id":
-                self.session_id = value.decode("latin-1")
+                if self.session_id is None:
+                    self.session_id = value.decode("latin-1")
             elif key.startswith(_PARAM_PREFIX):
                 self.mcp_param = True
 
@@ -401,10 +434,10 @@ class _Headers:
 
     def plain_json_post(self) -> bool:
         """application/json in, application/json accepted: the only shape the fast path answers."""
-        media = [part.strip() for part in self.content_type.split(";")[0].split(",")]
+        media = [part.strip() for part in (self.content_type or "").split(";")[0].split(",")]
         if "application/json" not in media:
             return False
-        has_json, _ = check_accept_headers(_AcceptOnly(self.accept))
+        has_json, _ = check_accept_headers(_AcceptOnly(self.accept or ""))
         return has_json
 
     def items(self) -> list[tuple[str, str]]:
@@ -464,31 +497,6 @@ def _request_message(body: bytes) -> dict[str, Any] | None:
     if set(message) - {"jsonrpc", "id", "method", "params"}:
         return None
     return message
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """`receive` for whoever reads the request after the fast path: the body once, then the connection."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-    return replay
 
 
 async def _send_json(send: Send, status: int, body: bytes, *, session_id: str | None = None) -> None:

@@ -222,13 +222,9 @@ class SessionSharing:
                 await inner(scope, receive, send)
             return
         local = fastmcp_private.holds(self.manager, session_id)
-        binding = self.store.cached(principal.tenant_id, session_id)
-        if binding is None and local:
-            # A session of this process is served at once: whether another process has ended it (a DELETE
-            # there) is read in the background, and the next request here acts on it.
-            if not self._database_failing():
-                self._refresh(principal.tenant_id, session_id)
-        elif binding is None:
+        binding = self._local_binding(principal, session_id) if local else self.store.cached(principal.tenant_id,
+                                                                                             session_id)
+        if binding is None and not local:
             try:
                 binding = await asyncio.wait_for(self.store.lookup(principal.tenant_id, session_id), DB_TIMEOUT)
             except Exception as exc:  # the database away: local sessions carry on; others cannot be checked
@@ -243,12 +239,35 @@ class SessionSharing:
                 log.info("adopted a session opened by another process",
                          extra={"event": "session_adopted", "instance": self.store.instance_id,
                                 "tenant": principal.tenant_id, "user": principal.user_id})
-        if binding is not None and not binding.ended and self.store.due_for_touch(principal.tenant_id, session_id):
-            self._spawn(self.store.touch(principal.tenant_id, session_id))
+        self._touch_if_due(principal, session_id, binding)
         if scope["method"] == "DELETE":
             await inner(scope, receive, self._on_deleted(principal, session_id, send))
         else:
             await inner(scope, receive, send)
+
+    def serves_locally(self, principal: Principal, session_id: str) -> bool:
+        """A request for `session_id` may be served here as it is: this process holds the session and no
+        other process has ended it (the bookkeeping `_handle` does for such a request is done). False: the
+        request must take the whole way through `_handle` (adoption, or discarding an ended session)."""
+        if self.manager is None or not fastmcp_private.holds(self.manager, session_id):
+            return False
+        binding = self._local_binding(principal, session_id)
+        if binding is not None and binding.ended:
+            return False
+        self._touch_if_due(principal, session_id, binding)
+        return True
+
+    def _local_binding(self, principal: Principal, session_id: str) -> Binding | None:
+        """A session of this process is served at once: whether another process has ended it (a DELETE
+        there) is read in the background, and the next request here acts on it."""
+        binding = self.store.cached(principal.tenant_id, session_id)
+        if binding is None and not self._database_failing():
+            self._refresh(principal.tenant_id, session_id)
+        return binding
+
+    def _touch_if_due(self, principal: Principal, session_id: str, binding: Binding | None) -> None:
+        if binding is not None and not binding.ended and self.store.due_for_touch(principal.tenant_id, session_id):
+            self._spawn(self.store.touch(principal.tenant_id, session_id))
 
     def _database_failing(self) -> bool:
         return time.monotonic() < self._failing_until

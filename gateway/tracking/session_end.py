@@ -52,13 +52,13 @@ class SessionEndWatcher:
         try:
             await self.app(scope, receive, watch)
         except Exception as exc:
-            self._ended(scope, session_header, f"error:{type(exc).__name__}")
+            self.ended(scope, session_header, f"error:{type(exc).__name__}")
             raise
         if scope["method"] == "DELETE" and 200 <= watch.status < 300:
             if self.on_deleted is not None:  # another process may hold the analytics session: it decides
                 self.on_deleted(scope, session_header)
             else:
-                self._ended(scope, session_header, "client_disconnect")
+                self.ended(scope, session_header, "client_disconnect")
 
     async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
         session_id: str | None = None
@@ -75,12 +75,12 @@ class SessionEndWatcher:
             await self.app(scope, receive, watch)
         except Exception as exc:
             if session_id:
-                self._ended(scope, session_id, f"error:{type(exc).__name__}")
+                self.ended(scope, session_id, f"error:{type(exc).__name__}")
             raise
         if session_id:
-            self._ended(scope, session_id, "client_disconnect")
+            self.ended(scope, session_id, "client_disconnect")
 
-    def _ended(self, scope: Scope, protocol_session_id: str, reason: str) -> None:
+    def ended(self, scope: Scope, protocol_session_id: str, reason: str) -> None:
         principal = authenticated_principal(scope)
         if principal is None:
             return

@@ -9,8 +9,10 @@ rows each user leaves in gateway.mcp_requests. The fast gateway must really have
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -24,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.gateway.conftest import query, wait_for
-from tests.gateway_proc import GatewayProcess, make_jwt, running_gateway
+from tests.gateway_proc import GatewayProcess, create_pat, make_jwt, running_gateway
 from tests.pg import TestDatabase
 
 MODERN = "2026-07-28"
@@ -122,6 +124,10 @@ CORPUS = [
     Req("budget 1", call("echo", {"text": "b1"}), tenant="budgeted"),
     Req("budget 2", call("echo", {"text": "b2"}), tenant="budgeted"),
     Req("budget 3", call("echo", {"text": "b3"}), tenant="budgeted"),
+    # FastMCP's Host guard (the gateway listens on loopback) and the gateway's Origin allow-list
+    Req("foreign host", call("echo", {"text": "h"}), headers=(("Host", "evil.example"),)),
+    Req("foreign origin", call("echo", {"text": "o"}), headers=(("Origin", "http://evil.example"),)),
+    Req("same-origin browser", call("echo", {"text": "o"}), headers=(("Origin", "http://127.0.0.1"),)),
 ]
 
 MODERN_ONLY = [
@@ -147,19 +153,29 @@ def gateways(database: TestDatabase, tmp_path: Path) -> Iterator[dict[str, Gatew
 class Caller:
     """One user's view of one gateway, in one era."""
 
-    def __init__(self, gateway: GatewayProcess, user: str, era: str) -> None:
+    def __init__(self, gateway: GatewayProcess, user: str, era: str, *, token: str | None = None) -> None:
         self.gateway = gateway
         self.user = user
         self.era = era
         self.http = httpx.Client(timeout=30)
         self.sessions: dict[str, str] = {}
+        self._token = token
+        self._tokens: dict[str, str] = {}
+
+    def token(self, tenant: str) -> str:
+        """One token per tenant for the caller's life, as a client holds one (a fixed token, or a JWT made once)."""
+        if self._token is not None:
+            return self._token
+        if tenant not in self._tokens:
+            self._tokens[tenant] = make_jwt(self.user, tenant)
+        return self._tokens[tenant]
 
     def close(self) -> None:
         self.http.close()
 
     def _session(self, tenant: str) -> str:
         if tenant not in self.sessions:
-            headers = {"Authorization": f"Bearer {make_jwt(self.user, tenant)}", "Accept": ACCEPT_BOTH,
+            headers = {"Authorization": f"Bearer {self.token(tenant)}", "Accept": ACCEPT_BOTH,
                        "Content-Type": "application/json"}
             init = self.http.post(self.gateway.mcp_url, headers=headers, json={
                 "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -173,7 +189,7 @@ class Caller:
         return self.sessions[tenant]
 
     def send(self, req: Req) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {make_jwt(self.user, req.tenant)}", "Accept": req.accept,
+        headers = {"Authorization": f"Bearer {self.token(req.tenant)}", "Accept": req.accept,
                    "Content-Type": "application/json"}
         body = req.body
         if self.era == "modern":
@@ -234,6 +250,7 @@ def _compare(era: str, gateways: dict[str, GatewayProcess], admin_conn: psycopg.
     corpus = CORPUS + (MODERN_ONLY if era == "modern" else LEGACY_ONLY)
     callers = {name: Caller(gw, f"{name}-{era}", era) for name, gw in gateways.items()}
     served_before = _ready(gateways["fast"])["fast_path"]
+    front_before = _ready(gateways["fast"])["front_door"]["served"]
     try:
         for req in corpus:
             fast, full = (_answer(callers[name].send(req)) for name in ("fast", "full"))
@@ -248,6 +265,11 @@ def _compare(era: str, gateways: dict[str, GatewayProcess], admin_conn: psycopg.
     assert served >= 15, f"{era}: the fast path served only {served} of the corpus"
     assert direct >= 12, f"{era}: only {direct} tools/call ran directly"
     assert _ready(gateways["full"])["fast_path"] == {"enabled": False, "served": 0, "direct": 0, "fell_back": 0}
+    # The front door took every request the fast path served, but the first of each token (then verified the
+    # whole way: the modern era has no initialize to do it), in the corpus's three tenants.
+    front = _ready(gateways["fast"])["front_door"]["served"] - front_before
+    assert served - 3 <= front <= served, f"{era}: the front door served {front} of the fast path's {served}"
+    assert _ready(gateways["full"])["front_door"] == {"enabled": False, "served": 0}
 
     # Every record each gateway made is written (the calls were answered, so they were all submitted) ...
     for gateway in gateways.values():
@@ -280,21 +302,101 @@ def test_a_session_is_served_only_to_its_owner_and_only_while_it_lives(gateways:
             session_id = alice._session("acme")
             echo = Req("echo", call("echo", {"text": "mine"}))
             assert alice.send(echo).status_code == 200
+            # mallory's token is verified and cached (her own session), so her stolen-id requests meet the
+            # front door too: it must send them the whole way, to the SDK's 404
+            assert mallory.send(echo).status_code == 200
+            front = _ready(gateway)["front_door"]["served"]
             mallory.sessions["acme"] = session_id  # a stolen session id, with mallory's own valid token
             assert mallory.send(echo).status_code == 404
             alice_elsewhere = Caller(gateway, f"alice-{name}", "legacy")
+            alice_elsewhere._session("other")
             alice_elsewhere.sessions["other"] = session_id  # same user name, another tenant: another principal
             assert alice_elsewhere.send(Req("echo", call("echo", {"text": "x"}), tenant="other")).status_code == 404
             alice_elsewhere.close()
             mallory.sessions["acme"] = "0" * 32
             assert mallory.send(echo).status_code == 404
-            headers = {"Authorization": f"Bearer {make_jwt(alice.user, 'acme')}", "Mcp-Session-Id": session_id}
+            assert _ready(gateway)["front_door"]["served"] == front
+            headers = {"Authorization": f"Bearer {alice.token('acme')}", "Mcp-Session-Id": session_id}
             assert alice.http.delete(gateway.mcp_url, headers=headers).status_code == 200
             assert alice.send(echo).status_code == 404
         finally:
             alice.close()
             mallory.close()
     assert _ready(gateways["fast"])["fast_path"]["served"] >= 1
+
+
+def test_a_revoked_personal_token_is_refused_on_both_roads(
+        gateways: dict[str, GatewayProcess], database: TestDatabase, admin_conn: psycopg.Connection) -> None:
+    """A token the front door has served is revoked: within the cache's bound (2 s) every call is the 401
+    the whole way gives, and stays so; the front door never serves it again."""
+    token = create_pat(database, "acme", "revokee")
+    callers = {name: Caller(gw, "revokee", "legacy", token=token) for name, gw in gateways.items()}
+    echo = Req("echo", call("echo", {"text": "still mine"}))
+    try:
+        for caller in callers.values():
+            assert caller.send(echo).status_code == 200
+        front = _ready(gateways["fast"])["front_door"]["served"]
+        assert callers["fast"].send(echo).status_code == 200
+        assert _ready(gateways["fast"])["front_door"]["served"] == front + 1
+        admin_conn.execute("UPDATE gateway.api_tokens SET revoked_at = now() WHERE user_id = 'revokee'")
+        revoked = time.monotonic()
+        for caller in callers.values():
+            wait_for(lambda c=caller: c.send(echo).status_code == 401, 5, "the revocation to bite")
+        assert time.monotonic() - revoked < 5
+        answers = {name: caller.send(echo) for name, caller in callers.items()}
+        assert {r.status_code for r in answers.values()} == {401}
+        assert "revoked personal access token" in answers["fast"].headers["www-authenticate"]
+        assert _answer(answers["fast"]) == _answer(answers["full"])
+    finally:
+        for caller in callers.values():
+            caller.close()
+
+
+def test_a_token_past_its_expiry_is_never_served_from_memory(gateways: dict[str, GatewayProcess]) -> None:
+    """A JWT the front door serves while it is valid: from its `exp` on, every call goes the whole way, where
+    the verifier judges it again (with its clock-skew leeway), and the front door serves none of them."""
+    token = make_jwt("expiring", "acme", ttl=2)
+    expires = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["exp"]
+    caller = Caller(gateways["fast"], "expiring", "modern", token=token)
+    echo = Req("echo", call("echo", {"text": "until exp"}))
+    try:
+        assert caller.send(echo).status_code == 200  # verified the whole way, now known
+        front = _ready(gateways["fast"])["front_door"]["served"]
+        assert caller.send(echo).status_code == 200
+        assert _ready(gateways["fast"])["front_door"]["served"] == front + 1
+        wait_for(lambda: time.time() > expires + 0.2, 10, "the token's exp")
+        front = _ready(gateways["fast"])["front_door"]["served"]
+        assert all(caller.send(echo).status_code == 200 for _ in range(5))  # within the 30 s leeway
+        assert _ready(gateways["fast"])["front_door"]["served"] == front
+    finally:
+        caller.close()
+
+
+def test_bodies_past_the_sdk_limit_or_without_a_length_go_the_whole_way(gateways: dict[str, GatewayProcess]) -> None:
+    """The front door reads only a body whose declared length is within the SDK's limit (4 MiB): a larger
+    one gets the SDK's 413, a chunked one the same answer as the whole way gives."""
+    callers = {name: Caller(gw, "bodies", "legacy") for name, gw in gateways.items()}
+    try:
+        huge = json.dumps(call("echo", {"text": "x" * (5 * 1024 * 1024)})).encode()
+        small = json.dumps(call("echo", {"text": "chunked"})).encode()
+        answers: dict[str, list[tuple[int, str, Any]]] = {}
+        for name, caller in callers.items():
+            headers = {"Authorization": f"Bearer {caller.token('acme')}", "Accept": ACCEPT_BOTH,
+                       "Content-Type": "application/json", "MCP-Protocol-Version": LEGACY,
+                       "Mcp-Session-Id": caller._session("acme")}
+            answers[name] = [
+                _answer(caller.http.post(gw_url(caller), headers=headers, content=huge)),
+                _answer(caller.http.post(gw_url(caller), headers=headers, content=iter([small[:10], small[10:]]))),
+            ]
+        assert answers["fast"] == answers["full"]
+        assert [a[0] for a in answers["fast"]] == [413, 200]
+    finally:
+        for caller in callers.values():
+            caller.close()
+
+
+def gw_url(caller: Caller) -> str:
+    return caller.gateway.mcp_url
 
 
 _json_scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
