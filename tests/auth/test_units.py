@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import string
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +15,9 @@ from auth.authenticator import Authenticator
 from auth.cache import TTLCache
 from auth.claims import best_role, principal_from_claims
 from auth.pat import PAT_LENGTH, PAT_PREFIX, generate_pat, hash_pat, is_well_formed_pat
+from auth.provider import PRINCIPAL_CLAIM, GatewayTokenVerifier, principal_from_access_token
 from tests.auth.conftest import HS_ISSUER, HS_SECRET, MemoryTokenStore, claims, hs_token
+from tests.helpers.wait import wait_for
 
 
 def test_pat_format() -> None:
@@ -76,3 +80,53 @@ async def test_hostile_inputs_only_ever_refuse(caplog: pytest.LogCaptureFixture)
     assert store.lookups == 0  # nothing reached the token store
     assert not [r for r in caplog.records if "unexpected" in r.getMessage()]  # all refused by design
     await authn.aclose()
+
+
+async def test_known_good_is_true_only_for_a_verdict_held_fresh_in_memory() -> None:
+    """`known_good` (the front door's test) never answers for a token it would have to look up or refuse."""
+    now = [0.0]
+    store = MemoryTokenStore()
+    settings = AuthSettings(jwt_secret=HS_SECRET, jwt_issuer=HS_ISSUER, pat_cache_ttl=2.0)
+    authn = Authenticator(settings, token_store=store, clock=lambda: now[0])
+    pat, revoked, expiring = store.add(), store.add(user_id="r"), store.add(user_id="e")
+    jwt = hs_token(claims(iss=HS_ISSUER))
+    for token in (pat, jwt, "", "mcpgw_nope", "a" * 20000):
+        assert not authn.known_good(token)  # never seen: a lookup or a refusal would be needed
+    await authn.authenticate(pat)
+    await authn.authenticate(jwt)
+    assert authn.known_good(pat) and authn.known_good(jwt)
+    assert not authn.known_good(pat + "x") and not authn.known_good(jwt[:-1])
+    now[0] = 2.0  # the record is no longer fresh: the store must be asked again
+    assert not authn.known_good(pat) and authn.known_good(jwt)
+    await authn.authenticate(revoked)
+    store.revoke(revoked)
+    now[0] = 4.5
+    with pytest.raises(TokenRejected):
+        await authn.authenticate(revoked)
+    assert not authn.known_good(revoked)
+    expires = datetime.now(UTC) + timedelta(milliseconds=50)
+    store.records[hash_pat(expiring)] = replace(store.records[hash_pat(expiring)], expires_at=expires)
+    await authn.authenticate(expiring)
+    assert authn.known_good(expiring)
+    wait_for(lambda: datetime.now(UTC) > expires, 5, "the token's expiry")
+    assert not authn.known_good(expiring)  # judged against the clock, like every use
+    await authn.aclose()
+
+
+async def test_a_known_token_gets_the_same_access_token_and_its_principal_back() -> None:
+    store = MemoryTokenStore()
+    verifier = GatewayTokenVerifier(Authenticator(AuthSettings(jwt_secret=HS_SECRET, jwt_issuer=HS_ISSUER),
+                                                 token_store=store), base_url="http://gw.test")
+    pat, other = store.add(), store.add(user_id="alice")
+    first, again, alice = [await verifier.verify_token(t) for t in (pat, pat, other)]
+    assert first is not None and again is first and alice is not None and alice is not first
+    principal = principal_from_access_token(first)
+    assert principal is not None and principal.user_id == "bob"
+    assert principal_from_access_token(alice).user_id == "alice"  # type: ignore[union-attr]
+    # An access token made elsewhere with the same claims is read from its claims, not from memory
+    copy = first.model_copy(deep=True)
+    assert principal_from_access_token(copy) == principal
+    copy.claims[PRINCIPAL_CLAIM]["tenant_id"] = "other"
+    assert principal_from_access_token(copy).tenant_id == "other"  # type: ignore[union-attr]
+    assert principal_from_access_token(first).tenant_id == "acme"  # type: ignore[union-attr]
+    await verifier.authenticator.aclose()

@@ -341,7 +341,7 @@ def test_a_revoked_personal_token_is_refused_on_both_roads(
         admin_conn.execute("UPDATE gateway.api_tokens SET revoked_at = now() WHERE user_id = 'revokee'")
         revoked = time.monotonic()
         for caller in callers.values():
-            wait_for(lambda c=caller: c.send(echo).status_code == 401, 5, "the revocation to bite")
+            wait_for(partial(_refused, caller, echo), 5, "the revocation to bite")
         assert time.monotonic() - revoked < 5
         answers = {name: caller.send(echo) for name, caller in callers.items()}
         assert {r.status_code for r in answers.values()} == {401}
@@ -393,6 +393,10 @@ def test_bodies_past_the_sdk_limit_or_without_a_length_go_the_whole_way(gateways
     finally:
         for caller in callers.values():
             caller.close()
+
+
+def _refused(caller: Caller, req: Req) -> bool:
+    return caller.send(req).status_code == 401
 
 
 def gw_url(caller: Caller) -> str:
