@@ -63,42 +63,7 @@ def access_token_for(token: str, principal: Principal, leeway: float = 0.0) -> A
     )
 
 
-class _Issued:
-    """The access tokens the verifier made lately, each with its principal: a request of a known token gets
-    the same `AccessToken` again, and reading its principal back (tracking, quotas and access each do, per
-    call) needs no validation. Keyed by object identity; the entry holds the object, so the key stays its."""
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self._max = max_entries
-        self._by_principal: dict[int, tuple[Principal, str, AccessToken]] = {}
-        self._by_access: dict[int, tuple[AccessToken, Principal]] = {}
-
-    def access_token(self, token: str, principal: Principal, leeway: float) -> AccessToken:
-        entry = self._by_principal.get(id(principal))
-        if entry is not None and entry[0] is principal and entry[1] == token:
-            return entry[2]
-        access = access_token_for(token, principal, leeway)
-        if len(self._by_principal) >= self._max:
-            self._by_principal.clear()
-            self._by_access.clear()
-        if entry is not None:
-            self._by_access.pop(id(entry[2]), None)
-        self._by_principal[id(principal)] = (principal, token, access)
-        self._by_access[id(access)] = (access, principal)
-        return access
-
-    def principal(self, access_token: Any) -> Principal | None:
-        entry = self._by_access.get(id(access_token))
-        return entry[1] if entry is not None and entry[0] is access_token else None
-
-
-_issued = _Issued()
-
-
 def principal_from_access_token(access_token: Any) -> Principal | None:
-    known = _issued.principal(access_token)
-    if known is not None:
-        return known
     claims = getattr(access_token, "claims", None) or {}
     data = claims.get(PRINCIPAL_CLAIM)
     if data is None:
@@ -254,7 +219,7 @@ class GatewayTokenVerifier(TokenVerifier):
         except Exception as exc:  # pragma: no cover - Authenticator already folds these into refusals
             log.error("bearer token verification failed: %s", type(exc).__name__)
             return None
-        return _issued.access_token(token, principal, self.authenticator.settings.leeway_seconds)
+        return access_token_for(token, principal, self.authenticator.settings.leeway_seconds)
 
 
 def _url(value: str, what: str) -> AnyHttpUrl:

@@ -15,7 +15,6 @@ from auth.authenticator import Authenticator
 from auth.cache import TTLCache
 from auth.claims import best_role, principal_from_claims
 from auth.pat import PAT_LENGTH, PAT_PREFIX, generate_pat, hash_pat, is_well_formed_pat
-from auth.provider import PRINCIPAL_CLAIM, GatewayTokenVerifier, principal_from_access_token
 from tests.auth.conftest import HS_ISSUER, HS_SECRET, MemoryTokenStore, claims, hs_token
 from tests.helpers.wait import wait_for
 
@@ -111,22 +110,3 @@ async def test_known_good_is_true_only_for_a_verdict_held_fresh_in_memory() -> N
     wait_for(lambda: datetime.now(UTC) > expires, 5, "the token's expiry")
     assert not authn.known_good(expiring)  # judged against the clock, like every use
     await authn.aclose()
-
-
-async def test_a_known_token_gets_the_same_access_token_and_its_principal_back() -> None:
-    store = MemoryTokenStore()
-    verifier = GatewayTokenVerifier(Authenticator(AuthSettings(jwt_secret=HS_SECRET, jwt_issuer=HS_ISSUER),
-                                                 token_store=store), base_url="http://gw.test")
-    pat, other = store.add(), store.add(user_id="alice")
-    first, again, alice = [await verifier.verify_token(t) for t in (pat, pat, other)]
-    assert first is not None and again is first and alice is not None and alice is not first
-    principal = principal_from_access_token(first)
-    assert principal is not None and principal.user_id == "bob"
-    assert principal_from_access_token(alice).user_id == "alice"  # type: ignore[union-attr]
-    # An access token made elsewhere with the same claims is read from its claims, not from memory
-    copy = first.model_copy(deep=True)
-    assert principal_from_access_token(copy) == principal
-    copy.claims[PRINCIPAL_CLAIM]["tenant_id"] = "other"
-    assert principal_from_access_token(copy).tenant_id == "other"  # type: ignore[union-attr]
-    assert principal_from_access_token(first).tenant_id == "acme"  # type: ignore[union-attr]
-    await verifier.authenticator.aclose()
