@@ -66,7 +66,8 @@ async def test_two_workers_own_ids_pools_crash_recovery_and_clean_shutdown(
     # SIGTERM: every worker drained and flushed, the supervisor exits 0, no worker is left behind.
     assert code == 0, gateway.log()[-3000:]
     assert not alive(new_pids[0]) and not alive(new_pids[1])
-    assert scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_requests") == total
+    stored = scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_requests")
+    assert stored == total, "\n".join(line for line in gateway.log().splitlines() if '"tool call"' not in line)[-4000:]
     reasons = dict(rows(admin_conn, "SELECT disconnect_reason, count(*) FROM gateway.mcp_sessions GROUP BY 1"))
     assert set(reasons) == {"server_crash", "server_shutdown"}, reasons
 
