@@ -27,7 +27,6 @@ from anyio.abc import TaskStatus
 from fastmcp.server.dependencies import _dispatching_tool_call, _serving_client_tool_call
 from fastmcp.server.extensions import _extension_tool_call_scope
 from fastmcp.server.mixins.mcp_operations import _normalize_call_tool_result
-from fastmcp.server.providers.proxy import _CacheEntry as ProxyCacheEntry
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
@@ -47,7 +46,6 @@ __all__ = [
     "HANDSHAKE_PROTOCOL_VERSIONS",
     "PROXY_PROVIDER_HOOKS",
     "PROXY_PROVIDER_STATE",
-    "ProxyCacheEntry",
     "add_http_routes",
     "adopt",
     # the fast call path (gateway/mcp/fastpath.py)
@@ -66,6 +64,7 @@ __all__ = [
     "lifespan_state",
     "negotiated_version",
     "open_session_ids",
+    "proxy_cache_entry",
     "proxy_tool_client_factory",
     "rebind_prefab_tool_names",
     "request_context",
@@ -119,6 +118,15 @@ async def force_disconnect(client: Any) -> None:
 def client_session_task(client: Any) -> Any:
     """The task that runs a connected fastmcp.Client's session (done: the session died)."""
     return getattr(getattr(client, "_session_state", None), "session_task", None)
+
+
+def proxy_cache_entry(items: Any, created_at: float) -> Any:
+    """A ProxyProvider's `_tools_cache` value (gateway.mcp.upstreams keeps its last listing there). Imported
+    here, not at the top: its module loads FastMCP's whole client (some 8 MB and 500 modules), which only a
+    gateway with upstreams needs."""
+    from fastmcp.server.providers.proxy import _CacheEntry
+
+    return _CacheEntry(items, created_at)
 
 
 def proxy_tool_client_factory(tool: Any) -> Any:

@@ -69,7 +69,7 @@ def test_client_privates() -> None:
 
 
 def test_proxy_privates() -> None:
-    entry = private.ProxyCacheEntry([], 0.0)
+    entry = private.proxy_cache_entry([], 0.0)
     assert entry.items == [] and entry.is_fresh(1e12)
     for hook in private.PROXY_PROVIDER_HOOKS:
         assert callable(getattr(ProxyProvider, hook)), hook
