@@ -15,6 +15,7 @@ mixins/mcp_operations.py, auth/middleware.py, providers/proxy.py, client/client.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import math
@@ -317,7 +318,9 @@ async def session_in_use(transport: StreamableHTTPServerTransport) -> AsyncItera
     finally:
         transport._requests_in_flight -= 1
         if not transport._requests_in_flight:
-            idle_scope.deadline = anyio.current_time() + idle_timeout
+            # Set from an empty context: the idle timer this schedules would otherwise keep this request's
+            # contextvars (its Request, scope and principal) alive for as long as the session idles.
+            contextvars.Context().run(setattr, idle_scope, "deadline", anyio.current_time() + idle_timeout)
 
 
 def session_expiring(transport: StreamableHTTPServerTransport) -> bool:
