@@ -36,6 +36,7 @@ from auth.errors import AuthConfigError, StoreUnavailable, TokenRejected
 from auth.local_tokens import LocalTokenVerifier
 from auth.principal import Principal
 from auth.settings import AuthSettings
+from auth.shared_tokens import SharedAccessToken, SharedAccessTokens
 from auth.store import TokenStore
 from auth.unavailable import StoreUnavailableResponse
 from fastmcp_private import add_http_routes
@@ -46,14 +47,14 @@ PRINCIPAL_CLAIM = "mcp_gateway_principal"
 SCOPE_KEY = "mcp_gateway_auth"
 
 
-def access_token_for(token: str, principal: Principal, leeway: float = 0.0) -> AccessToken:
+def access_token_for(token: str, principal: Principal, leeway: float = 0.0) -> SharedAccessToken:
     """client_id/subject are the principal, so the SDK binds a stateful session to it (not to a token).
 
     The SDK re-checks `expires_at` without leeway; IdP tokens get ours added so both agree.
     """
     if principal.token_kind in ("pat", "oauth"):
         leeway = 0.0
-    return AccessToken(
+    access = SharedAccessToken(
         token=token,
         client_id=principal.key,
         scopes=list(principal.scopes),
@@ -61,9 +62,13 @@ def access_token_for(token: str, principal: Principal, leeway: float = 0.0) -> A
         subject=principal.user_id,
         claims={PRINCIPAL_CLAIM: principal.model_dump(mode="json")},
     )
+    access._principal = principal
+    return access
 
 
 def principal_from_access_token(access_token: Any) -> Principal | None:
+    if isinstance(access_token, SharedAccessToken) and access_token.principal is not None:
+        return access_token.principal  # made by access_token_for: the claim below is this principal
     claims = getattr(access_token, "claims", None) or {}
     data = claims.get(PRINCIPAL_CLAIM)
     if data is None:
@@ -192,6 +197,8 @@ class GatewayTokenVerifier(TokenVerifier):
         super().__init__(base_url=base_url)
         self.authenticator = authenticator
         self.on_refused: list[Callable[[str], None]] = []  # called with the reason (metrics); must not raise
+        # every request with the same token gets the same AccessToken (open sessions keep some alive)
+        self.issued = SharedAccessTokens(authenticator.settings.cache_max_entries)
 
     def known_good(self, token: str) -> bool:
         """`verify_token(token)` would answer at once with an access token (see Authenticator.known_good)."""
@@ -219,7 +226,7 @@ class GatewayTokenVerifier(TokenVerifier):
         except Exception as exc:  # pragma: no cover - Authenticator already folds these into refusals
             log.error("bearer token verification failed: %s", type(exc).__name__)
             return None
-        return access_token_for(token, principal, self.authenticator.settings.leeway_seconds)
+        return self.issued.get(token, principal, self.authenticator.settings.leeway_seconds, access_token_for)
 
 
 def _url(value: str, what: str) -> AnyHttpUrl:

@@ -30,6 +30,7 @@ from bench._harness import (
     create_token,
     initialize_sessions,
     rss_kb,
+    settle,
     start_gateway,
     wait_for,
 )
@@ -50,9 +51,11 @@ def main() -> None:
             headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
                        "Content-Type": "application/json", "MCP-Protocol-Version": "2025-11-25"}
             with httpx.Client(timeout=30) as http:
-                # one warm-up session and call: imports, tokenizer and pools are not session cost
+                # one warm-up session and call: imports, tokenizer and pools are not session cost (the
+                # tokenizer loads at the writer's first flush, after the call: wait for it)
                 warm = initialize_sessions(gateway.url, 1, token, keep_client=http)
                 call_echo(http, gateway.url, token, warm[0], 2)
+                settle(gateway)
                 baseline = rss_kb(pid)
                 t0 = time.monotonic()
                 sessions = initialize_sessions(gateway.url, args.sessions, token, keep_client=http)

@@ -15,6 +15,7 @@ mixins/mcp_operations.py, auth/middleware.py, providers/proxy.py, client/client.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import math
@@ -29,7 +30,6 @@ from fastmcp.server.dependencies import _dispatching_tool_call, _serving_client_
 from fastmcp.server.extensions import _extension_tool_call_scope
 from fastmcp.server.http import HostOriginGuardMiddleware, set_http_request
 from fastmcp.server.mixins.mcp_operations import _normalize_call_tool_result
-from fastmcp.server.providers.proxy import _CacheEntry as ProxyCacheEntry
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
@@ -51,7 +51,6 @@ __all__ = [
     "HANDSHAKE_PROTOCOL_VERSIONS",
     "PROXY_PROVIDER_HOOKS",
     "PROXY_PROVIDER_STATE",
-    "ProxyCacheEntry",
     "add_http_routes",
     "adopt",
     # the fast call path (gateway/mcp/fastpath.py)
@@ -70,6 +69,7 @@ __all__ = [
     "lifespan_state",
     "negotiated_version",
     "open_session_ids",
+    "proxy_cache_entry",
     "proxy_tool_client_factory",
     "rebind_prefab_tool_names",
     "request_context",
@@ -123,6 +123,15 @@ async def force_disconnect(client: Any) -> None:
 def client_session_task(client: Any) -> Any:
     """The task that runs a connected fastmcp.Client's session (done: the session died)."""
     return getattr(getattr(client, "_session_state", None), "session_task", None)
+
+
+def proxy_cache_entry(items: Any, created_at: float) -> Any:
+    """A ProxyProvider's `_tools_cache` value (gateway.mcp.upstreams keeps its last listing there). Imported
+    here, not at the top: its module loads FastMCP's whole client (some 8 MB and 500 modules), which only a
+    gateway with upstreams needs."""
+    from fastmcp.server.providers.proxy import _CacheEntry
+
+    return _CacheEntry(items, created_at)
 
 
 def proxy_tool_client_factory(tool: Any) -> Any:
@@ -313,7 +322,9 @@ async def session_in_use(transport: StreamableHTTPServerTransport) -> AsyncItera
     finally:
         transport._requests_in_flight -= 1
         if not transport._requests_in_flight:
-            idle_scope.deadline = anyio.current_time() + idle_timeout
+            # Set from an empty context: the idle timer this schedules would otherwise keep this request's
+            # contextvars (its Request, scope and principal) alive for as long as the session idles.
+            contextvars.Context().run(setattr, idle_scope, "deadline", anyio.current_time() + idle_timeout)
 
 
 def session_expiring(transport: StreamableHTTPServerTransport) -> bool:

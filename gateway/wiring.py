@@ -22,7 +22,7 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fastmcp import FastMCP
 from starlette.routing import BaseRoute
@@ -43,7 +43,6 @@ from gateway.mcp.server import add_builtin_tools, add_demo_tools, mount_servers
 from gateway.mcp.session_cap import SessionCap, session_cap_from
 from gateway.mcp.session_sharing import BindingStore, SessionSharing
 from gateway.mcp.sqlconsole import SqlConsole, add_admin_tools, limits_from
-from gateway.mcp.upstreams import Upstreams
 from gateway.oauth.wiring import build_oauth
 from gateway.settings import Settings
 from gateway.store import budget
@@ -53,6 +52,9 @@ from gateway.store.tokens import PostgresTokenStore
 from gateway.tracking.middleware import Tracker, TrackingMiddleware
 from gateway.tracking.sessions import AnalyticsSessions
 from gateway.tracking.writer import TrackingWriter, utcnow
+
+if TYPE_CHECKING:  # imported when configured: it loads FastMCP's whole client (some 8 MB)
+    from gateway.mcp.upstreams import Upstreams
 
 log = logging.getLogger("mcp_gateway")
 
@@ -150,7 +152,11 @@ def build_services(settings: Settings, config: GatewayConfig, urls: DatabaseUrls
     instance = InstanceClaim(InstanceLock(urls.app, instance_id), _crash_recovery(writer), utcnow())
     console = SqlConsole(urls, db, limits=limits_from(settings))
     quotas = Quotas(config.quotas, config.pricing, db) if quotas_configured(config.quotas) else None
-    upstreams = Upstreams(config.upstreams) if config.upstreams else None
+    upstreams = None
+    if config.upstreams:
+        from gateway.mcp.upstreams import Upstreams
+
+        upstreams = Upstreams(config.upstreams)
     credentials = build_credentials(settings, db, upstreams.items, current_principal) if upstreams else None
     metrics = GatewayMetrics(writer=writer, open_sessions=sessions.__len__, instance_id=instance_id,
                              upstream_health=upstreams.health_states if upstreams else None)

@@ -9,13 +9,18 @@ fence names and adapt it (and only it).
 from __future__ import annotations
 
 import ast
+import gc
 import inspect
+import math
 import re
 import subprocess
 import sys
+import weakref
+from contextvars import ContextVar
 from importlib.metadata import version
 from pathlib import Path
 
+import anyio
 import pytest
 from fastmcp import Client, FastMCP
 from fastmcp.server import dependencies, extensions
@@ -69,7 +74,7 @@ def test_client_privates() -> None:
 
 
 def test_proxy_privates() -> None:
-    entry = private.ProxyCacheEntry([], 0.0)
+    entry = private.proxy_cache_entry([], 0.0)
     assert entry.items == [] and entry.is_fresh(1e12)
     for hook in private.PROXY_PROVIDER_HOOKS:
         assert callable(getattr(ProxyProvider, hook)), hook
@@ -227,3 +232,34 @@ def test_the_fence_is_a_leaf_that_imports_cleanly() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('auth', 'gateway')))")
     done = subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True, text=True)
     assert done.stdout.strip() == "[]"
+
+
+_REQUEST_STATE: ContextVar[object | None] = ContextVar("fence_test_request_state", default=None)
+
+
+async def test_the_idle_timer_of_a_session_keeps_no_request_alive_and_still_ends_the_session() -> None:
+    """A request served outside the SDK's transport pauses the session's idle countdown and restarts it when
+    done; the restarted timer must not hold that request's contextvars (its Request, scope, principal: an
+    idle session would keep them as long as it lives), and must still end the session when it runs out."""
+    class State:
+        pass
+
+    transport = StreamableHTTPServerTransport(mcp_session_id="x", is_json_response_enabled=True, idle_timeout=0.2)
+    transport.idle_scope = anyio.CancelScope()  # as the transport's connect() makes it
+    seen: list[weakref.ref[State]] = []
+
+    async def request() -> None:
+        state = State()
+        seen.append(weakref.ref(state))
+        _REQUEST_STATE.set(state)  # what the auth and request middleware set for a request
+        async with private.session_in_use(transport):
+            assert transport.idle_scope is not None and transport.idle_scope.deadline == math.inf
+
+    with anyio.fail_after(10):
+        with transport.idle_scope:  # entered by the host, as the session manager's server task does
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(request)
+            gc.collect()
+            assert seen[0]() is None  # nothing holds the request's state now that it is done
+            await anyio.sleep(30)  # cancelled by the idle timeout
+    assert transport.idle_scope.cancelled_caught

@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, cast
@@ -91,8 +92,9 @@ class BindingStore:
         self.instance_id = instance_id
         self.idle_timeout = idle_timeout
         self._clock = clock
-        self._cache: dict[tuple[str, bytes], _Cached] = {}
-        self._touched: dict[tuple[str, bytes], float] = {}
+        # Both in the order they were written, so what has expired is dropped from the front (`_expire`).
+        self._cache: OrderedDict[tuple[str, bytes], _Cached] = OrderedDict()
+        self._touched: OrderedDict[tuple[str, bytes], float] = OrderedDict()
         # Ended by this process (reaped by the session cap) while the database update is on its way:
         # never adopted again here, whatever an older read of the database says.
         self._ended_here: dict[tuple[str, bytes], float] = {}
@@ -112,8 +114,9 @@ class BindingStore:
         key = (tenant_id, session_hash(session_id))
         if key in self._ended_here:
             return ENDED
-        cached = self._cache.get(key)
         now = self._clock()
+        self._expire(now)
+        cached = self._cache.get(key)
         if cached is not None and now - cached.read_at < BINDING_CACHE:
             # the idle time has grown since it was read: a cached binding must not look fresher than it is
             return replace(cached.binding, idle_seconds=cached.binding.idle_seconds + (now - cached.read_at))
@@ -136,7 +139,19 @@ class BindingStore:
         if len(self._cache) > 50_000:
             self._cache.clear()
         self._cache[key] = _Cached(now, binding)
+        self._cache.move_to_end(key)
         return binding
+
+    def _expire(self, now: float) -> None:
+        """Drop what can no longer be used, oldest first: a binding read BINDING_CACHE ago is read again
+        anyway, and a touch that old is due again anyway. Otherwise every open session would keep its
+        binding (init params and all) and its touch time until 50,000 had piled up."""
+        cache, touched = self._cache, self._touched
+        while cache and now - cache[next(iter(cache))].read_at >= BINDING_CACHE:
+            cache.popitem(last=False)
+        touch_every = min(TOUCH_EVERY, self.idle_timeout / 4)
+        while touched and now - touched[next(iter(touched))] >= touch_every:
+            touched.popitem(last=False)
 
     def ended_here(self, tenant_id: str, session_id: str) -> None:
         """This process ended the session (before `end` has reached the database)."""
@@ -156,11 +171,12 @@ class BindingStore:
     def due_for_touch(self, tenant_id: str, session_id: str) -> bool:
         key = (tenant_id, session_hash(session_id))
         now = self._clock()
-        if now - self._touched.get(key, -TOUCH_EVERY) < min(TOUCH_EVERY, self.idle_timeout / 4):
+        self._expire(now)
+        if key in self._touched:  # touched less than an interval ago
             return False
         if len(self._touched) > 50_000:
             self._touched.clear()
-        self._touched[key] = now
+        self._touched[key] = now  # a new key: in time order at the end
         return True
 
     async def touch(self, tenant_id: str, session_id: str) -> None:

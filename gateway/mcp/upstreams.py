@@ -64,7 +64,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError as PydanticValidationError
 
 from auth.provider import current_principal
-from fastmcp_private import ProxyCacheEntry, client_session_task, force_disconnect, proxy_tool_client_factory
+from fastmcp_private import client_session_task, force_disconnect, proxy_cache_entry, proxy_tool_client_factory
 from gateway.config import UpstreamConfig
 from gateway.credentials.clients import UserBearer, UserClient, UserClients
 from gateway.credentials.elicit import offer_link
@@ -506,7 +506,7 @@ class UpstreamProvider(ProxyProvider):
             return [UpstreamTool.from_mcp_tool(self.client_factory, t) for t in listed]
 
         tools = await self.upstream.guarded(work, listing=True)
-        self._tools_cache = ProxyCacheEntry(tools, time.monotonic())
+        self._tools_cache = proxy_cache_entry(tools, time.monotonic())
         self.upstream.health.tools = len(tools)
         return tools
 

