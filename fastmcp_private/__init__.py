@@ -28,15 +28,19 @@ from fastmcp.server.dependencies import _dispatching_tool_call, _serving_client_
 from fastmcp.server.extensions import _extension_tool_call_scope
 from fastmcp.server.mixins.mcp_operations import _normalize_call_tool_result
 from fastmcp.server.providers.proxy import _CacheEntry as ProxyCacheEntry
+from fastmcp.server.providers.proxy import _forwardable_request_meta
+from mcp.client.session import _clamp_inbound_ttl, _later_revision_fields
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.runner import ServerRunner, _dump_result, _extract_meta, serve_connection
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.transport_context import TransportContext
 from mcp_types import InitializeRequestParams
+from mcp_types import methods as mcp_methods
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Send
@@ -51,6 +55,7 @@ __all__ = [
     "add_http_routes",
     "adopt",
     # the fast call path (gateway/mcp/fastpath.py)
+    "call_tool_result",
     "call_tool_wire_result",
     "client_session_task",
     "connection_of",
@@ -58,14 +63,17 @@ __all__ = [
     "find_session_holder",
     "find_session_manager",
     "force_disconnect",
+    "forwardable_request_meta",
     "has_extensions",
     "holds",
     "is_session_owner",
     "is_stateless",
     "lifespan_of",
     "lifespan_state",
+    "mcp_http_client",
     "negotiated_version",
     "open_session_ids",
+    "proxy_tool_backend_name",
     "proxy_tool_client_factory",
     "rebind_prefab_tool_names",
     "request_context",
@@ -75,6 +83,7 @@ __all__ = [
     "session_expiring",
     "session_in_use",
     "session_transport",
+    "stamp_request",
     "terminate_session",
     "tool_call_scope",
     "wire_result",
@@ -119,6 +128,11 @@ async def force_disconnect(client: Any) -> None:
 def client_session_task(client: Any) -> Any:
     """The task that runs a connected fastmcp.Client's session (done: the session died)."""
     return getattr(getattr(client, "_session_state", None), "session_task", None)
+
+
+def proxy_tool_backend_name(tool: Any) -> str:
+    """The upstream's own name of a ProxyTool (before FastMCP's namespacing renamed it), as ProxyTool.run sends."""
+    return str(tool._backend_name or tool.name)
 
 
 def proxy_tool_client_factory(tool: Any) -> Any:
@@ -362,3 +376,45 @@ async def rebind_prefab_tool_names(fastmcp: Any, result: Any) -> Any:
 def call_tool_wire_result(result: Any) -> Any:
     """`ToolResult.to_mcp_result()` as `_on_call_tool` hands it to the runner."""
     return _normalize_call_tool_result(result.to_mcp_result())
+
+
+# -- the direct tools/call to a streamable-HTTP upstream (gateway/mcp/upstream_call.py) -------------------------
+# Read from mcp 2.3 (client/session.py ClientSession.send_request / call_tool, client/streamable_http.py
+# StreamableHTTPTransport._handle_post_request, shared/_httpx_utils.py) and fastmcp 4.1
+# (server/providers/proxy.py ProxyTool.run, client/transports/http.py connect_session). The call posts the
+# request itself; what goes into the request and how its answer is read stay the SDK's own steps, on the
+# SDK session the gateway already holds.
+
+
+def mcp_http_client(headers: dict[str, str] | None, timeout: Any, auth: Any) -> Any:
+    """The httpx client the SDK's streamable-HTTP transport makes when given no factory."""
+    return create_mcp_http_client(headers=headers, timeout=timeout, auth=auth)
+
+
+def stamp_request(session: Any, data: dict[str, Any]) -> dict[str, str]:
+    """What `ClientSession.send_request` stamps onto a request before it is sent: the era's `_meta` envelope
+    (2026-07-28) written into `data`, and the returned per-request headers (MCP-Protocol-Version, Mcp-Method,
+    Mcp-Name, Mcp-Param-*)."""
+    opts: dict[str, Any] = {}
+    session._stamp(data, opts)
+    return dict(opts.get("headers") or {})
+
+
+def call_tool_result(session: Any, raw: dict[str, Any]) -> Any:
+    """A `tools/call` result as `ClientSession.send_request` reads it for `call_tool` (before the output-schema
+    check, which is the public `validate_tool_result`): raises pydantic's ValidationError as it does."""
+    _clamp_inbound_ttl(raw)
+    version = session._negotiated_version or "2025-11-25"
+    try:
+        mcp_methods.validate_server_result("tools/call", version, raw)
+    except KeyError:
+        pass
+    foreign = _later_revision_fields("tools/call", version)
+    if not foreign.isdisjoint(raw):
+        raw = {key: value for key, value in raw.items() if key not in foreign}
+    return session._call_tool_adapter.validate_python(raw, by_name=False)
+
+
+def forwardable_request_meta(ctx: Any) -> dict[str, Any] | None:
+    """The caller's request `_meta` FastMCP's ProxyTool forwards upstream (connection-owned keys dropped)."""
+    return _forwardable_request_meta(ctx)

@@ -149,7 +149,8 @@ def build_services(settings: Settings, config: GatewayConfig, urls: DatabaseUrls
     instance = InstanceClaim(InstanceLock(urls.app, instance_id), _crash_recovery(writer), utcnow())
     console = SqlConsole(urls, db, limits=limits_from(settings))
     quotas = Quotas(config.quotas, config.pricing, db) if quotas_configured(config.quotas) else None
-    upstreams = Upstreams(config.upstreams) if config.upstreams else None
+    upstreams = (Upstreams(config.upstreams, direct_calls=settings.upstream_direct_calls)
+                 if config.upstreams else None)
     credentials = build_credentials(settings, db, upstreams.items, current_principal) if upstreams else None
     metrics = GatewayMetrics(writer=writer, open_sessions=sessions.__len__, instance_id=instance_id,
                              upstream_health=upstreams.health_states if upstreams else None)
