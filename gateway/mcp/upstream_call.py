@@ -118,20 +118,26 @@ async def call_tool(client: Client, http: SessionHttp, name: str, arguments: dic
     body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params},
                       ensure_ascii=False, separators=(",", ":")).encode()
     request = sender.build_request("POST", url, content=body, headers=headers)
+    lost: httpx2.TransportError | None = None
     try:
         response = await sender.send(request, stream=True)
-    except anyio.get_cancelled_exc_class():
-        if not modern:
-            _cancel_later(sender, url, headers, request_id)
-        raise
-    try:
-        raw = await _answer(response, request_id, session_id, sender, url, headers)
+        try:
+            raw = await _answer(response, request_id, session_id, sender, url, headers)
+        finally:
+            await response.aclose()
     except anyio.get_cancelled_exc_class():
         if not modern:  # 2026-07-28: closing the stream is the cancellation
             _cancel_later(sender, url, headers, request_id)
         raise
-    finally:
-        await response.aclose()
+    except (httpx2.TimeoutException, httpx2.ConnectError):
+        raise  # the upstream's timeout; not connected, so certainly not run (the caller retries once)
+    except httpx2.TransportError as exc:
+        lost = exc
+    if lost is not None:
+        # Lost mid-request (it may have run): as the SDK's POST task dying, whose dispatcher then fails the
+        # request as "Connection closed". Raised outside the handler: nothing in its chain says "not delivered".
+        log.debug("upstream POST failed: %s", lost)
+        raise MCPError(mcp_types.CONNECTION_CLOSED, "Connection closed")
     result = call_tool_result(session, raw)
     if isinstance(result, mcp_types.CallToolResult) and not result.is_error:
         await session.validate_tool_result(name, result)
