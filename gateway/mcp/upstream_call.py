@@ -15,9 +15,11 @@ SDK reads it:
 
 Everything else stays with the SDK `Client`: connecting (initialize / discover), listings, resources,
 prompts, stdio and SSE upstreams, and any call this path does not take on (`NotDirect`, raised before
-anything is sent): a session that answers POSTs with SSE streams (it may send requests and progress
-mid-call), a multi-round-trip continuation, a redirect. An SSE answer that arrives anyway is read to its
-response; a server request inside it is answered as the SDK client answers it (not supported).
+anything is sent): a handshake-era session whose POSTs are answered with SSE streams (the server may send
+requests mid-call), a multi-round-trip continuation, a redirect. An SSE answer that arrives anyway (in the
+2026-07-28 era a server streams only when it has progress to send) is read to its response; notifications are
+only logged, as the SDK client's default handlers do; a server request is answered as the SDK client answers
+one it has no handler for.
 """
 
 from __future__ import annotations
@@ -202,6 +204,8 @@ async def _from_stream(response: httpx2.Response, request_id: int, sender: httpx
             return message
         if isinstance(message, mcp_types.JSONRPCRequest):
             await _decline(sender, url, headers, message)
+        elif isinstance(message, mcp_types.JSONRPCNotification):
+            log.debug("upstream notification during a call: %s", message.method)
     raise MCPError(mcp_types.CONNECTION_CLOSED, "SSE stream ended without a response")
 
 
