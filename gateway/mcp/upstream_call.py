@@ -25,10 +25,11 @@ one it has no handler for.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import itertools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -42,6 +43,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError as PydanticValidationError
 
 from fastmcp_private import call_tool_result, mcp_http_client, stamp_request
+from gateway.mcp.upstream_http import RawPost
 
 log = logging.getLogger("mcp_gateway.upstreams")
 
@@ -61,20 +63,27 @@ class NotDirect(Exception):
 
 class SessionHttp:
     """The httpx client factory of one streamable-HTTP transport: builds each session's client as the SDK would
-    without a factory, and remembers the newest one, and whether the upstream answers POSTs with JSON.
+    without a factory, and remembers the newest one, whether the upstream answers POSTs with JSON, and (where
+    it sends the same) a `RawPost` for the session's direct calls.
 
     A transport's sessions are opened one at a time (the upstream's connect lock; a per-user client is connected
     once), so the newest client is the open session's.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, url: str, *, raw: bool = True) -> None:
+        self.url = url
         self.client: httpx2.AsyncClient | None = None
+        self.raw: RawPost | None = None
         self.json_answers = False
+        self._use_raw = raw
 
     def __call__(self, headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None,
                  auth: httpx2.Auth | None = None, **_: Any) -> httpx2.AsyncClient:
         client: httpx2.AsyncClient = mcp_http_client(headers, timeout, auth)
         client.event_hooks["response"].append(self._watch)
+        if self.raw is not None:
+            self.raw.close()
+        self.raw = RawPost(self.url, client, auth) if self._use_raw and RawPost.usable(self.url, auth) else None
         self.client = client
         self.json_answers = False
         return client
@@ -83,6 +92,17 @@ class SessionHttp:
         # initialize / server/discover are POSTs too: the session's first answer says how the server answers.
         if response.request.method == "POST" and response.status_code == 200:
             self.json_answers = response.headers.get("content-type", "").startswith("application/json")
+
+
+class _Answer:
+    """An HTTP answer, from httpx or RawPost, as `_answer` reads it."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], chunks: Callable[[], AsyncIterator[bytes]],
+                 read: Callable[[], Awaitable[bytes]]) -> None:
+        self.status = status
+        self.headers = headers
+        self.chunks = chunks
+        self.read = read
 
 
 async def call_tool(client: Client, http: SessionHttp, name: str, arguments: dict[str, Any],
@@ -119,14 +139,23 @@ async def call_tool(client: Client, http: SessionHttp, name: str, arguments: dic
         headers.update(mcp_param_headers(header_map, arguments))
     body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params},
                       ensure_ascii=False, separators=(",", ":")).encode()
-    request = sender.build_request("POST", url, content=body, headers=headers)
     lost: httpx2.TransportError | None = None
     try:
-        response = await sender.send(request, stream=True)
-        try:
-            raw = await _answer(response, request_id, session_id, sender, url, headers)
-        finally:
-            await response.aclose()
+        raw = http.raw
+        if raw is not None:
+            response = await raw.post(headers, body)
+            try:
+                answer = _Answer(response.status, response.headers, response.chunks, response.read)
+                result = await _answer(answer, request_id, session_id, sender, url, headers)
+            finally:
+                raw.release(response)
+        else:
+            sent = await sender.send(sender.build_request("POST", url, content=body, headers=headers), stream=True)
+            try:
+                answer = _Answer(sent.status_code, sent.headers, sent.aiter_bytes, sent.aread)
+                result = await _answer(answer, request_id, session_id, sender, url, headers)
+            finally:
+                await sent.aclose()
     except anyio.get_cancelled_exc_class():
         if not modern:  # 2026-07-28: closing the stream is the cancellation
             _cancel_later(sender, url, headers, request_id)
@@ -140,27 +169,27 @@ async def call_tool(client: Client, http: SessionHttp, name: str, arguments: dic
         # request as "Connection closed". Raised outside the handler: nothing in its chain says "not delivered".
         log.debug("upstream POST failed: %s", lost)
         raise MCPError(mcp_types.CONNECTION_CLOSED, "Connection closed")
-    result = call_tool_result(session, raw)
-    if isinstance(result, mcp_types.CallToolResult) and not result.is_error:
-        await session.validate_tool_result(name, result)
-    if not isinstance(result, mcp_types.CallToolResult | mcp_types.InputRequiredResult):  # a claimed result
+    parsed = call_tool_result(session, result)
+    if isinstance(parsed, mcp_types.CallToolResult) and not parsed.is_error:
+        await session.validate_tool_result(name, parsed)
+    if not isinstance(parsed, mcp_types.CallToolResult | mcp_types.InputRequiredResult):  # a claimed result
         raise NotDirect  # never: the gateway's clients register no result claims
-    return result
+    return parsed
 
 
-async def _answer(response: httpx2.Response, request_id: int, session_id: str | None, sender: httpx2.AsyncClient,
+async def _answer(response: _Answer, request_id: int, session_id: str | None, sender: httpx2.AsyncClient,
                   url: str, headers: dict[str, str]) -> dict[str, Any]:
     """The result of our request from its HTTP answer, or the MCPError the SDK would raise for it."""
-    status = response.status_code
+    status = response.status
     if status == 202:
         raise MCPError(mcp_types.INVALID_REQUEST, "server answered a request with 202 Accepted")
-    if response.is_redirect:
+    if status in (301, 302, 303, 307, 308) and "location" in response.headers:
         raise NotDirect  # answered with a redirect, not run: the SDK follows it (same origin) or refuses it
     content_type = response.headers.get("content-type", "").lower()
     if status >= 400:
         if content_type.startswith("application/json"):
             try:
-                parsed = mcp_types.jsonrpc_message_adapter.validate_json(await response.aread(), by_name=False)
+                parsed = mcp_types.jsonrpc_message_adapter.validate_json(await response.read(), by_name=False)
                 if isinstance(parsed, mcp_types.JSONRPCError):
                     raise MCPError.from_error_data(parsed.error)
             except (httpx2.StreamError, PydanticValidationError):
@@ -172,7 +201,7 @@ async def _answer(response: httpx2.Response, request_id: int, session_id: str | 
         raise MCPError(mcp_types.INTERNAL_ERROR, "Server returned an error response")
     if content_type.startswith("application/json"):
         try:
-            message = mcp_types.jsonrpc_message_adapter.validate_json(await response.aread(), by_name=False)
+            message = mcp_types.jsonrpc_message_adapter.validate_json(await response.read(), by_name=False)
         except (httpx2.StreamError, PydanticValidationError) as exc:
             raise MCPError(mcp_types.PARSE_ERROR, f"Failed to parse JSON response: {exc}") from None
     elif content_type.startswith("text/event-stream"):
@@ -188,15 +217,38 @@ async def _answer(response: httpx2.Response, request_id: int, session_id: str | 
     return dict(message.result)
 
 
-async def _from_stream(response: httpx2.Response, request_id: int, sender: httpx2.AsyncClient, url: str,
+async def _events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) of each server-sent event (the fields the MCP transports use)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    pending = ""
+    event, data = "", list[str]()
+    async for chunk in chunks:
+        pending += decoder.decode(chunk)
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            line = line.removesuffix("\r")
+            if not line:
+                if data or event:
+                    yield event or "message", "\n".join(data)
+                event, data = "", []
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+
+
+async def _from_stream(response: _Answer, request_id: int, sender: httpx2.AsyncClient, url: str,
                        headers: dict[str, str]) -> mcp_types.JSONRPCMessage:
     """Our response out of an SSE answer; notifications are dropped (the SDK client only logs them), server
     requests are answered as the SDK client answers them without handlers."""
-    async for event in httpx2.EventSource(response):
-        if event.event != "message" or not event.data:
+    async for event, data in _events(response.chunks()):
+        if event != "message" or not data:
             continue
         try:
-            message = mcp_types.jsonrpc_message_adapter.validate_json(event.data, by_name=False)
+            message = mcp_types.jsonrpc_message_adapter.validate_json(data, by_name=False)
         except PydanticValidationError as exc:
             raise MCPError(mcp_types.PARSE_ERROR, f"Failed to parse SSE message: {exc}") from None
         if isinstance(message, mcp_types.JSONRPCResponse | mcp_types.JSONRPCError):

@@ -249,7 +249,8 @@ class Upstream:
         if cfg.kind == "sse":
             return SSETransport(cfg.url, headers=headers, auth=auth)
         if self.direct_calls:  # the same httpx client the SDK would make, kept where the direct path finds it
-            return StreamableHttpTransport(cfg.url, headers=headers, auth=auth, httpx_client_factory=SessionHttp())
+            return StreamableHttpTransport(cfg.url, headers=headers, auth=auth,
+                                           httpx_client_factory=SessionHttp(cfg.url))
         return StreamableHttpTransport(cfg.url, headers=headers, auth=auth)
 
     def _user_client_for(self, auth: UserBearer) -> Client:
