@@ -36,7 +36,6 @@ import anyio
 import httpx2
 import mcp_types
 from fastmcp import Client
-from fastmcp.telemetry import inject_trace_context
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import mcp_param_headers
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -126,9 +125,8 @@ async def call_tool(client: Client, http: SessionHttp, name: str, arguments: dic
         name=name, arguments=arguments, _meta=meta)).model_dump(by_alias=True, mode="json", exclude_none=True)
     stamped = stamp_request(session, data)
     params: dict[str, Any] = data["params"]
-    out_meta = dict(params.get("_meta") or {})
+    out_meta = dict(params.get("_meta") or {})  # trace context: injected by the caller, as ProxyTool does
     out_meta["progressToken"] = request_id  # the SDK always asks for progress (its handler logs it)
-    inject_trace_context(out_meta)
     params["_meta"] = out_meta
     headers = {"accept": _ACCEPT, "content-type": "application/json"}
     if session_id:

@@ -218,6 +218,7 @@ class Upstream:
         self.name = config.name
         # Tool calls posted directly on the session (gateway.mcp.upstream_call); streamable HTTP only.
         self.direct_calls = direct_calls and config.kind == "http"
+        self._header_maps: dict[str, tuple[dict[str, Any], dict[tuple[str, ...], str]]] = {}
         self.health = UpstreamHealth()
         self._transport = self._make_transport()
         self._client = Client(self._transport, timeout=config.timeout, init_timeout=config.timeout,
@@ -333,6 +334,17 @@ class Upstream:
                     pass
         return await ProxyTool.run(tool, arguments, context)
 
+    def _header_map(self, backend: str, tool: UpstreamTool) -> dict[tuple[str, ...], str]:
+        """Arguments the tool mirrors into Mcp-Param-* headers (SEP-2243), read from its input schema once per
+        listing (FastMCP hands each call a copy of the tool; the schema object is the listing's)."""
+        known = self._header_maps.get(backend)
+        if known is None or known[0] is not tool.parameters:
+            known = (tool.parameters, x_mcp_header_map(tool.parameters))
+            if len(self._header_maps) > 4096:
+                self._header_maps.clear()
+            self._header_maps[backend] = known
+        return known[1]
+
     async def _call_directly(self, client: Client, http: SessionHttp, tool: UpstreamTool, arguments: dict[str, Any],
                              ctx: Context) -> ToolResult:
         """What ProxyTool.run does, with the request posted by upstream_call instead of the SDK session."""
@@ -341,7 +353,7 @@ class Upstream:
             span.set_attribute("fastmcp.provider.type", "ProxyProvider")
             async with client:
                 meta = inject_trace_context(forwardable_request_meta(ctx)) or None
-                result = await call_tool(client, http, backend, arguments, meta, tool.header_map())
+                result = await call_tool(client, http, backend, arguments, meta, self._header_map(backend, tool))
         if isinstance(result, mcp_types.InputRequiredResult):
             return InputRequiredToolResult(result)
         return ToolResult(content=result.content, structured_content=result.structured_content, meta=result.meta,
@@ -524,13 +536,6 @@ class UpstreamTool(ProxyTool):
     """A proxied tool whose backend call is timed and classified by its Upstream."""
 
     listed: ClassVar[bool] = True  # from the upstream's listing (its schemas known)
-    _header_map: dict[tuple[str, ...], str] | None = None
-
-    def header_map(self) -> dict[tuple[str, ...], str]:
-        """Arguments the tool mirrors into Mcp-Param-* headers (SEP-2243), from its input schema, once."""
-        if self._header_map is None:
-            self._header_map = x_mcp_header_map(self.parameters)
-        return self._header_map
 
     async def run(self, arguments: dict[str, Any], context: Context | None = None) -> ToolResult:
         upstream: Upstream = proxy_tool_client_factory(self).__self__
