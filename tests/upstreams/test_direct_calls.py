@@ -4,7 +4,8 @@ Two gateway processes front the same upstream process, one with direct upstream 
 MCP_GATEWAY_UPSTREAM_DIRECT_CALLS=false; each upstream is configured twice, once per protocol era (`up`: auto,
 which is 2026-07-28 against a FastMCP 4 server; `upl`: legacy handshake sessions). Every call of the corpus goes
 to both gateways in turn, on the same upstream state, and the JSON-RPC answers (ids aside) and the recorded rows
-(tool, status, error message) must be identical.
+(tool, status, error message) must be identical. The upstream answers with JSON (where the direct path serves
+both eras), then with SSE streams (the 2026-07-28 era served directly, progress streamed mid-call).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from tests.gateway.conftest import wait_rows
 from tests.gateway_proc import GatewayProcess, free_port, make_jwt, running_gateway
@@ -23,13 +25,14 @@ from tests.upstreams.helpers import start_upstream, stop
 ERAS = ("up", "upl")
 CALLS: list[tuple[str, dict[str, Any]]] = [
     ("forecast", {"city": "Oslo", "days": 3}),  # success
+    ("progress", {"steps": 3}),  # progress reported mid-call (streamed by an SSE-answering upstream)
     ("measure", {"city": "Lima"}),  # structured output
     ("big", {"repeat": 20000}),  # large, outside ASCII
     ("grumpy", {}),  # the tool raises: isError passed through
     ("ghost", {}),  # listed, unknown to the upstream when called
     ("forecast", {"city": 5, "days": "many"}),  # invalid arguments
     ("forecast", {}),  # a required argument missing
-    ("rpcerror", {}),  # a JSON-RPC error from the upstream
+    ("rpcerror", {}),  # a JSON-RPC error from the upstream (JSON mode; else an ordinary result)
     ("sleepy", {"seconds": 5}),  # slower than the upstream's timeout
     ("nope", {}),  # not a tool of the upstream at all
 ]
@@ -89,11 +92,12 @@ def _text(answer: tuple[int, dict[str, Any]]) -> str:
     return str(answer[1]["result"]["content"][0]["text"])
 
 
+@pytest.mark.parametrize("answers", ["json", "http"])
 async def test_direct_calls_answer_and_record_exactly_as_the_client_path(
-        database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
+        database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection, answers: str) -> None:
     port = free_port()
     config = _config(tmp_path / "gateway.toml", port)
-    upstream = start_upstream("json", port, tmp_path / "upstream.log")
+    upstream = start_upstream(answers, port, tmp_path / "upstream.log")
     try:
         with running_gateway(database, tmp_path / "direct", args=("serve", "--config", str(config))) as gw_direct, \
                 running_gateway(database, tmp_path / "sdk", args=("serve", "--config", str(config)),
@@ -103,15 +107,21 @@ async def test_direct_calls_answer_and_record_exactly_as_the_client_path(
             assert listed == sdk.tools() and {"up_measure", "upl_measure", "up_ghost"} <= listed
             expected = 0
             for era in ERAS:
-                answers = [_both(direct, sdk, f"{era}_{tool}", arguments) for tool, arguments in CALLS]
+                answered = [_both(direct, sdk, f"{era}_{tool}", arguments) for tool, arguments in CALLS]
+                got = dict(zip([tool for tool, _ in CALLS], answered, strict=True))  # forecast: its last
                 expected += len(CALLS)
-                assert _text(answers[0]) == "Oslo: sunny for 3 day(s)"
-                assert answers[1][1]["result"]["structuredContent"]["tags"] == ["sunny", "warm"]
-                assert _text(answers[2]) == "Grüße, 世界 ✓ " * 20000
-                assert answers[3][1]["result"]["isError"] and _text(answers[3]) == "grumpy says no"
-                assert all(a[1]["result"]["isError"] for a in answers[4:9]), answers[4:9]
-                assert "the upstream refuses this one" in _text(answers[7])
-                assert "did not answer within 2s" in _text(answers[8])
+                assert _text(answered[0]) == "Oslo: sunny for 3 day(s)"
+                assert all(a[1]["result"]["isError"] for a in answered[-5:-3]), answered[-5:-3]  # bad arguments
+                assert _text(got["progress"]) == "done in 3 steps"
+                assert got["measure"][1]["result"]["structuredContent"]["tags"] == ["sunny", "warm"]
+                assert _text(got["big"]) == "Grüße, 世界 ✓ " * 20000
+                assert got["grumpy"][1]["result"]["isError"] and _text(got["grumpy"]) == "grumpy says no"
+                for failed in ("ghost", "sleepy", "nope"):
+                    assert got[failed][1]["result"]["isError"], got[failed]
+                assert "Unknown tool" in _text(got["nope"])
+                assert "did not answer within 2s" in _text(got["sleepy"])
+                if answers == "json":  # (the test server scripts this refusal in its JSON mode only)
+                    assert "the upstream refuses this one" in _text(got["rpcerror"])
 
             # The upstream goes away: both answer UpstreamUnavailable. The detail may differ: the client's own
             # answer to a refused connection is a race between its request and its dying session ("connection
@@ -124,7 +134,7 @@ async def test_direct_calls_answer_and_record_exactly_as_the_client_path(
                     assert _text(down).startswith(f"upstream '{era}' is unreachable ("), down
                 expected += 1
             # Back on the same port: the handshake-era sessions are stale (404), retried once on a new one.
-            upstream = start_upstream("json", port, tmp_path / "upstream.log")
+            upstream = start_upstream(answers, port, tmp_path / "upstream.log")
             for era in ERAS:
                 for _ in range(2):  # the first call after being down may still meet the retry window
                     back = _both(direct, sdk, f"{era}_forecast", {"city": "Lima"})
@@ -132,7 +142,7 @@ async def test_direct_calls_answer_and_record_exactly_as_the_client_path(
                 assert _text(back) == "Lima: sunny for 1 day(s)"
             # Restarted between two calls (nothing in between noticed it): the stale session is retried.
             stop(upstream)
-            upstream = start_upstream("json", port, tmp_path / "upstream.log")
+            upstream = start_upstream(answers, port, tmp_path / "upstream.log")
             for era in ERAS:
                 again = _both(direct, sdk, f"{era}_forecast", {"city": "Rome"})
                 assert _text(again) == "Rome: sunny for 1 day(s)"
@@ -152,4 +162,5 @@ async def test_direct_calls_answer_and_record_exactly_as_the_client_path(
             assert a == b
     errors = {tool: error for tool, status, error in rows_direct if status == "error"}
     assert errors["up_sleepy"].startswith("UpstreamTimeout: ")
-    assert errors["upl_rpcerror"].startswith("UpstreamError: ")
+    if answers == "json":
+        assert errors["upl_rpcerror"].startswith("UpstreamError: ")

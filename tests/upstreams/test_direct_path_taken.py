@@ -53,6 +53,12 @@ async def test_json_answering_upstreams_are_called_directly_sse_ones_through_the
                         assert result.content[0].text == f"{up.name}: sunny for 1 day(s)"  # type: ignore[union-attr]
             # direct calls on: the JSON-answering upstream, and in the 2026-07-28 era the SSE-mode one too
             assert direct_calls == (["forecast", "forecast"] if protocol == "auto" else ["forecast"])
+            # progress mid-call: an SSE-mode upstream streams the answer, read by the direct call in that era
+            async with Context(fastmcp=FastMCP("t")) as ctx:
+                tool = next(t for t in await on.items[1].provider.refresh_tools() if t.name == "progress")
+                result = await tool.run({"steps": 4}, ctx)
+                assert result.content[0].text == "done in 4 steps"  # type: ignore[union-attr]
+            assert direct_calls[2:] == (["progress"] if protocol == "auto" else [])
             http = on.items[0]._transport.httpx_client_factory  # type: ignore[attr-defined]
             assert isinstance(http, SessionHttp) and http.json_answers
             assert not isinstance(off.items[0]._transport.httpx_client_factory,  # type: ignore[attr-defined]

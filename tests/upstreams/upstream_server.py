@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-from fastmcp import FastMCP
+from fastmcp import Context, FastMCP
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 
 
@@ -109,6 +109,14 @@ def big(repeat: int = 20000) -> str:
 def measure(city: str) -> dict[str, Any]:
     """Structured output (an output schema and structured content)."""
     return {"city": city, "temperature": 21.5, "tags": ["sunny", "warm"], "note": None}
+
+
+@mcp.tool
+async def progress(ctx: Context, steps: int = 3) -> str:
+    """Reports progress while it works (a streamed answer, where the server streams)."""
+    for step in range(steps):
+        await ctx.report_progress(step + 1, steps, f"step {step + 1}")
+    return f"done in {steps} steps"
 
 
 @mcp.tool
