@@ -12,6 +12,7 @@ where the gateway shows them, so the caller classifies them as before.
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from gateway.credentials.clients import UserBearer
 
 _MAX_IDLE = 32  # kept-alive connections per session; more concurrent calls open more, the surplus is closed
 _MAX_OPEN = 100  # connections per session at once (httpx's pool limit); further calls wait for one
+_UNSAFE = re.compile(r"[\r\n\0]")
 
 
 @dataclass
@@ -83,6 +85,7 @@ class RawPost:
         self.port = parts.port or 80
         self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.auth = auth
+        self.client = client  # the session's httpx client: when it is closed, the session has ended
         # The client's own headers (the configured ones, user-agent, ...) as httpx sends them; no compression.
         base = {k.lower(): v for k, v in client.headers.items() if k.lower() not in ("accept-encoding", "host")}
         base["host"] = parts.netloc.rsplit("@", 1)[-1]
@@ -117,7 +120,13 @@ class RawPost:
         if authorization is not None:
             merged["authorization"] = authorization
         merged["content-length"] = str(len(body))
-        head = f"POST {self.target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in merged.items()) + "\r\n"
+        if _UNSAFE.search("".join(merged) + "".join(merged.values())):  # CR, LF or NUL: refused, as h11 does
+            raise httpx2.LocalProtocolError("Illegal header value in the upstream request")
+        fields = "".join(f"{k}: {v}\r\n" for k, v in merged.items())
+        try:
+            request = f"POST {self.target} HTTP/1.1\r\n{fields}\r\n".encode("latin-1") + body
+        except UnicodeEncodeError as exc:
+            raise httpx2.LocalProtocolError("Illegal header value in the upstream request") from exc
         await self._open.acquire()
         try:
             connection = self._take() or await self._connect()
@@ -125,7 +134,7 @@ class RawPost:
             self._open.release()
             raise
         try:
-            connection.writer.write(head.encode("latin-1") + body)
+            connection.writer.write(request)
             raw_head = await connection.reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError) as exc:
             self._drop(connection)
@@ -145,6 +154,8 @@ class RawPost:
     def release(self, response: RawResponse) -> None:
         """Back to the idle list when the answer was read to its end, else closed."""
         connection = response.connection
+        if self.client.is_closed:
+            self.close()
         if response.done and response.reusable and not self.closed and len(self._idle) < _MAX_IDLE:
             self._idle.append(connection)
             self._open.release()

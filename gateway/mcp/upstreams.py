@@ -489,6 +489,9 @@ class Upstream:
                 if self._closing:
                     await asyncio.gather(*self._closing, return_exceptions=True)
                 await self._transport.close()  # the stdio child process
+                http = getattr(self._transport, "httpx_client_factory", None)
+                if isinstance(http, SessionHttp) and http.raw is not None:
+                    http.raw.close()  # the direct calls' kept-alive connections
         except Exception as exc:
             log.debug("upstream %s: close failed: %s", self.name, exc)
 

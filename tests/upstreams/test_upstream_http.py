@@ -183,3 +183,14 @@ def test_sse_events_do_not_depend_on_how_the_stream_is_cut(cuts: list[int]) -> N
     events = asyncio.run(_all(_cut(SSE, cuts)))
     assert events == [("message", '{"jsonrpc":"2.0","method":"notifications/progress"}'),
                       ("message", "line one\nGrüße ✓"), ("other", "x")]
+
+
+async def test_a_header_that_would_split_the_request_is_refused_before_sending() -> None:
+    scripted = Scripted()
+    async with scripted as url, httpx2.AsyncClient() as client:
+        raw = RawPost(url, client, UserBearer("tok\r\nX-Injected: 1"))
+        assert await _raw(raw, HEADERS, b"{}") == ("failed",)
+        raw = RawPost(url, client, None)
+        assert await _raw(raw, HEADERS | {"mcp-name": "a\nb"}, b"{}") == ("failed",)
+        assert scripted.requests == []  # nothing went out
+        raw.close()
