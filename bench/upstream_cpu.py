@@ -1,8 +1,8 @@
 """CPU per proxied call: the gateway fronting a bare FastMCP server as an HTTP upstream.
 
-    python bench/upstream_cpu.py [--seconds 5] [--clients 16] [--rounds 2] [--lean on,off] [--era handshake]
+    python bench/upstream_cpu.py [--seconds 5] [--clients 16] [--rounds 2] [--direct on,off] [--era handshake]
 
-Starts one bare FastMCP server (`bench.tools:bare_app`, JSON responses) and, for each `--lean` value, a gateway
+Starts one bare FastMCP server (`bench.tools:bare_app`, JSON responses) and, for each `--direct` value, a gateway
 with that server configured twice: `up` (protocol "auto": the 2026-07-28 era, sessionless) and `upl` (protocol
 "legacy": a handshake-era session). wrk posts `tools/call` for `up_echo` / `upl_echo` (and `echo` straight at
 the bare server, the baseline); every server runs on core 1, wrk on core 0. Reported per call: the gateway
@@ -42,7 +42,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--lean", default="on,off", help="comma-separated: on, off (MCP_GATEWAY_UPSTREAM_DIRECT_CALLS)")
+    parser.add_argument("--direct", default="on,off",
+                        help="comma-separated: on, off (MCP_GATEWAY_UPSTREAM_DIRECT_CALLS)")
     parser.add_argument("--era", default="handshake", help="the callers' era at the gateway: handshake | modern")
     args = parser.parse_args()
     require_wrk()
@@ -62,16 +63,16 @@ def main() -> None:
                               f'[[upstreams]]\nname = "up"\nurl = "{bare.url}/mcp"\n\n'
                               f'[[upstreams]]\nname = "upl"\nurl = "{bare.url}/mcp"\nprotocol = "legacy"\n')
             gateways = {}
-            for lean in [v for v in args.lean.split(",") if v]:
-                gw = start_gateway(db, logs, cpu=SERVER_CPU, name=f"gateway-lean-{lean}",
+            for direct in [v for v in args.direct.split(",") if v]:
+                gw = start_gateway(db, logs, cpu=SERVER_CPU, name=f"gateway-direct-{direct}",
                                    MCP_GATEWAY_CONFIG=str(config),
-                                   MCP_GATEWAY_UPSTREAM_DIRECT_CALLS="true" if lean == "on" else "false")
+                                   MCP_GATEWAY_UPSTREAM_DIRECT_CALLS="true" if direct == "on" else "false")
                 procs.append(gw)
-                gateways[lean] = gw
+                gateways[direct] = gw
             cells: list[tuple[str, Proc, str, bool]] = [("bare, called directly", bare, "echo", False)]
-            for lean, gw in gateways.items():
-                cells += [(f"gateway lean={lean}, upstream 2026-07-28", gw, "up_echo", True),
-                          (f"gateway lean={lean}, upstream handshake", gw, "upl_echo", True)]
+            for direct, gw in gateways.items():
+                cells += [(f"gateway, direct calls {direct}, upstream 2026-07-28", gw, "up_echo", True),
+                          (f"gateway, direct calls {direct}, upstream handshake", gw, "upl_echo", True)]
             sessions = {id(p): initialize_sessions(p.url, args.clients, "" if p is bare else token)
                         for p in {id(p): p for _, p, _, _ in cells}.values()}
             results: dict[str, list[tuple[float, float, float]]] = {label: [] for label, *_ in cells}
@@ -93,9 +94,9 @@ def main() -> None:
                     own = (after[0] - before[0]) / calls * 1e3
                     upstream = (after[1] - before[1]) / calls * 1e3 if is_gw else own
                     results[label].append((result.rps, own if is_gw else 0.0, upstream))
-            print(f"{'':44} {'calls/s':>8} {'gateway ms CPU/call':>20} {'upstream ms CPU/call':>21}")
+            print(f"{'':50} {'calls/s':>8} {'gateway ms CPU/call':>20} {'upstream ms CPU/call':>21}")
             for label, rows in results.items():
-                print(f"{label:44} {median([r[0] for r in rows]):8.0f} {median([r[1] for r in rows]):20.2f}"
+                print(f"{label:50} {median([r[0] for r in rows]):8.0f} {median([r[1] for r in rows]):20.2f}"
                       f" {median([r[2] for r in rows]):21.2f}")
         finally:
             for proc in procs:
