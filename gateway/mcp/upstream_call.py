@@ -60,6 +60,10 @@ class NotDirect(Exception):
     """This call is not one the direct path takes; nothing was sent, the SDK client makes it."""
 
 
+class StreamedSession(NotDirect):
+    """The session's POSTs are answered with SSE streams (a handshake-era session of an SSE-mode server)."""
+
+
 class SessionHttp:
     """The httpx client factory of one streamable-HTTP transport: builds each session's client as the SDK would
     without a factory, and remembers the newest one, whether the upstream answers POSTs with JSON, and (where
@@ -116,8 +120,11 @@ async def call_tool(client: Client, http: SessionHttp, name: str, arguments: dic
     session = client.session
     transport = client.transport
     sender = http.client
-    if sender is None or sender.is_closed or not http.json_answers:
+    if sender is None or sender.is_closed:
         raise NotDirect
+    modern = session.protocol_version in MODERN_PROTOCOL_VERSIONS
+    if not modern and not http.json_answers:  # (a 2026-07-28 server sends no requests mid-call: streams are read)
+        raise StreamedSession
     url: str = transport.url  # type: ignore[attr-defined]
     session_id = transport.get_session_id()
     request_id = next(_ids)
@@ -132,7 +139,6 @@ async def call_tool(client: Client, http: SessionHttp, name: str, arguments: dic
     if session_id:
         headers["mcp-session-id"] = session_id
     headers.update(stamped)
-    modern = session.protocol_version in MODERN_PROTOCOL_VERSIONS
     if header_map and modern:
         headers.update(mcp_param_headers(header_map, arguments))
     body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params},

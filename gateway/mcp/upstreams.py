@@ -42,6 +42,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -88,7 +89,7 @@ from gateway.credentials.errors import (
     CredentialRejected,
 )
 from gateway.formatting import one_line
-from gateway.mcp.upstream_call import NotDirect, SessionHttp, call_tool
+from gateway.mcp.upstream_call import NotDirect, SessionHttp, StreamedSession, call_tool
 from gateway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -219,6 +220,7 @@ class Upstream:
         # Tool calls posted directly on the session (gateway.mcp.upstream_call); streamable HTTP only.
         self.direct_calls = direct_calls and config.kind == "http"
         self._header_maps: dict[str, tuple[dict[str, Any], dict[tuple[str, ...], str]]] = {}
+        self._streamed_at = -math.inf  # when a session last turned out to answer with SSE streams
         self.health = UpstreamHealth()
         self._transport = self._make_transport()
         self._client = Client(self._transport, timeout=config.timeout, init_timeout=config.timeout,
@@ -323,13 +325,17 @@ class Upstream:
     async def call(self, tool: UpstreamTool, arguments: dict[str, Any], context: Context | None) -> ToolResult:
         """One backend tools/call (run under `guarded`): directly on the session where it can, else FastMCP's
         ProxyTool.run through the Client."""
-        if self.direct_calls and tool.listed:
+        if self.direct_calls and tool.listed and time.monotonic() - self._streamed_at > self.config.health_interval:
             client = await self.client_factory()
             http = getattr(client.transport, "httpx_client_factory", None)
             ctx = context or get_context()
             if isinstance(http, SessionHttp) and not ctx.input_responses and not ctx.request_state:
                 try:
                     return await self._call_directly(client, http, tool, arguments, ctx)
+                except StreamedSession:
+                    # Its sessions stream: the client makes the calls, without asking for a client first each
+                    # time (a per-user one resolves the caller's credential); looked at again after a while.
+                    self._streamed_at = time.monotonic()
                 except NotDirect:
                     pass
         return await ProxyTool.run(tool, arguments, context)
