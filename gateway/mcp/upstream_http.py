@@ -136,6 +136,8 @@ class RawPost:
         try:
             connection.writer.write(request)
             raw_head = await connection.reader.readuntil(b"\r\n\r\n")
+            while raw_head[9:10] == b"1" and raw_head[9:12] != b"101":  # 1xx before the answer: skipped, as h11 does
+                raw_head = await connection.reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError) as exc:
             self._drop(connection)
             raise httpx2.RemoteProtocolError("Server disconnected without sending a response.") from exc
@@ -208,7 +210,9 @@ def _parse_head(raw: bytes, connection: _Connection) -> RawResponse:
     chunked = "chunked" in headers.get("transfer-encoding", "").lower()
     length = None if chunked or "content-length" not in headers else int(headers["content-length"])
     code = int(status)
-    if code in (204, 304) or 100 <= code < 200:
+    if code < 200:
+        raise ValueError(f"status {code}")  # a protocol switch: not an answer this client reads
+    if code in (204, 304):
         length = 0
     reusable = headers.get("connection", "").lower() != "close"
     return RawResponse(code, headers, connection, chunked, length, reusable=reusable)

@@ -37,6 +37,8 @@ ANSWERS: dict[str, tuple[bytes, bool]] = {  # name: (raw answer, server closes a
     "until-close": (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n" + BODY, True),
     "sse": (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
             + _chunked(b"event: message\r\ndata: {\"a\": 1}\r\n\r\ndata: " + BODY + b"\r\n\r\n", 5), False),
+    "after-100": (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                  b"content-length: %d\r\n\r\n%s" % (len(BODY), BODY), False),
     "404": (b"HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\ncontent-length: 9\r\n\r\nNot Found", False),
     "202": (b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n", False),
     "cut-short": (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n" + BODY, True),
@@ -193,4 +195,17 @@ async def test_a_header_that_would_split_the_request_is_refused_before_sending()
         raw = RawPost(url, client, None)
         assert await _raw(raw, HEADERS | {"mcp-name": "a\nb"}, b"{}") == ("failed",)
         assert scripted.requests == []  # nothing went out
+        raw.close()
+
+
+async def test_failed_answers_give_their_connection_slot_back() -> None:
+    """Every way an answer fails returns its slot: after more failures than there are slots, calls still go out."""
+    scripted = Scripted()
+    async with scripted as url, httpx2.AsyncClient() as client:
+        raw = RawPost(url, client, None)
+        for n in range(120):
+            scripted.answer = ANSWERS[("cut-short", "no-answer", "not-http", "404")[n % 4]]
+            await asyncio.wait_for(_raw(raw, HEADERS, b"{}"), 5)
+        scripted.answer = ANSWERS["content-length"]
+        assert (await asyncio.wait_for(_raw(raw, HEADERS, b"{}"), 5))[0] == 200
         raw.close()
