@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import select
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -171,8 +172,9 @@ class RawPost:
     def _take(self) -> _Connection | None:
         while self._idle:
             connection = self._idle.pop()
-            # Closed by the server while idle (its keep-alive ran out): not reused, as httpcore checks too.
-            if connection.reader.at_eof() or connection.writer.is_closing():
+            # Closed by the server while idle (its keep-alive ran out, it restarted): not reused. An idle socket
+            # with something to read has been closed even if the event loop has not seen it yet (httpcore's check).
+            if connection.reader.at_eof() or connection.writer.is_closing() or _readable(connection):
                 connection.writer.close()
                 continue
             return connection
@@ -190,6 +192,16 @@ class RawPost:
         for connection in self._idle:
             connection.writer.close()
         self._idle.clear()
+
+
+def _readable(connection: _Connection) -> bool:
+    sock = connection.writer.get_extra_info("socket")
+    if sock is None:
+        return True
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 def _parse_head(raw: bytes, connection: _Connection) -> RawResponse:

@@ -209,3 +209,17 @@ async def test_failed_answers_give_their_connection_slot_back() -> None:
         scripted.answer = ANSWERS["content-length"]
         assert (await asyncio.wait_for(_raw(raw, HEADERS, b"{}"), 5))[0] == 200
         raw.close()
+
+
+async def test_a_connection_the_server_dropped_without_saying_so_is_not_reused() -> None:
+    """The answer says keep-alive, the server closes anyway: the next call opens a new connection, not a
+    failure (checked straight after the answer, before the event loop may have seen the close)."""
+    scripted = Scripted()
+    length, _ = ANSWERS["content-length"]
+    scripted.answer = (length, True)
+    async with scripted as url, httpx2.AsyncClient() as client:
+        raw = RawPost(url, client, None)
+        for _ in range(5):
+            assert (await _raw(raw, HEADERS, b"{}"))[0] == 200
+        assert scripted.connections == 5
+        raw.close()
