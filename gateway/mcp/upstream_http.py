@@ -88,8 +88,8 @@ class RawPost:
         self.auth = auth
         self.client = client  # the session's httpx client: when it is closed, the session has ended
         # The client's own headers (the configured ones, user-agent, ...) as httpx sends them; no compression.
-        base = {k.lower(): v for k, v in client.headers.items() if k.lower() not in ("accept-encoding", "host")}
-        base["host"] = parts.netloc.rsplit("@", 1)[-1]
+        base = {k.lower(): v for k, v in client.headers.items() if k.lower() != "accept-encoding"}
+        base.setdefault("host", parts.netloc.rsplit("@", 1)[-1])  # a configured Host wins, as with httpx
         self._base = base
         self._idle: list[_Connection] = []
         self._open = asyncio.Semaphore(_MAX_OPEN)
