@@ -36,9 +36,11 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.runner import ServerRunner, _dump_result, _extract_meta, serve_connection
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.transport_context import TransportContext
 from mcp_types import InitializeRequestParams
+from mcp_types import methods as mcp_methods
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
@@ -54,6 +56,7 @@ __all__ = [
     "add_http_routes",
     "adopt",
     # the fast call path (gateway/mcp/fastpath.py)
+    "call_tool_result",
     "call_tool_wire_result",
     "client_session_task",
     "connection_of",
@@ -61,15 +64,18 @@ __all__ = [
     "find_session_holder",
     "find_session_manager",
     "force_disconnect",
+    "forwardable_request_meta",
     "has_extensions",
     "holds",
     "is_session_owner",
     "is_stateless",
     "lifespan_of",
     "lifespan_state",
+    "mcp_http_client",
     "negotiated_version",
     "open_session_ids",
     "proxy_cache_entry",
+    "proxy_tool_backend_name",
     "proxy_tool_client_factory",
     "rebind_prefab_tool_names",
     "request_context",
@@ -79,6 +85,7 @@ __all__ = [
     "session_expiring",
     "session_in_use",
     "session_transport",
+    "stamp_request",
     "terminate_session",
     "tool_call_scope",
     "wire_result",
@@ -132,6 +139,11 @@ def proxy_cache_entry(items: Any, created_at: float) -> Any:
     from fastmcp.server.providers.proxy import _CacheEntry
 
     return _CacheEntry(items, created_at)
+
+
+def proxy_tool_backend_name(tool: Any) -> str:
+    """The upstream's own name of a ProxyTool (before FastMCP's namespacing renamed it), as ProxyTool.run sends."""
+    return str(tool._backend_name or tool.name)
 
 
 def proxy_tool_client_factory(tool: Any) -> Any:
@@ -406,3 +418,49 @@ def auth_middleware_parts(http_app: Any) -> tuple[Any, Any | None]:
     if backend is None:
         raise RuntimeError("FastMCP's http app has no authentication middleware")
     return backend, guard
+
+
+# -- the direct tools/call to a streamable-HTTP upstream (gateway/mcp/upstream_call.py) -------------------------
+# Read from mcp 2.3 (client/session.py ClientSession.send_request / call_tool, client/streamable_http.py
+# StreamableHTTPTransport._handle_post_request, shared/_httpx_utils.py) and fastmcp 4.1
+# (server/providers/proxy.py ProxyTool.run, client/transports/http.py connect_session). The call posts the
+# request itself; what goes into the request and how its answer is read stay the SDK's own steps, on the
+# SDK session the gateway already holds.
+
+
+def mcp_http_client(headers: dict[str, str] | None, timeout: Any, auth: Any) -> Any:
+    """The httpx client the SDK's streamable-HTTP transport makes when given no factory."""
+    return create_mcp_http_client(headers=headers, timeout=timeout, auth=auth)
+
+
+def stamp_request(session: Any, data: dict[str, Any]) -> dict[str, str]:
+    """What `ClientSession.send_request` stamps onto a request before it is sent: the era's `_meta` envelope
+    (2026-07-28) written into `data`, and the returned per-request headers (MCP-Protocol-Version, Mcp-Method,
+    Mcp-Name, Mcp-Param-*)."""
+    opts: dict[str, Any] = {}
+    session._stamp(data, opts)
+    return dict(opts.get("headers") or {})
+
+
+def call_tool_result(session: Any, raw: dict[str, Any]) -> Any:
+    """A `tools/call` result as `ClientSession.send_request` reads it for `call_tool` (before the output-schema
+    check, which is the public `validate_tool_result`): raises pydantic's ValidationError as it does."""
+    from mcp.client.session import _clamp_inbound_ttl, _later_revision_fields  # only with upstreams
+
+    _clamp_inbound_ttl(raw)
+    version = session._negotiated_version or "2025-11-25"
+    try:
+        mcp_methods.validate_server_result("tools/call", version, raw)
+    except KeyError:
+        pass
+    foreign = _later_revision_fields("tools/call", version)
+    if not foreign.isdisjoint(raw):
+        raw = {key: value for key, value in raw.items() if key not in foreign}
+    return session._call_tool_adapter.validate_python(raw, by_name=False)
+
+
+def forwardable_request_meta(ctx: Any) -> dict[str, Any] | None:
+    """The caller's request `_meta` FastMCP's ProxyTool forwards upstream (connection-owned keys dropped)."""
+    from fastmcp.server.providers.proxy import _forwardable_request_meta  # loads FastMCP's client: see above
+
+    return _forwardable_request_meta(ctx)

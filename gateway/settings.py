@@ -43,6 +43,10 @@ class Settings(BaseSettings):
         True, description="Answer `tools/call` and `tools/list` in JSON-response mode straight from the gateway, "
                           "without the SDK's per-request transport machinery (same middleware, same replies and rows; "
                           "anything else takes the SDK's path). False: every request takes the SDK's path.")
+    upstream_direct_calls: bool = Field(
+        True, description="Post tool calls to streamable-HTTP upstreams directly on the upstream's open session "
+                          "(same requests, replies, errors and rows as the MCP client's, for a fraction of its CPU; "
+                          "anything else goes through the client). False: every upstream request uses the client.")
     instance_id: str | None = Field(
         None, description="Names this process in mcp_sessions.instance_id; held while the process lives (a second "
                           "process with a live id refuses to start). Default HOSTNAME:PORT.")

@@ -156,7 +156,7 @@ def build_services(settings: Settings, config: GatewayConfig, urls: DatabaseUrls
     if config.upstreams:
         from gateway.mcp.upstreams import Upstreams
 
-        upstreams = Upstreams(config.upstreams)
+        upstreams = Upstreams(config.upstreams, direct_calls=settings.upstream_direct_calls)
     credentials = build_credentials(settings, db, upstreams.items, current_principal) if upstreams else None
     metrics = GatewayMetrics(writer=writer, open_sessions=sessions.__len__, instance_id=instance_id,
                              upstream_health=upstreams.health_states if upstreams else None)

@@ -19,6 +19,7 @@ import weakref
 from contextvars import ContextVar
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -28,6 +29,8 @@ from fastmcp.server.auth.middleware import RequireAuthMiddleware
 from fastmcp.server.mixins import mcp_operations
 from fastmcp.server.providers.proxy import ProxyProvider, ProxyTool
 from fastmcp.server.server import default_lifespan
+from mcp.client import session as client_session_module
+from mcp.client.session import ClientSession
 from mcp.server import runner as runner_module
 from mcp.server.connection import Connection
 from mcp.server.runner import ServerRunner, serve_connection
@@ -188,10 +191,14 @@ async def test_every_private_name_the_fence_uses_exists() -> None:
         connection = Connection.from_envelope("2026-07-28", None, None)
         runner = ServerRunner(manager.app, connection, None)
         session = ServerSession(None, connection)  # type: ignore[arg-type]  # only its attributes are read
+        # the direct upstream call's: an SDK client session (its stamp, version, result parser) and its module
+        send, receive = anyio.create_memory_object_stream[Any](1)
+        client_session = ClientSession(receive, send)
         owners = [FastMCP("fence"), RequireAuthMiddleware, client, client._session_state, proxy,
                   ProxyProvider(factory, cache_ttl=1.0), manager,
                   ProxyTool(client_factory=factory, name="t", description=None, parameters={"type": "object"}),
-                  transport, runner, runner_module, dependencies, extensions, mcp_operations, session]
+                  transport, runner, runner_module, dependencies, extensions, mcp_operations, session,
+                  client_session, client_session_module]
         missing = sorted(name for name in _fenced_names() if not any(hasattr(o, name) for o in owners))
     assert missing == []
 

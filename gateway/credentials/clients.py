@@ -33,9 +33,17 @@ class UserBearer(httpx2.Auth):
         self.refused_at = 0.0
 
     def auth_flow(self, request: httpx2.Request):  # type: ignore[no-untyped-def]
-        request.headers["Authorization"] = f"Bearer {self._token}"
+        request.headers["Authorization"] = self.header()
         response = yield request
-        if response.status_code in (401, 403):
+        self.observe(response.status_code)
+
+    def header(self) -> str:
+        """The Authorization header value (also for requests not sent by httpx)."""
+        return f"Bearer {self._token}"
+
+    def observe(self, status: int) -> None:
+        """The upstream's answer to a request that carried this token."""
+        if status in (401, 403):
             self.refused_at = time.monotonic()
 
     def __repr__(self) -> str:

@@ -26,6 +26,9 @@ What we add on top of FastMCP's proxy:
 - Health per upstream (up / down / unknown), refreshed by every request and by a
   background check every `health_interval` seconds; shown on /ready. Nothing is ever
   permanently failed: every call tries the upstream again.
+- Tool calls to a streamable-HTTP upstream are posted directly on its open session
+  (gateway.mcp.upstream_call: the same request, the same reading of the answer, a fraction
+  of the SDK client's CPU); anything that path does not take on goes through the Client.
 - Listing while an upstream is down: its tools, resources and prompts are left out of
   the lists (the lists show what can be called now), and for `retry_seconds` after a
   failure listings skip it without waiting on it. A call to one of its tools still
@@ -39,17 +42,19 @@ import asyncio
 import contextvars
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anyio
 import httpx2
 import mcp_types
 from fastmcp import Client, FastMCP
+from fastmcp.client.telemetry import client_span
 from fastmcp.client.transports import (
     ClientTransport,
     SSETransport,
@@ -57,14 +62,24 @@ from fastmcp.client.transports import (
     StreamableHttpTransport,
 )
 from fastmcp.exceptions import ToolError
+from fastmcp.server.dependencies import get_context
 from fastmcp.server.providers.proxy import ProxyProvider, ProxyTool
-from fastmcp.tools.base import Tool, ToolResult
+from fastmcp.telemetry import inject_trace_context
+from fastmcp.tools.base import InputRequiredToolResult, Tool, ToolResult
 from fastmcp.utilities.versions import VersionSpec, version_sort_key
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import x_mcp_header_map
 from pydantic import ValidationError as PydanticValidationError
 
 from auth.provider import current_principal
-from fastmcp_private import client_session_task, force_disconnect, proxy_cache_entry, proxy_tool_client_factory
+from fastmcp_private import (
+    client_session_task,
+    force_disconnect,
+    forwardable_request_meta,
+    proxy_cache_entry,
+    proxy_tool_backend_name,
+    proxy_tool_client_factory,
+)
 from gateway.config import UpstreamConfig
 from gateway.credentials.clients import UserBearer, UserClient, UserClients
 from gateway.credentials.elicit import offer_link
@@ -74,6 +89,7 @@ from gateway.credentials.errors import (
     CredentialRejected,
 )
 from gateway.formatting import one_line
+from gateway.mcp.upstream_call import NotDirect, SessionHttp, StreamedSession, call_tool
 from gateway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -198,9 +214,13 @@ def _iso(ts: float | None) -> str | None:
 class Upstream:
     """Connection settings, health, and the guarded way every backend request is made."""
 
-    def __init__(self, config: UpstreamConfig) -> None:
+    def __init__(self, config: UpstreamConfig, *, direct_calls: bool = True) -> None:
         self.config = config
         self.name = config.name
+        # Tool calls posted directly on the session (gateway.mcp.upstream_call); streamable HTTP only.
+        self.direct_calls = direct_calls and config.kind == "http"
+        self._header_maps: dict[str, tuple[dict[str, Any], dict[tuple[str, ...], str]]] = {}
+        self._streamed_at = -math.inf  # when a session last turned out to answer with SSE streams
         self.health = UpstreamHealth()
         self._transport = self._make_transport()
         self._client = Client(self._transport, timeout=config.timeout, init_timeout=config.timeout,
@@ -231,6 +251,9 @@ class Upstream:
         headers = dict(cfg.headers)
         if cfg.kind == "sse":
             return SSETransport(cfg.url, headers=headers, auth=auth)
+        if self.direct_calls:  # the same httpx client the SDK would make, kept where the direct path finds it
+            return StreamableHttpTransport(cfg.url, headers=headers, auth=auth,
+                                           httpx_client_factory=SessionHttp(cfg.url))
         return StreamableHttpTransport(cfg.url, headers=headers, auth=auth)
 
     def _user_client_for(self, auth: UserBearer) -> Client:
@@ -298,6 +321,49 @@ class Upstream:
             task = asyncio.create_task(_leave(old), name=f"mcp-gateway-upstream-{self.name}-close")
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+
+    async def call(self, tool: UpstreamTool, arguments: dict[str, Any], context: Context | None) -> ToolResult:
+        """One backend tools/call (run under `guarded`): directly on the session where it can, else FastMCP's
+        ProxyTool.run through the Client."""
+        if self.direct_calls and tool.listed and time.monotonic() - self._streamed_at > self.config.health_interval:
+            client = await self.client_factory()
+            http = getattr(client.transport, "httpx_client_factory", None)
+            ctx = context or get_context()
+            if isinstance(http, SessionHttp) and not ctx.input_responses and not ctx.request_state:
+                try:
+                    return await self._call_directly(client, http, tool, arguments, ctx)
+                except StreamedSession:
+                    # Its sessions stream: the client makes the calls, without asking for a client first each
+                    # time (a per-user one resolves the caller's credential); looked at again after a while.
+                    self._streamed_at = time.monotonic()
+                except NotDirect:
+                    pass
+        return await ProxyTool.run(tool, arguments, context)
+
+    def _header_map(self, backend: str, tool: UpstreamTool) -> dict[tuple[str, ...], str]:
+        """Arguments the tool mirrors into Mcp-Param-* headers (SEP-2243), read from its input schema once per
+        listing (FastMCP hands each call a copy of the tool; the schema object is the listing's)."""
+        known = self._header_maps.get(backend)
+        if known is None or known[0] is not tool.parameters:
+            known = (tool.parameters, x_mcp_header_map(tool.parameters))
+            if len(self._header_maps) > 4096:
+                self._header_maps.clear()
+            self._header_maps[backend] = known
+        return known[1]
+
+    async def _call_directly(self, client: Client, http: SessionHttp, tool: UpstreamTool, arguments: dict[str, Any],
+                             ctx: Context) -> ToolResult:
+        """What ProxyTool.run does, with the request posted by upstream_call instead of the SDK session."""
+        backend = proxy_tool_backend_name(tool)
+        with client_span(f"tools/call {backend}", "tools/call", backend, tool_name=backend) as span:
+            span.set_attribute("fastmcp.provider.type", "ProxyProvider")
+            async with client:
+                meta = inject_trace_context(forwardable_request_meta(ctx)) or None
+                result = await call_tool(client, http, backend, arguments, meta, self._header_map(backend, tool))
+        if isinstance(result, mcp_types.InputRequiredResult):
+            return InputRequiredToolResult(result)
+        return ToolResult(content=result.content, structured_content=result.structured_content, meta=result.meta,
+                          is_error=result.is_error)
 
     # -- health --------------------------------------------------------------------------------
 
@@ -429,6 +495,9 @@ class Upstream:
                 if self._closing:
                     await asyncio.gather(*self._closing, return_exceptions=True)
                 await self._transport.close()  # the stdio child process
+                http = getattr(self._transport, "httpx_client_factory", None)
+                if isinstance(http, SessionHttp) and http.raw is not None:
+                    http.raw.close()  # the direct calls' kept-alive connections
         except Exception as exc:
             log.debug("upstream %s: close failed: %s", self.name, exc)
 
@@ -475,13 +544,22 @@ def _session_gone(exc: BaseException) -> bool:
 class UpstreamTool(ProxyTool):
     """A proxied tool whose backend call is timed and classified by its Upstream."""
 
+    listed: ClassVar[bool] = True  # from the upstream's listing (its schemas known)
+
     async def run(self, arguments: dict[str, Any], context: Context | None = None) -> ToolResult:
         upstream: Upstream = proxy_tool_client_factory(self).__self__
         try:
-            return await upstream.guarded(lambda: ProxyTool.run(self, arguments, context))
+            return await upstream.guarded(lambda: upstream.call(self, arguments, context))
         except CredentialError as error:  # calls only (not listings): ask URL-capable clients to open the link
             await offer_link(error, timeout=min(upstream.config.timeout, 10.0))
             raise
+
+
+class UnlistedUpstreamTool(UpstreamTool):
+    """A tool of an upstream that is down, called on the chance it exists: through the Client (whose session
+    lists the tools first, to check the result against the tool's output schema)."""
+
+    listed: ClassVar[bool] = False
 
 
 class UpstreamProvider(ProxyProvider):
@@ -543,8 +621,8 @@ class UpstreamProvider(ProxyProvider):
         if self.upstream.health.state != "up":
             # Down (or never reached): we cannot know whether the tool exists. Let the call try the
             # upstream, so the caller learns it is unavailable rather than reading "Unknown tool".
-            return UpstreamTool(client_factory=self.client_factory, name=name, description=None,
-                                parameters={"type": "object"})
+            return UnlistedUpstreamTool(client_factory=self.client_factory, name=name, description=None,
+                                        parameters={"type": "object"})
         return None
 
     async def _guarded_list(self, fetch: Callable[[], Awaitable[Sequence[Any]]]) -> Sequence[Any]:
@@ -576,8 +654,8 @@ class Upstreams:
 
     name = "upstreams"
 
-    def __init__(self, configs: Sequence[UpstreamConfig]) -> None:
-        self.items = [Upstream(c) for c in configs]
+    def __init__(self, configs: Sequence[UpstreamConfig], *, direct_calls: bool = True) -> None:
+        self.items = [Upstream(c, direct_calls=direct_calls) for c in configs]
 
     def mount(self, mcp: FastMCP) -> None:
         for upstream in self.items:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 from fastmcp import Client
 
 from tests.gateway.conftest import wait_rows
@@ -27,9 +28,9 @@ ALICE_TOKEN = "upstream-secret-alice-7f3a"
 BOB_TOKEN = "upstream-secret-bob-91c2"
 
 
-def _start(port: int, tokens: Path, log: Path) -> subprocess.Popen[bytes]:
+def _start(port: int, tokens: Path, log: Path, answers: str = "sse") -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, str(SERVER), str(port), str(tokens)], stdout=out,
+        proc = subprocess.Popen([sys.executable, str(SERVER), str(port), str(tokens), answers], stdout=out,
                                 stderr=subprocess.STDOUT)
     wait_port(port, proc)
     return proc
@@ -53,12 +54,14 @@ async def _link(base: str, jwt: str, token: str) -> None:
         assert r.status_code == 204, r.text
 
 
+# sse: the gateway's calls go through the MCP client; json: they are posted directly on the user's session.
+@pytest.mark.parametrize("answers", ["sse", "json"])
 async def test_two_users_act_upstream_as_themselves(database: TestDatabase, tmp_path: Path,
-                                                    admin_conn: psycopg.Connection) -> None:
+                                                    admin_conn: psycopg.Connection, answers: str) -> None:
     port = free_port()
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({ALICE_TOKEN: "alice", BOB_TOKEN: "bob"}))
-    upstream = _start(port, tokens, tmp_path / "upstream.log")
+    upstream = _start(port, tokens, tmp_path / "upstream.log", answers)
     config = _config(tmp_path / "gateway.toml", port)
     alice, bob = make_jwt("alice", "acme"), make_jwt("bob", "acme")
     carol = make_jwt("carol", "acme", "admin")

@@ -1,6 +1,8 @@
 """An upstream MCP server that checks its bearer token and answers who called.
 
-    python tests/credentials/whoami_upstream.py PORT TOKENS_FILE
+    python tests/credentials/whoami_upstream.py PORT TOKENS_FILE [json]
+
+With `json`, POSTs are answered with JSON (json_response=True) rather than SSE streams.
 
 TOKENS_FILE: JSON {"token": "user", ...}, re-read on every request (a test revokes a token
 by rewriting it). Unknown tokens get HTTP 401.
@@ -38,4 +40,5 @@ async def whoami(tag: str = "") -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    mcp.run(transport="http", host="127.0.0.1", port=int(sys.argv[1]), show_banner=False)
+    mcp.run(transport="http", host="127.0.0.1", port=int(sys.argv[1]), show_banner=False,
+            json_response=sys.argv[3:] == ["json"])

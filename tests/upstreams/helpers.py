@@ -31,7 +31,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: f
 
 
 def start_upstream(kind: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    """`kind` = http | garbage, on 127.0.0.1:port; returns once the port accepts connections."""
+    """`kind` = http | json | garbage, on 127.0.0.1:port; returns once the port accepts connections."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, str(SERVER), kind, str(port)], stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -1,6 +1,7 @@
 """A tiny upstream MCP server for the upstream tests.
 
-    python tests/upstreams/upstream_server.py http PORT     Streamable HTTP on 127.0.0.1:PORT/mcp
+    python tests/upstreams/upstream_server.py http PORT     Streamable HTTP on 127.0.0.1:PORT/mcp (SSE answers)
+    python tests/upstreams/upstream_server.py json PORT     the same with JSON answers (json_response=True)
     python tests/upstreams/upstream_server.py sse PORT      legacy SSE on 127.0.0.1:PORT/sse
     python tests/upstreams/upstream_server.py stdio         stdio
     python tests/upstreams/upstream_server.py garbage PORT  answers every request with 200 and non-JSON bytes
@@ -11,12 +12,64 @@ UPSTREAM_LABEL (env) shows up in `whereami`, so tests can tell upstreams apart a
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
+from typing import Any
 
-from fastmcp import FastMCP
+from fastmcp import Context, FastMCP
+from fastmcp.server.middleware import Middleware, MiddlewareContext
 
-mcp = FastMCP("test-upstream")
+
+class Misbehave(Middleware):
+    """`ghost` is listed but unknown when called (as a tool removed since the listing)."""
+
+    async def on_call_tool(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        if context.message.name == "ghost":
+            from fastmcp.exceptions import NotFoundError
+
+            raise NotFoundError("Unknown tool: 'ghost'")
+        return await call_next(context)
+
+
+def refusing(app: Any) -> Any:
+    """`rpcerror` is answered with a JSON-RPC error (HTTP 200, JSON), as a server that refuses a call does."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            request = json.loads(body)
+        except ValueError:
+            request = None
+        if isinstance(request, dict) and (request.get("params") or {}).get("name") == "rpcerror":
+            answer = json.dumps({"jsonrpc": "2.0", "id": request.get("id"),
+                                 "error": {"code": -32042, "message": "the upstream refuses this one"}}).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": answer})
+            return None
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await app(scope, replay, send)
+
+    return wrapped
+
+
+mcp = FastMCP("test-upstream", middleware=[Misbehave()])
 
 
 @mcp.tool
@@ -44,6 +97,38 @@ def grumpy() -> str:
     from fastmcp.exceptions import ToolError
 
     raise ToolError("grumpy says no")
+
+
+@mcp.tool
+def big(repeat: int = 20000) -> str:
+    """A large result with text outside ASCII."""
+    return "Grüße, 世界 ✓ " * repeat
+
+
+@mcp.tool
+def measure(city: str) -> dict[str, Any]:
+    """Structured output (an output schema and structured content)."""
+    return {"city": city, "temperature": 21.5, "tags": ["sunny", "warm"], "note": None}
+
+
+@mcp.tool
+async def progress(ctx: Context, steps: int = 3) -> str:
+    """Reports progress while it works (a streamed answer, where the server streams)."""
+    for step in range(steps):
+        await ctx.report_progress(step + 1, steps, f"step {step + 1}")
+    return f"done in {steps} steps"
+
+
+@mcp.tool
+def ghost() -> str:
+    """Listed, but the upstream answers as if it did not exist (see Misbehave)."""
+    return "never"
+
+
+@mcp.tool
+def rpcerror() -> str:
+    """Answered with a JSON-RPC error (see `refusing`; the json kind only)."""
+    return "never"
 
 
 @mcp.resource("data://cities")
@@ -79,6 +164,11 @@ if __name__ == "__main__":
     kind = sys.argv[1]
     if kind == "http":
         mcp.run(transport="http", host="127.0.0.1", port=int(sys.argv[2]), show_banner=False)
+    elif kind == "json":
+        import uvicorn
+
+        uvicorn.run(refusing(mcp.http_app(path="/mcp", json_response=True)), host="127.0.0.1", port=int(sys.argv[2]),
+                    log_level="warning")
     elif kind == "sse":
         mcp.run(transport="sse", host="127.0.0.1", port=int(sys.argv[2]), show_banner=False)
     elif kind == "stdio":
