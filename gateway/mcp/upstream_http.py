@@ -1,25 +1,25 @@
 """A minimal HTTP/1.1 client for the direct upstream tool call: one POST on a kept-alive connection.
 
 httpx builds a request object, runs the auth flow, event hooks, the connection pool and h11 for every
-request: about a millisecond of CPU, most of what a proxied call costs the gateway. This sends the request
-as one write and reads the answer with asyncio streams. It is used only where it sends what httpx would
-(see `RawPost.usable`): plain `http://`, no proxy in the environment, and a bearer credential it can
-write itself (none, the shared token, or the caller's own `UserBearer`, whose refusals it reports the same
-way). Anything else keeps the httpx client. Failures raise the httpx exception types, with httpx's messages
+request: about a millisecond of CPU, most of what a proxied call costs the gateway. This keeps only the
+h11 part (the protocol: framing, validation, keep-alive rules), driven as httpcore drives it, over asyncio
+streams: the request goes out as one write. It is used only where it sends what httpx would (see
+`RawPost.usable`): plain `http://`, no proxy in the environment, and a bearer credential it can write
+itself (none, the shared token, or the caller's own `UserBearer`, whose refusals it reports the same way).
+Anything else keeps the httpx client. Failures raise the httpx exception types, with httpx's messages
 where the gateway shows them, so the caller classifies them as before.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import select
 import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import h11
 import httpx2
 from fastmcp.client.auth.bearer import BearerAuth
 
@@ -27,51 +27,64 @@ from gateway.credentials.clients import UserBearer
 
 _MAX_IDLE = 32  # kept-alive connections per session; more concurrent calls open more, the surplus is closed
 _MAX_OPEN = 100  # connections per session at once (httpx's pool limit); further calls wait for one
-_UNSAFE = re.compile(r"[\r\n\0]")
+_READ_SIZE = 65536  # bytes asked of the socket per read (httpcore's)
+_MAX_HEAD = 1 << 20  # the largest answer head (or chunk-size line) accepted before the answer is refused
+_END = h11.EndOfMessage()  # h11 only reads its events, so one instance serves every request
+_ILLEGAL_HEADER = "Illegal header value in the upstream request"
 
 
-@dataclass
 class _Connection:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    """One kept-alive connection: its streams and the h11 state of its request/response cycle."""
+
+    __slots__ = ("h11", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+
+    async def next_event(self) -> Any:
+        """h11's next event, reading from the socket as it needs; a socket error propagates as it is."""
+        state = self.h11
+        while True:
+            event = state.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            state.receive_data(await self.reader.read(_READ_SIZE))  # b"": the server closed, h11 judges when
 
 
-@dataclass
 class RawResponse:
-    status: int
-    headers: dict[str, str]
-    connection: _Connection
-    chunked: bool
-    length: int | None
-    done: bool = False  # the body was read to its end
-    reusable: bool = True
+    """The answer's status and headers; its body is read from the connection by `chunks()` / `read()`."""
+
+    __slots__ = ("connection", "done", "headers", "reusable", "status")
+
+    def __init__(self, status: int, headers: dict[str, str], connection: _Connection, reusable: bool) -> None:
+        self.status = status
+        self.headers = headers  # lower-case names; a repeated header's values joined by ", "
+        self.connection = connection
+        self.done = False  # the body was read to its end
+        self.reusable = reusable  # the connection can carry another request once the body is read
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives (de-chunked)."""
-        reader = self.connection.reader
-        try:
-            if self.chunked:
-                while True:
-                    size_line = await reader.readuntil(b"\r\n")
-                    size = int(size_line.split(b";", 1)[0].strip(), 16)
-                    if size == 0:
-                        while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                            pass
-                        break
-                    data = await reader.readexactly(size)
-                    await reader.readexactly(2)
-                    yield data
-            elif self.length is not None:
-                if self.length:
-                    yield await reader.readexactly(self.length)
-            else:  # delimited by the connection's end
+        connection = self.connection
+        while True:
+            try:
+                event = await connection.next_event()
+            except h11.RemoteProtocolError as exc:  # incl. the connection closed before the body's end
                 self.reusable = False
-                while data := await reader.read(65536):
-                    yield data
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, ConnectionError) as exc:
-            self.reusable = False
-            raise httpx2.RemoteProtocolError(f"upstream answer cut short ({exc.__class__.__name__})") from exc
-        self.done = True
+                raise httpx2.RemoteProtocolError(f"upstream answer cut short ({exc})") from exc
+            except ConnectionError as exc:
+                self.reusable = False
+                raise httpx2.RemoteProtocolError(f"upstream answer cut short ({exc.__class__.__name__})") from exc
+            if type(event) is h11.Data:
+                yield bytes(event.data)
+            elif type(event) is h11.EndOfMessage:
+                self.done = True
+                return
+            else:  # never from h11 mid-body; refused rather than read as the end
+                self.reusable = False
+                raise httpx2.RemoteProtocolError(f"upstream answer cut short ({type(event).__name__})")
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks()])
@@ -114,20 +127,23 @@ class RawPost:
             return auth.header()
         return f"Bearer {auth.token.get_secret_value()}"
 
-    async def post(self, headers: dict[str, str], body: bytes) -> RawResponse:
+    def _request(self, headers: dict[str, str], body: bytes) -> h11.Request:
+        """The request head, checked by h11 before anything is sent (CR, LF or NUL in a header: refused)."""
         merged = dict(self._base)
         merged.update((k.lower(), v) for k, v in headers.items())
         authorization = self._authorization()
         if authorization is not None:
             merged["authorization"] = authorization
         merged["content-length"] = str(len(body))
-        if _UNSAFE.search("".join(merged) + "".join(merged.values())):  # CR, LF or NUL: refused, as h11 does
-            raise httpx2.LocalProtocolError("Illegal header value in the upstream request")
-        fields = "".join(f"{k}: {v}\r\n" for k, v in merged.items())
         try:
-            request = f"POST {self.target} HTTP/1.1\r\n{fields}\r\n".encode("latin-1") + body
-        except UnicodeEncodeError as exc:
-            raise httpx2.LocalProtocolError("Illegal header value in the upstream request") from exc
+            fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
+            return h11.Request(method=b"POST", target=self.target.encode("latin-1"), headers=fields)
+        except (h11.LocalProtocolError, UnicodeEncodeError):
+            # h11's message quotes the value, which may be a token: not repeated, not chained
+            raise httpx2.LocalProtocolError(_ILLEGAL_HEADER) from None
+
+    async def post(self, headers: dict[str, str], body: bytes) -> RawResponse:
+        request = self._request(headers, body)
         await self._open.acquire()
         try:
             connection = self._take() or await self._connect()
@@ -135,31 +151,57 @@ class RawPost:
             self._open.release()
             raise
         try:
-            connection.writer.write(request)
-            raw_head = await connection.reader.readuntil(b"\r\n\r\n")
-            while raw_head[9:10] == b"1" and raw_head[9:12] != b"101":  # 1xx before the answer: skipped, as h11 does
-                raw_head = await connection.reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError) as exc:
-            self._drop(connection)
-            raise httpx2.RemoteProtocolError("Server disconnected without sending a response.") from exc
+            state = connection.h11
+            try:
+                connection.writer.write(state.send(request) + state.send(h11.Data(data=body)) + state.send(_END))
+            except h11.LocalProtocolError as exc:
+                raise httpx2.LocalProtocolError(str(exc)) from exc
+            response = await self._head(connection)
         except BaseException:
             self._drop(connection)
             raise
-        try:
-            response = _parse_head(raw_head, connection)
-        except ValueError as exc:
-            self._drop(connection)
-            raise httpx2.RemoteProtocolError(f"invalid HTTP answer from the upstream ({exc})") from exc
         if isinstance(self.auth, UserBearer):
             self.auth.observe(response.status)
         return response
 
+    async def _head(self, connection: _Connection) -> RawResponse:
+        """The answer's head; informational (1xx) answers before it are skipped, as httpx does."""
+        state = connection.h11
+        while True:
+            try:
+                event = state.next_event()
+                if event is h11.NEED_DATA:
+                    data = await connection.reader.read(_READ_SIZE)
+                    if not data and state.their_state is h11.SEND_RESPONSE:
+                        raise httpx2.RemoteProtocolError("Server disconnected without sending a response.")
+                    state.receive_data(data)
+                    continue
+            except ConnectionError as exc:
+                raise httpx2.RemoteProtocolError("Server disconnected without sending a response.") from exc
+            except h11.RemoteProtocolError as exc:
+                raise httpx2.RemoteProtocolError(f"invalid HTTP answer from the upstream ({exc})") from exc
+            if type(event) is h11.Response:
+                break
+            # an InformationalResponse (a 101 we did not ask for is h11's RemoteProtocolError, above)
+        fields: dict[str, str] = {}
+        for name, value in event.headers:
+            key, text = name.decode("latin-1"), value.decode("latin-1")
+            fields[key] = f"{fields[key]}, {text}" if key in fields else text
+        # h11 keeps the connection unless the answer says `connection: close` or is HTTP/1.0 (our side is then
+        # MUST_CLOSE); a body delimited by the connection's end (no length, not chunked) ends it too.
+        framed = "content-length" in fields or "transfer-encoding" in fields or event.status_code in (204, 304)
+        return RawResponse(event.status_code, fields, connection, framed and state.our_state is h11.DONE)
+
     def release(self, response: RawResponse) -> None:
-        """Back to the idle list when the answer was read to its end, else closed."""
+        """Back to the idle list when both sides finished their message and may go on (as httpcore decides),
+        else closed."""
         connection = response.connection
+        state = connection.h11
         if self.client.is_closed:
             self.close()
-        if response.done and response.reusable and not self.closed and len(self._idle) < _MAX_IDLE:
+        if (response.done and response.reusable and state.our_state is h11.DONE and state.their_state is h11.DONE
+                and not state.trailing_data[0] and not self.closed and len(self._idle) < _MAX_IDLE):
+            state.start_next_cycle()
             self._idle.append(connection)
             self._open.release()
         else:
@@ -182,7 +224,7 @@ class RawPost:
 
     async def _connect(self) -> _Connection:
         try:
-            reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
+            reader, writer = await asyncio.open_connection(self.host, self.port)
         except OSError as exc:
             raise httpx2.ConnectError("All connection attempts failed") from exc
         return _Connection(reader, writer)
@@ -202,29 +244,3 @@ def _readable(connection: _Connection) -> bool:
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
-
-
-def _parse_head(raw: bytes, connection: _Connection) -> RawResponse:
-    lines = raw.decode("latin-1").split("\r\n")
-    version, status, *_ = lines[0].split(" ", 2)
-    if not version.startswith("HTTP/1."):
-        raise ValueError(f"status line {lines[0][:40]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise ValueError(f"header line {line[:40]!r}")
-        name = name.strip().lower()
-        value = value.strip()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-    length = None if chunked or "content-length" not in headers else int(headers["content-length"])
-    code = int(status)
-    if code < 200:
-        raise ValueError(f"status {code}")  # a protocol switch: not an answer this client reads
-    if code in (204, 304):
-        length = 0
-    reusable = headers.get("connection", "").lower() != "close"
-    return RawResponse(code, headers, connection, chunked, length, reusable=reusable)
