@@ -43,6 +43,13 @@ ANSWERS: dict[str, tuple[bytes, bool]] = {  # name: (raw answer, server closes a
     "202": (b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n", False),
     "cut-short": (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n" + BODY, True),
     "no-answer": (b"", True),
+    "http-1.0": (b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                 % (len(BODY), BODY), False),
+    "bad-chunk": (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+                  b"zz\r\n" + BODY + b"\r\n0\r\n\r\n", True),
+    "chunked-cut": (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+                    + _chunked(BODY, 7)[:-20], True),
+    "head-cut": (b"HTTP/1.1 200 OK\r\ncontent-type: appli", True),
     "not-http": (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", True),
 }
 
@@ -138,6 +145,37 @@ async def test_connections_are_reused_and_a_closed_idle_one_is_not() -> None:
         assert (await _raw(raw, HEADERS, b"{}"))[0] == 200
         scripted.answer = ANSWERS["content-length"]
         assert (await _raw(raw, HEADERS, b"{}"))[0] == 200
+        assert scripted.connections == 2
+        raw.close()
+
+
+async def test_answer_headers_are_read_as_httpx_reads_them() -> None:
+    """Lower-case names, trimmed values, a repeated header's values joined by ", " (as httpx's `headers.get`)."""
+    scripted = Scripted()
+    scripted.answer = (b"HTTP/1.1 200 OK\r\nContent-Type:  application/json \r\nSet-Cookie: a=1\r\n"
+                       b"X-Multi: one\r\nset-cookie: b=2\r\nX-Multi: two, three\r\ncontent-length: 2\r\n\r\n{}", False)
+    async with scripted as url, httpx2.AsyncClient() as client:
+        raw = RawPost(url, client, None)
+        response = await raw.post(HEADERS, b"{}")
+        assert await response.read() == b"{}"
+        raw.release(response)
+        theirs = await client.post(url, content=b"{}", headers=HEADERS)
+        assert response.headers == {key: theirs.headers[key] for key in theirs.headers}
+        assert response.headers["set-cookie"] == "a=1, b=2"
+        raw.close()
+
+
+async def test_an_http_1_0_answer_ends_its_connection() -> None:
+    """HTTP/1.0 without keep-alive: the connection is not reused, even if the server leaves it open."""
+    scripted = Scripted()
+    scripted.answer = ANSWERS["http-1.0"]
+    async with scripted as url, httpx2.AsyncClient() as client:
+        raw = RawPost(url, client, None)
+        for _ in range(2):
+            response = await raw.post(HEADERS, b"{}")
+            assert await response.read() == BODY
+            assert not response.reusable
+            raw.release(response)
         assert scripted.connections == 2
         raw.close()
 
