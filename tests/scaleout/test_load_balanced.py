@@ -118,7 +118,7 @@ async def test_legacy_clients_through_round_robin_nginx_then_one_process_killed(
                 try:
                     await in_flight
                 except Exception as exc:  # an error answer, never a hang or a crash of the client
-                    assert type(exc).__name__ in ("ToolError", "McpError", "HTTPStatusError",
+                    assert type(exc).__name__ in ("ToolError", "McpError", "MCPError", "HTTPStatusError",
                                                   "RemoteProtocolError"), exc
                 later = [await survivor.call_tool("echo", {"text": f"after-{i}"}) for i in range(30)]
                 assert [r.data for r in later] == [f"after-{i}" for i in range(30)]
