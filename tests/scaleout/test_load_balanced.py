@@ -120,7 +120,10 @@ async def test_legacy_clients_through_round_robin_nginx_then_one_process_killed(
                 except Exception as exc:  # an error answer, never a hang or a crash of the client
                     assert type(exc).__name__ in ("ToolError", "McpError", "MCPError", "HTTPStatusError",
                                                   "RemoteProtocolError"), exc
-                later = [await survivor.call_tool("echo", {"text": f"after-{i}"}) for i in range(30)]
+                try:
+                    later = [await survivor.call_tool("echo", {"text": f"after-{i}"}) for i in range(30)]
+                except Exception as exc:  # say which call and what the survivor logged
+                    raise AssertionError(f"a call after the kill failed: {exc!r}\n{first.log()[-3000:]}") from exc
                 assert [r.data for r in later] == [f"after-{i}" for i in range(30)]
             # The dead process's open analytics sessions are ended server_crash by the survivor's sweep.
             await poll(lambda: rows(admin_conn, "SELECT disconnect_reason FROM gateway.mcp_sessions"
