@@ -387,6 +387,12 @@ class FastPath:
         return declares
 
 
+# header name -> the RequestHeaders attribute that keeps its first value
+_READ_HEADERS = {b"accept": "accept", b"content-type": "content_type", b"authorization": "authorization",
+                 b"content-length": "content_length", b"mcp-protocol-version": "protocol_version",
+                 b"mcp-session-id": "session_id"}
+
+
 class RequestHeaders:
     """The few request headers the fast path (and the front door) decide on, read once. The first of a
     repeated header counts, as Starlette's `request.headers.get` (what the SDK reads) has it."""
@@ -405,24 +411,10 @@ class RequestHeaders:
         self.session_id: str | None = None
         self.mcp_param = False
         for key, value in self._raw:
-            if key == b"accept":
-                if self.accept is None:
-                    self.accept = value.decode("latin-1")
-            elif key == b"content-type":
-                if self.content_type is None:
-                    self.content_type = value.decode("latin-1")
-            elif key == b"authorization":
-                if self.authorization is None:
-                    self.authorization = value.decode("latin-1")
-            elif key == b"content-length":
-                if self.content_length is None:
-                    self.content_length = value.decode("latin-1")
-            elif key == b"mcp-protocol-version":
-                if self.protocol_version is None:
-                    self.protocol_version = value.decode("latin-1")
-            elif key == b"mcp-session-id":
-                if self.session_id is None:
-                    self.session_id = value.decode("latin-1")
+            name = _READ_HEADERS.get(key)
+            if name is not None:
+                if getattr(self, name) is None:
+                    setattr(self, name, value.decode("latin-1"))
             elif key.startswith(_PARAM_PREFIX):
                 self.mcp_param = True
 
