@@ -50,8 +50,8 @@ log = logging.getLogger("mcp_gateway.upstreams")
 # so the two never collide on one session.
 _ids = itertools.count(1 << 40)
 _ACCEPT = "application/json, text/event-stream"
-# What the SDK client answers a server request when it has no handler for it (mcp/client/session.py defaults).
 _background: set[asyncio.Task[None]] = set()
+# What the SDK client answers a server request when it has no handler for it (mcp/client/session.py defaults).
 _NOT_SUPPORTED = {"sampling/createMessage": "Sampling not supported", "elicitation/create": "Elicitation not supported",
                   "roots/list": "List roots not supported"}
 
@@ -273,9 +273,8 @@ async def _decline(sender: httpx2.AsyncClient, url: str, headers: dict[str, str]
         message = _NOT_SUPPORTED.get(request.method)
         code = mcp_types.INVALID_REQUEST if message else mcp_types.METHOD_NOT_FOUND
         answer = {"jsonrpc": "2.0", "id": request.id, "error": {"code": code, "message": message or "Method not found"}}
-    out = {k: v for k, v in headers.items() if k.lower() not in ("mcp-method", "mcp-name")}
     try:
-        await sender.post(url, json=answer, headers=out)
+        await sender.post(url, json=answer, headers=_unrouted(headers))
     except httpx2.HTTPError as exc:
         log.debug("answering an upstream request failed: %s", exc)
 
@@ -287,10 +286,9 @@ def _cancel_later(sender: httpx2.AsyncClient, url: str, headers: dict[str, str],
     async def send() -> None:
         note = {"jsonrpc": "2.0", "method": "notifications/cancelled",
                 "params": {"requestId": request_id, "reason": "caller cancelled"}}
-        out = {k: v for k, v in headers.items() if k.lower() not in ("mcp-method", "mcp-name")}
         try:
             with anyio.fail_after(5):
-                await sender.post(url, json=note, headers=out)
+                await sender.post(url, json=note, headers=_unrouted(headers))
         except Exception as exc:  # best effort, as the SDK's
             log.debug("courtesy cancel failed: %s", exc)
 
@@ -298,3 +296,7 @@ def _cancel_later(sender: httpx2.AsyncClient, url: str, headers: dict[str, str],
     _background.add(task)
     task.add_done_callback(_background.discard)
 
+
+def _unrouted(headers: dict[str, str]) -> dict[str, str]:
+    """The call's headers for another message on its session: without the call's own routing headers."""
+    return {k: v for k, v in headers.items() if k.lower() not in ("mcp-method", "mcp-name")}
