@@ -20,6 +20,8 @@ from typing import Any
 from fastmcp import Context, FastMCP
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 
+from gateway.asgi import read_body, replaying
+
 
 class Misbehave(Middleware):
     """`ghost` is listed but unknown when called (as a tool removed since the listing)."""
@@ -38,12 +40,7 @@ def refusing(app: Any) -> Any:
     async def wrapped(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             return await app(scope, receive, send)
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        body = await read_body(receive)
         try:
             request = json.loads(body)
         except ValueError:
@@ -55,16 +52,7 @@ def refusing(app: Any) -> Any:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": answer})
             return None
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return await app(scope, replay, send)
+        return await app(scope, replaying(body, receive), send)
 
     return wrapped
 
