@@ -36,6 +36,10 @@ def cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+# Where the side-by-side benchmarks put things on a 2-core machine: every server alone on core 1, wrk on core 0.
+SERVER_CPU, CLIENT_CPU = 1, 0
+
+
 def pin(cpu: int | None) -> list[str]:
     """`taskset -c N` when there are at least two cores and taskset exists, else nothing."""
     if cpu is None or cores() < 2 or shutil.which("taskset") is None:

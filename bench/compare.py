@@ -38,6 +38,8 @@ import httpx
 import psycopg
 
 from bench._harness import (
+    CLIENT_CPU,
+    SERVER_CPU,
     BenchDatabase,
     Proc,
     WrkResult,
@@ -57,7 +59,6 @@ from bench._harness import (
     start_gateway,
 )
 
-SERVER_CPU, CLIENT_CPU = 1, 0
 ERAS = {"handshake": "handshake", "modern": "2026-07-28"}
 # Limits every gateway variant enforces (and no benchmark call reaches): quotas cost what they cost.
 CONFIG = """

@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg
 
 from bench._harness import (
+    CLIENT_CPU,
+    SERVER_CPU,
     BenchDatabase,
     Proc,
     WrkResult,
@@ -51,7 +53,6 @@ from bench._harness import (
     start_gateway,
 )
 
-SERVER_CPU, CLIENT_CPU = 1, 0
 ERAS = {"handshake": "handshake (Mcp-Session-Id)", "modern": "2026-07-28 (sessionless)"}
 ABLATIONS = [
     ("", "gateway, everything on"),

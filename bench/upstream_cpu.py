@@ -20,6 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import (
+    CLIENT_CPU,
+    SERVER_CPU,
     Proc,
     bench_database,
     cpu_seconds,
@@ -33,8 +35,6 @@ from bench._harness import (
     start_bare,
     start_gateway,
 )
-
-SERVER_CPU, CLIENT_CPU = 1, 0
 
 
 def main() -> None:
