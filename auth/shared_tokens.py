@@ -52,7 +52,9 @@ class SharedAccessTokens:
             make: Callable[[str, Principal, float], SharedAccessToken]) -> SharedAccessToken:
         key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         issued = self._issued.get(key)
-        if issued is not None and issued.leeway == leeway and issued.principal == principal:
+        # the same principal object (the authenticator's cache) is the common case: no field-by-field compare
+        if issued is not None and issued.leeway == leeway and (issued.principal is principal
+                                                               or issued.principal == principal):
             self._issued.move_to_end(key)
             return issued.access
         access = make(token, principal, leeway)
