@@ -78,4 +78,5 @@ class WriterStats:
     database_up: bool = True
     repaired: int = 0      # refused as they were, stored with their text cleaned
     quarantined: int = 0   # refused even cleaned: set aside, counted, logged
+    rolled_back: int = 0   # transactions PostgreSQL aborted (a deadlock) and the writer ran again
     flush_sizes: list[int] = field(default_factory=list)

@@ -10,8 +10,10 @@ per session per flush, and close ended sessions.
 When the database is away the batch stays at the head of the queue and is retried
 with backoff; past `queue_max` records go to a spill file and come back when the
 database does. Only if the spill file cannot be written are records dropped, and
-then they are counted and logged. Shutdown drains the queue, then closes this
-instance's open sessions as `server_shutdown`.
+then they are counted and logged. Shutdown drains the queue (waiting out a database that
+is briefly away, up to `stop()`'s bound), then closes this instance's open sessions as
+`server_shutdown`. A transaction PostgreSQL aborts to break a deadlock (replicas update
+the same session rows) is simply run again, not taken for an outage.
 
 A batch the database refuses (a DataError or IntegrityError: a constraint, text it cannot
 hold) or that cannot even be encoded (a lone surrogate) is not an outage: it is bisected
@@ -35,10 +37,11 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +61,7 @@ log = logging.getLogger("mcp_gateway.writer")
 MAX_BATCH = 5000
 HEARTBEAT_SECONDS = 5.0
 CRASH_AFTER_SECONDS = 30.0  # a replica silent this long is taken for dead
+ROLLBACK_RETRIES = 8  # a transaction PostgreSQL chose as a deadlock victim is simply run again
 
 
 # Ends open sessions; the caller adds the WHERE clause. Parameter: the reason.
@@ -71,6 +75,9 @@ _CLOSE_SESSIONS = ("UPDATE gateway.mcp_sessions s SET status = 'disconnected', d
 # Everything else (OperationalError, InterfaceError, pool timeouts, a missing privilege or
 # table) is about the database, not the records: keep them and retry.
 _RECORD_FAULTS = (psycopg.DataError, psycopg.IntegrityError, UnicodeError, ValueError, TypeError, OverflowError)
+# PostgreSQL aborted the transaction to break a cycle or keep serializability (SQLSTATE class 40): run it again.
+_ROLLED_BACK = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
+                psycopg.errors.TransactionRollback)
 _REASON = re.compile(r"error:[A-Za-z0-9_.]{1,100}|client_disconnect|timeout|server_shutdown|server_crash")
 
 
@@ -187,12 +194,31 @@ class TrackingWriter:
         Only once this process holds the instance id (gateway.store.instance_lock); `before` spares the
         sessions this process itself opened when recovery runs late (database away at start).
         """
-        async with self.db.as_system("ingest") as conn:
+        async def recover(conn: psycopg.AsyncConnection) -> int:
             cur = await conn.execute(_CLOSE_SESSIONS + " WHERE s.instance_id = %s AND s.status <> 'disconnected'"
                                      " AND s.connected_at < coalesce(%s::timestamptz, 'infinity')",
                                      ("server_crash", self.instance_id, before))
             await self._heartbeat(conn)
             return cur.rowcount
+
+        closed: int = await self._transaction(recover)
+        return closed
+
+    async def _transaction(self, work: Callable[[psycopg.AsyncConnection], Awaitable[Any]]) -> Any:
+        """`work` in one ingest transaction, run again when PostgreSQL rolled it back as a deadlock victim
+        or a serialization failure. Replicas (and one replica's shutdown beside another's last batch) update
+        the same session rows; PostgreSQL breaks such a cycle by aborting one side, which only has to run
+        again. Nothing else is retried here: an outage is the loop's to wait out."""
+        for attempt in range(1, ROLLBACK_RETRIES + 1):
+            try:
+                async with self.db.as_system("ingest") as conn:
+                    return await work(conn)
+            except _ROLLED_BACK:
+                if attempt == ROLLBACK_RETRIES:
+                    raise
+                self.stats.rolled_back += 1
+                await asyncio.sleep(random.uniform(0, 0.02 * attempt))  # the other side commits meanwhile
+        raise AssertionError("unreachable")
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -228,10 +254,9 @@ class TrackingWriter:
                 self.stats.last_error = None
                 backoff = 0.5
             except Exception as exc:
-                # Connection lost, pool timeout, anything unforeseen: keep every record, retry.
+                # Connection lost, pool timeout, anything unforeseen: keep every record, retry. Also while
+                # stopping: `stop()` bounds the drain, and a database back within it loses nothing.
                 self._note_outage(exc)
-                if self._stopping:
-                    return
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -250,21 +275,23 @@ class TrackingWriter:
         if now < self._next_maintenance:
             return
         self._next_maintenance = now + min(HEARTBEAT_SECONDS, max(self.idle_timeout / 4, 0.25))
-        async with self.db.as_system("ingest") as conn:
-            await self._heartbeat(conn)
-            # Idle past the timeout -> ended as timeout; quiet for a while -> idle.
-            await conn.execute(
-                _CLOSE_SESSIONS + " WHERE s.status <> 'disconnected'"
-                " AND s.last_activity < now() - make_interval(secs => %s)", ("timeout", self.idle_timeout))
-            await conn.execute(
-                "UPDATE gateway.mcp_sessions SET status = 'idle' WHERE status = 'active'"
-                " AND last_activity < now() - make_interval(secs => %s)", (min(self.idle_timeout / 2, 300.0),))
-            # Open sessions of replicas that stopped heartbeating were left by a crash.
-            await conn.execute(
-                _CLOSE_SESSIONS + " FROM gateway.instances i WHERE s.instance_id = i.instance_id"
-                " AND s.status <> 'disconnected' AND i.instance_id <> %s"
-                " AND i.heartbeat_at < now() - make_interval(secs => %s)",
-                ("server_crash", self.instance_id, CRASH_AFTER_SECONDS))
+        await self._transaction(self._sweep)
+
+    async def _sweep(self, conn: psycopg.AsyncConnection) -> None:
+        await self._heartbeat(conn)
+        # Idle past the timeout -> ended as timeout; quiet for a while -> idle.
+        await conn.execute(
+            _CLOSE_SESSIONS + " WHERE s.status <> 'disconnected'"
+            " AND s.last_activity < now() - make_interval(secs => %s)", ("timeout", self.idle_timeout))
+        await conn.execute(
+            "UPDATE gateway.mcp_sessions SET status = 'idle' WHERE status = 'active'"
+            " AND last_activity < now() - make_interval(secs => %s)", (min(self.idle_timeout / 2, 300.0),))
+        # Open sessions of replicas that stopped heartbeating were left by a crash.
+        await conn.execute(
+            _CLOSE_SESSIONS + " FROM gateway.instances i WHERE s.instance_id = i.instance_id"
+            " AND s.status <> 'disconnected' AND i.instance_id <> %s"
+            " AND i.heartbeat_at < now() - make_interval(secs => %s)",
+            ("server_crash", self.instance_id, CRASH_AFTER_SECONDS))
 
     async def _heartbeat(self, conn: psycopg.AsyncConnection) -> None:
         await conn.execute(
@@ -272,9 +299,8 @@ class TrackingWriter:
             " ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = now()", (self.instance_id,))
 
     async def _close_instance_sessions(self, reason: str) -> None:
-        async with self.db.as_system("ingest") as conn:
-            await conn.execute(_CLOSE_SESSIONS + " WHERE s.instance_id = %s AND s.status <> 'disconnected'",
-                               (reason, self.instance_id))
+        await self._transaction(lambda conn: conn.execute(
+            _CLOSE_SESSIONS + " WHERE s.instance_id = %s AND s.status <> 'disconnected'", (reason, self.instance_id)))
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -349,13 +375,16 @@ class TrackingWriter:
         ended = [r for r in batch if isinstance(r, SessionEnded)]
         for call in calls:
             self._count_tokens(call)
-        async with self.db.as_system("ingest") as conn:
+
+        async def write(conn: psycopg.AsyncConnection) -> None:
             if opened:
                 await self._open_sessions(conn, opened)
             if calls:
                 await self._insert_calls(conn, calls)
             if ended:
                 await self._end_sessions(conn, ended)
+
+        await self._transaction(write)
         self.stats.written += len(calls)
 
     def _count_all(self, records: list[Record]) -> None:
@@ -399,7 +428,7 @@ class TrackingWriter:
                 "  OR u.last_seen_at < now() - interval '1 hour'",
                 ([r.tenant_id for r in rows], [r.user_id for r in rows], [r.user_email for r in rows],
                  [r.user_name for r in rows], [r.user_role for r in rows]))
-        for s in opened:
+        for s in sorted(opened, key=lambda o: (o.tenant_id, o.session_key)):  # one lock order, as above
             # One open session per key, across replicas: adopt the one already open.
             cur = await conn.cursor(row_factory=scalar_row).execute(
                 "INSERT INTO gateway.mcp_sessions AS m (session_id, tenant_id, user_id, user_email, user_name,"
@@ -443,7 +472,7 @@ class TrackingWriter:
         for c, sid in zip(calls, session_ids, strict=True):
             if sid not in latest or latest[sid].at < c.at:
                 latest[sid] = _LastCall(c.at, c.session_key)
-        ids = list(latest)
+        ids = sorted(latest)  # one lock order for every replica's batch: fewer deadlocks to retry
         cur = await conn.cursor(row_factory=scalar_row).execute(
             "UPDATE gateway.mcp_sessions s SET last_activity = v.at, status = 'active'"
             " FROM unnest(%b::uuid[], %b::timestamptz[]) AS v(id, at)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from pathlib import Path
 
@@ -203,3 +204,77 @@ async def test_health_reports_a_backlog_that_is_not_moving(database: TestDatabas
         await writer.stop()
         await db.close()
         proxy.close()
+
+
+async def test_a_batch_chosen_as_a_deadlock_victim_is_written_again(
+        database: TestDatabase, admin_conn: psycopg.Connection) -> None:
+    """Before: a deadlock (two replicas' batches, or one's shutdown beside another's last batch, updating the
+    same session rows in other orders) was taken for an outage, and at shutdown its records were lost."""
+    db = Database(database.urls, min_size=1, max_size=2)
+    await db.open(wait=True)
+    writer = TrackingWriter(db, instance_id="w8", flush_interval=0.05)
+    # Ids and keys in the same order, so the rows lie (and are scanned, and locked) in id order.
+    low, high = sorted([uuid.uuid4(), uuid.uuid4()])
+    first = dataclasses.replace(_opened("acme", "ann", key="a" * 64), session_id=low)
+    second = dataclasses.replace(_opened("acme", "bo", key="b" * 64), session_id=high)
+    for record in (first, second):
+        writer.submit(record)
+    await writer.start()
+    holder = psycopg.connect(database.admin_url)  # the other side: one transaction, two row locks
+    try:
+        await asyncio.to_thread(wait_for, lambda: writer.backlog == 0, 10, "the sessions written")
+        # The other side holds the second session's row; the writer's batch updates both sessions in their
+        # id order, so it takes the first and waits for the second...
+        holder.execute("SET deadlock_timeout = '30s'")  # the writer's backend detects the cycle, not this one
+        holder.execute("UPDATE gateway.mcp_sessions SET user_name = 'held' WHERE session_id = %s",
+                       (second.session_id,))
+        writer.submit(_called(first))
+        writer.submit(_called(second))
+        await asyncio.to_thread(wait_for, lambda: _writer_waits_on_a_lock(admin_conn), 10, "the writer to wait")
+        # ... and then asks for the first: a cycle, and PostgreSQL aborts the writer's side.
+        await asyncio.to_thread(holder.execute, "UPDATE gateway.mcp_sessions SET user_name = 'held'"
+                                " WHERE session_id = %s", (first.session_id,))
+        holder.commit()
+        await asyncio.to_thread(wait_for, lambda: writer.backlog == 0, 10, "the batch written again")
+        assert writer.stats.rolled_back >= 1  # the cycle really happened, and the writer ran its side again
+        assert writer.stats.database_up and writer.stats.last_error is None  # not taken for an outage
+    finally:
+        holder.close()
+        await writer.stop()
+        await db.close()
+    assert admin_conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone() == (2,)
+
+
+async def test_a_database_back_within_the_drain_bound_loses_nothing_at_shutdown(
+        database: TestDatabase, admin_conn: psycopg.Connection) -> None:
+    """Before: the first failed flush after stop() gave up on the whole queue."""
+    proxy = CuttableProxy(database.urls.app)
+    urls = type(database.urls)(**{**database.urls.__dict__, "app": proxy.url_through(database.urls.app)})
+    db = Database(urls, min_size=1, max_size=2)
+    await db.open(wait=True)
+    writer = TrackingWriter(db, instance_id="w9", flush_interval=0.05)
+    sessions = AnalyticsSessions(writer, idle_timeout=600)
+    await writer.start()
+    try:
+        _call(sessions, writer)
+        await asyncio.to_thread(wait_for, lambda: writer.backlog == 0, 10, "first flush")
+        proxy.cut()
+        for _ in range(5):
+            _call(sessions, writer)
+        stopping = asyncio.create_task(writer.stop(drain_timeout=20))
+        await asyncio.to_thread(wait_for, lambda: not writer.stats.database_up, 10, "the failed drain")
+        assert not stopping.done()  # still draining, not given up
+        proxy.restore()
+        await asyncio.wait_for(stopping, 25)
+    finally:
+        await writer.stop()
+        await db.close()
+        proxy.close()
+    assert writer.backlog == 0 and writer.stats.dropped == 0
+    assert admin_conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone() == (6,)
+    assert admin_conn.execute("SELECT disconnect_reason FROM gateway.mcp_sessions").fetchall() == [("server_shutdown",)]
+
+
+def _writer_waits_on_a_lock(conn: psycopg.Connection) -> bool:
+    return bool(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                             " AND query LIKE 'UPDATE gateway.mcp_sessions s SET last_activity%%'").fetchone()[0])
