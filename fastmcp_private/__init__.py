@@ -19,6 +19,7 @@ import contextvars
 import json
 import logging
 import math
+import weakref
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -232,17 +233,27 @@ def requestor_identity(scope: MutableMapping[str, Any]) -> str | None:
     return json.dumps(dict(authorization_context(user)), sort_keys=True)
 
 
+# Adoptions under way, per manager: a request for a session another request is adopting waits for it.
+_adopting: weakref.WeakKeyDictionary[StreamableHTTPSessionManager, dict[str, anyio.Event]] = (
+    weakref.WeakKeyDictionary())
+
+
 async def adopt(manager: StreamableHTTPSessionManager, session_id: str, scope: MutableMapping[str, Any],
                 protocol_version: str, init_params: dict[str, Any], *, idle_timeout: float | None) -> bool:
     """Make `session_id` a session of this process, already initialized from another process's `initialize`.
 
-    False when the manager is full (its max_sessions) or not running. The caller has checked that the
-    requester is the session's owner; the SDK's own owner check then holds for every later request.
+    True when this call adopted it. False when it was held here already (a request arriving together with
+    this one adopted it first: this call waited until that session was connected), when the manager is full
+    (its max_sessions) or not running. The caller has checked that the requester is the session's owner;
+    the SDK's own owner check then holds for every later request.
     """
     if manager._task_group is None:
         return False
+    adopting = _adopting.setdefault(manager, {})
+    while (under_way := adopting.get(session_id)) is not None:
+        await under_way.wait()
     if session_id in manager._server_instances:
-        return True
+        return False
     if manager.max_sessions is not None and len(manager._server_instances) >= manager.max_sessions:
         return False
     params = InitializeRequestParams.model_validate(init_params, by_name=False)
@@ -255,14 +266,16 @@ async def adopt(manager: StreamableHTTPSessionManager, session_id: str, scope: M
         idle_timeout=idle_timeout,
     )
     user = scope.get("user")
-    if isinstance(user, AuthenticatedUser):
-        manager._session_owners[session_id] = authorization_context(user)
-    manager._server_instances[session_id] = transport
 
     async def run_server(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         # As the SDK's own `_serve_opening_request.run_server`, but with a connection that is already
         # initialized (born ready, with the client's initialize params) instead of waiting for the handshake.
         async with transport.connect() as (read_stream, write_stream):
+            # Listed only once connected: a request that finds the session can be served at once (listed
+            # before, a request arriving meanwhile met a transport with no stream yet: a 500).
+            if isinstance(user, AuthenticatedUser):
+                manager._session_owners[session_id] = authorization_context(user)
+            manager._server_instances[session_id] = transport
             task_status.started()
             try:
                 idle_scope = transport.idle_scope or anyio.CancelScope()
@@ -279,11 +292,15 @@ async def adopt(manager: StreamableHTTPSessionManager, session_id: str, scope: M
             finally:
                 await manager._discard_session(session_id, transport)
 
+    done = adopting[session_id] = anyio.Event()
     try:
         await manager._task_group.start(run_server)
     except BaseException:
         await manager._discard_session(session_id, transport)
         raise
+    finally:
+        adopting.pop(session_id, None)
+        done.set()
     return True
 
 

@@ -140,6 +140,43 @@ async def test_the_session_manager_is_found_read_and_wrapped_behind_fastmcps_htt
     assert private.open_session_ids(object()) is None  # unreadable: the session cap falls back to its own view
 
 
+async def test_requests_adopting_one_session_together_adopt_it_once_and_find_it_connected() -> None:
+    """A session is listed only once its transport is connected: a request that finds it can be served.
+    Before: it was listed first, and a request arriving meanwhile got a 500 from the SDK's transport."""
+    app = FastMCP("compat").http_app(path="/mcp", json_response=True)
+    init = {"protocolVersion": private.LATEST_HANDSHAKE_VERSION, "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}
+    async with app.router.lifespan_context(app):
+        manager = private.find_session_manager(app)
+        connected: list[bool] = []
+
+        async def request() -> bool:
+            adopted = await private.adopt(manager, "s1", {}, private.LATEST_HANDSHAKE_VERSION, init,
+                                          idle_timeout=None)
+            transport = manager._server_instances["s1"]
+            connected.append(transport._read_stream_writer is not None)
+            return adopted
+
+        async def seen_while_adopting() -> None:  # every step of the adoption, from the loop's side
+            for _ in range(50):
+                if private.holds(manager, "s1"):
+                    connected.append(manager._server_instances["s1"]._read_stream_writer is not None)
+                await anyio.sleep(0)
+
+        results: list[bool] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(seen_while_adopting)
+            for _ in range(8):
+                tg.start_soon(lambda: _append(results, request()))
+        assert results.count(True) == 1 and len(results) == 8
+        assert connected and all(connected)
+        await private.terminate_session(manager, "s1")
+
+
+async def _append(results: list[bool], work: Any) -> None:
+    results.append(await work)
+
+
 # -- Nothing outside the fence touches a private name ---------------------------------------------------------------
 
 def _is_private(name: str) -> bool:

@@ -137,3 +137,29 @@ async def test_with_the_database_away_sessions_a_process_holds_keep_working(
     finally:
         gateway.stop()
         proxy.close()
+
+
+async def test_requests_arriving_together_at_a_process_that_adopts_the_session_are_all_answered(
+        database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
+    """Before: the adopted transport was listed before it was connected, and a request arriving meanwhile
+    got a 500 ("No read stream writer available"); a client's concurrent requests after a load balancer
+    moved it did exactly that (found by soaking the TypeScript SDK clients through round-robin nginx)."""
+    first = start_gateway(database, tmp_path / "a", args=TOOLS)
+    second = start_gateway(database, tmp_path / "b", args=TOOLS)
+    alice = make_jwt("alice", "acme")
+    try:
+        async with httpx.AsyncClient(timeout=15) as http:
+            for round_ in range(3):  # a fresh session each round: each is adopted once more, under load
+                session_id = await _initialize(http, first, alice)
+                answers = await asyncio.gather(*(_echo(http, second, alice, session_id, 100 * round_ + n)
+                                                 for n in range(16)))
+                failed = [(a.status_code, a.text[:200]) for a in answers
+                          if a.status_code != 200 or '"isError":false' not in a.text]
+                assert not failed, failed
+        adopted = [line for line in second.log().splitlines() if '"event": "session_adopted"' in line]
+        assert len(adopted) == 3, adopted  # once per session, however many requests raced for it
+        assert "Traceback" not in second.log()
+    finally:
+        first.stop()
+        second.stop()
+    await poll(lambda: scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_requests") == 48, 30, "every call stored")
