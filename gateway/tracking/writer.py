@@ -61,6 +61,7 @@ log = logging.getLogger("mcp_gateway.writer")
 MAX_BATCH = 5000
 HEARTBEAT_SECONDS = 5.0
 CRASH_AFTER_SECONDS = 30.0  # a replica silent this long is taken for dead
+SHUTDOWN_CLOSE_BOUND = 3.0  # seconds for closing this instance's sessions when the drain did not finish
 ROLLBACK_RETRIES = 8  # a transaction PostgreSQL chose as a deadlock victim is simply run again
 
 
@@ -182,7 +183,9 @@ class TrackingWriter:
                 self._task.cancel()
                 log.error("writer: shutdown drain timed out with %d records not written", self.backlog)
         try:
-            await self._close_instance_sessions("server_shutdown")
+            # After a drain that did not finish the database is likely away: do not wait a pool timeout more.
+            closing = self._close_instance_sessions("server_shutdown")
+            await (asyncio.wait_for(closing, SHUTDOWN_CLOSE_BOUND) if self.backlog else closing)
         except Exception as exc:  # database away at shutdown: the next start closes them as crashed
             log.error("writer: could not close sessions at shutdown: %s", one_line(exc))
         if self.backlog:

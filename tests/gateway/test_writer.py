@@ -278,3 +278,26 @@ async def test_a_database_back_within_the_drain_bound_loses_nothing_at_shutdown(
 def _writer_waits_on_a_lock(conn: psycopg.Connection) -> bool:
     return bool(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                              " AND query LIKE 'UPDATE gateway.mcp_sessions s SET last_activity%%'").fetchone()[0])
+
+
+async def test_a_database_away_for_the_whole_drain_bounds_the_shutdown_and_says_what_was_lost(
+        database: TestDatabase, caplog: pytest.LogCaptureFixture) -> None:
+    proxy = CuttableProxy(database.urls.app)
+    urls = type(database.urls)(**{**database.urls.__dict__, "app": proxy.url_through(database.urls.app)})
+    db = Database(urls, min_size=1, max_size=2)
+    await db.open(wait=True)
+    writer = TrackingWriter(db, instance_id="w10", flush_interval=0.05)
+    sessions = AnalyticsSessions(writer, idle_timeout=600)
+    await writer.start()
+    try:
+        proxy.cut()
+        for _ in range(3):
+            _call(sessions, writer)
+        # The drain's bound, then at most the session close's own bound (not a pool timeout more).
+        await asyncio.wait_for(writer.stop(drain_timeout=1.0), 1.0 + 3.0 + 2.0)
+    finally:
+        await db.close()
+        proxy.close()
+    assert writer.backlog == 4  # the session and three calls, said in the log, never silently
+    assert "4 records were not written before exit" in caplog.text
+    assert "could not close sessions at shutdown" in caplog.text
