@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 
@@ -54,6 +55,7 @@ class ToolCalled:
     completion_tokens: int | None = None
     extra_cost: float = 0.0               # e.g. a price reported by an upstream
     credential_mode: str | None = None    # upstream tools: whose credential served it (never the credential)
+    cost: Decimal | None = None           # set by the writer with the token counts, a slice at a time
 
 
 @dataclass(slots=True)

@@ -301,3 +301,28 @@ async def test_a_database_away_for_the_whole_drain_bounds_the_shutdown_and_says_
     assert writer.backlog == 4  # the session and three calls, said in the log, never silently
     assert "4 records were not written before exit" in caplog.text
     assert "could not close sessions at shutdown" in caplog.text
+
+
+async def test_a_large_batch_is_counted_a_slice_at_a_time_so_calls_are_served_between(
+        database: TestDatabase) -> None:
+    writer = TrackingWriter(Database(database.urls), instance_id="w11")
+    session = _opened("acme", "ann")
+    batch = [_called(session, prompt_tokens=None, completion_tokens=None, arguments={"text": "x" * 50},
+                     result_text="y" * 50) for _ in range(1000)]
+    turns = 0
+    counting = True
+
+    async def a_call_waiting_for_the_loop() -> None:
+        nonlocal turns
+        while counting:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(a_call_waiting_for_the_loop())
+    await asyncio.sleep(0)
+    before = turns
+    await writer._count_in_slices(batch)  # type: ignore[arg-type]
+    counting = False
+    await other
+    assert all(c.prompt_tokens and c.completion_tokens for c in batch)
+    assert turns - before >= 1000 // 64  # the loop turned between every two slices
