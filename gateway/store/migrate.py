@@ -11,7 +11,9 @@ is `-- run as: admin` runs as the connecting user (it creates the roles).
 from __future__ import annotations
 
 import hashlib
+import random
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from gateway.formatting import pg_message
 GATEWAY_PACKAGE = Path(gateway.__file__).resolve().parent
 PROJECT_ROOT = GATEWAY_PACKAGE.parent
 PACKAGED_SQL = GATEWAY_PACKAGE / "sql"  # a wheel's copy (setup.py); absent in a checkout
+_ROLLBACK_RETRIES = 5  # a file PostgreSQL aborted as a deadlock victim is run again, this many times in all
 
 
 def _sql_dir(name: str) -> Path:
@@ -118,17 +121,25 @@ def migrate(admin_url: str, *, login_password: str | None = None,
 
 
 def _run_file(conn: psycopg.Connection, path: Path, text: str, *, as_owner: bool, record: str | None) -> None:
-    try:
-        with conn.transaction():
-            if as_owner:
-                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(OWNER_ROLE)))
-            conn.execute(text.encode())  # bytes: no client-side parameter parsing of '%'
-            if record is not None:
-                conn.execute("RESET ROLE")
-                conn.execute("INSERT INTO mcp_gateway_meta.migrations (filename, checksum) VALUES (%s, %s)",
-                             (path.name, record))
-    except psycopg.Error as exc:
-        raise UserError(f"{path.parent.name}/{path.name} failed: {pg_message(exc)}") from None
+    """One file in one transaction. Policies run at every start, beside replicas already serving: a file
+    PostgreSQL aborts to break a deadlock with their work (or a serialization failure) is run again."""
+    for attempt in range(1, _ROLLBACK_RETRIES + 1):
+        try:
+            with conn.transaction():
+                if as_owner:
+                    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(OWNER_ROLE)))
+                conn.execute(text.encode())  # bytes: no client-side parameter parsing of '%'
+                if record is not None:
+                    conn.execute("RESET ROLE")
+                    conn.execute("INSERT INTO mcp_gateway_meta.migrations (filename, checksum) VALUES (%s, %s)",
+                                 (path.name, record))
+            return
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+            if attempt == _ROLLBACK_RETRIES:
+                raise UserError(f"{path.parent.name}/{path.name} failed: {pg_message(exc)}") from None
+            time.sleep(random.uniform(0.05, 0.2) * attempt)  # the other side finishes meanwhile
+        except psycopg.Error as exc:
+            raise UserError(f"{path.parent.name}/{path.name} failed: {pg_message(exc)}") from None
 
 
 def _hardening_warnings(conn: psycopg.Connection) -> list[str]:

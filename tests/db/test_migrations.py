@@ -19,6 +19,8 @@ from psycopg import sql
 from gateway.errors import UserError
 from gateway.store.migrate import MIGRATIONS_DIR, migrate
 from tests.db import lint
+from tests.helpers.wait import wait_for
+from tests.pg import TestDatabase
 
 MIGRATION_FILES = sorted(p.name for p in MIGRATIONS_DIR.glob("*.sql"))
 
@@ -136,3 +138,37 @@ def test_a_failing_migration_names_the_file_and_is_not_recorded(empty_db: str, t
     assert "099_broken.sql" not in dict(ledger(empty_db))
     with psycopg.connect(empty_db, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('gateway.half')").fetchone() == (None,)  # rolled back
+
+
+def test_a_policy_file_chosen_as_a_deadlock_victim_is_run_again(database: TestDatabase, tmp_path: Path) -> None:
+    """Policies run at every start, beside replicas that are serving. Before: a deadlock with their work
+    failed the start with exit 2 (seen in CI: `policies/030_console.sql failed: deadlock detected`)."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "010_locks.sql").write_text(
+        "LOCK TABLE gateway.mcp_sessions IN ACCESS EXCLUSIVE MODE;\n"
+        "LOCK TABLE gateway.mcp_requests IN ACCESS EXCLUSIVE MODE;\n")
+    holder = psycopg.connect(database.admin_url)  # a replica's transaction: the second table, then the first
+    result: dict[str, object] = {}
+    try:
+        holder.execute("SET deadlock_timeout = '30s'")  # the migration's backend detects the cycle
+        holder.execute("LOCK TABLE gateway.mcp_requests IN ACCESS EXCLUSIVE MODE")
+
+        def run() -> None:
+            try:
+                result["report"] = migrate(database.admin_url, policies_dir=policies)
+            except UserError as exc:
+                result["error"] = str(exc)
+        migrating = threading.Thread(target=run)
+        migrating.start()
+        with psycopg.connect(database.admin_url, autocommit=True) as watcher:
+            wait_for(lambda: watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mcp-gateway migrate'"
+                " AND wait_event_type = 'Lock'").fetchone()[0], 20, "the migration to wait for the second table")
+        holder.execute("LOCK TABLE gateway.mcp_sessions IN ACCESS EXCLUSIVE MODE")  # the cycle; the file aborts
+        holder.commit()
+        migrating.join(30)
+    finally:
+        holder.close()
+    assert "error" not in result, result
+    assert "010_locks.sql" in result["report"].policies  # type: ignore[attr-defined]
