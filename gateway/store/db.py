@@ -40,6 +40,11 @@ SYSTEM_ROLES: dict[str, str] = {
 }
 SystemRole = Literal["ingest", "authn", "oauth"]
 
+# PostgreSQL aborted the transaction to break a lock cycle or keep serializability (SQLSTATE class 40):
+# nothing was wrong with the work, and running the transaction again is the documented remedy.
+ROLLED_BACK = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
+               psycopg.errors.TransactionRollback)
+
 _SET_IDENTITY = (
     "SELECT set_config('role', %s, true),"
     " set_config('mcp_gateway.tenant_id', %s, true),"

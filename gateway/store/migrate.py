@@ -24,6 +24,7 @@ from psycopg.rows import scalar_row
 import gateway
 from gateway.errors import UserError
 from gateway.formatting import pg_message
+from gateway.store.db import ROLLED_BACK
 
 # Located from the package, not from this file, so the module may live in any sub-package.
 GATEWAY_PACKAGE = Path(gateway.__file__).resolve().parent
@@ -134,7 +135,7 @@ def _run_file(conn: psycopg.Connection, path: Path, text: str, *, as_owner: bool
                     conn.execute("INSERT INTO mcp_gateway_meta.migrations (filename, checksum) VALUES (%s, %s)",
                                  (path.name, record))
             return
-        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+        except ROLLED_BACK as exc:
             if attempt == _ROLLBACK_RETRIES:
                 raise UserError(f"{path.parent.name}/{path.name} failed: {pg_message(exc)}") from None
             time.sleep(random.uniform(0.05, 0.2) * attempt)  # the other side finishes meanwhile

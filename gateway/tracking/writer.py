@@ -53,7 +53,7 @@ from psycopg.rows import scalar_row
 
 from auth.claimtext import MAX_CLIENT_NAME, MAX_CLIENT_VERSION, MAX_EMAIL, MAX_NAME, display_text, storable
 from gateway.formatting import one_line
-from gateway.store.db import Database
+from gateway.store.db import ROLLED_BACK, Database
 from gateway.tracking.pricing import Pricing, arguments_text, count_tokens
 from gateway.tracking.records import Record, SessionEnded, SessionOpened, ToolCalled, WriterStats
 
@@ -78,9 +78,6 @@ _CLOSE_SESSIONS = ("UPDATE gateway.mcp_sessions s SET status = 'disconnected', d
 # Everything else (OperationalError, InterfaceError, pool timeouts, a missing privilege or
 # table) is about the database, not the records: keep them and retry.
 _RECORD_FAULTS = (psycopg.DataError, psycopg.IntegrityError, UnicodeError, ValueError, TypeError, OverflowError)
-# PostgreSQL aborted the transaction to break a cycle or keep serializability (SQLSTATE class 40): run it again.
-_ROLLED_BACK = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
-                psycopg.errors.TransactionRollback)
 _REASON = re.compile(r"error:[A-Za-z0-9_.]{1,100}|client_disconnect|timeout|server_shutdown|server_crash")
 
 
@@ -218,7 +215,7 @@ class TrackingWriter:
             try:
                 async with self.db.as_system("ingest") as conn:
                     return await work(conn)
-            except _ROLLED_BACK:
+            except ROLLED_BACK:
                 if attempt == ROLLBACK_RETRIES:
                     raise
                 self.stats.rolled_back += 1
