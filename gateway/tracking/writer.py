@@ -41,12 +41,12 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import psycopg
 from psycopg.rows import scalar_row
@@ -58,6 +58,7 @@ from gateway.tracking.pricing import Pricing, arguments_text, count_tokens
 from gateway.tracking.records import Record, SessionEnded, SessionOpened, ToolCalled, WriterStats
 
 log = logging.getLogger("mcp_gateway.writer")
+T = TypeVar("T")
 
 MAX_BATCH = 5000
 HEARTBEAT_SECONDS = 5.0
@@ -203,10 +204,9 @@ class TrackingWriter:
             await self._heartbeat(conn)
             return cur.rowcount
 
-        closed: int = await self._transaction(recover)
-        return closed
+        return await self._transaction(recover)
 
-    async def _transaction(self, work: Callable[[psycopg.AsyncConnection], Awaitable[Any]]) -> Any:
+    async def _transaction(self, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
         """`work` in one ingest transaction, run again when PostgreSQL rolled it back as a deadlock victim
         or a serialization failure. Replicas (and one replica's shutdown beside another's last batch) update
         the same session rows; PostgreSQL breaks such a cycle by aborting one side, which only has to run
@@ -375,8 +375,7 @@ class TrackingWriter:
         opened = [r for r in batch if isinstance(r, SessionOpened)]
         calls = [r for r in batch if isinstance(r, ToolCalled)]
         ended = [r for r in batch if isinstance(r, SessionEnded)]
-        for call in calls:
-            self._count_tokens(call)
+        self._count_all(calls)  # only what no slice or thread counted (a record of an isolated part)
 
         async def write(conn: psycopg.AsyncConnection) -> None:
             if opened:
@@ -397,12 +396,13 @@ class TrackingWriter:
                 await asyncio.sleep(0)
             self._count_all(records[start:start + COUNT_SLICE])
 
-    def _count_all(self, records: list[Record]) -> None:
+    def _count_all(self, records: Sequence[Record]) -> None:
         for record in records:
-            if isinstance(record, ToolCalled) and (record.completion_tokens is None or record.prompt_tokens is None):
+            if isinstance(record, ToolCalled) and record.cost is None:
                 self._count_tokens(record)
 
     def _count_tokens(self, call: ToolCalled) -> None:
+        """Counts the tokens a caller did not give, then prices the call: once per record (`cost` set)."""
         if call.completion_tokens is None:
             call.completion_tokens = _count_safely(lambda: arguments_text(call.arguments))
         if call.prompt_tokens is None:
@@ -463,7 +463,7 @@ class TrackingWriter:
 
     async def _insert_calls(self, conn: psycopg.AsyncConnection, calls: list[ToolCalled]) -> None:
         session_ids = [self._canonical.get(c.session_id, c.session_id) for c in calls]
-        costs = [self.pricing.cost_of(c) if c.cost is None else c.cost for c in calls]
+        costs = [c.cost for c in calls]  # priced with the counts (`_count_tokens`)
         await conn.execute(
             "INSERT INTO gateway.mcp_requests (id, session_id, tenant_id, user_id, method, tool_name, status,"
             " error_message, duration_ms, prompt_tokens, completion_tokens, estimated_cost, price_version,"
@@ -579,7 +579,8 @@ def _repairs(record: Record) -> list[list[Record]]:
             client_type=display_text(record.client_type, MAX_CLIENT_NAME),
             method=_clean(record.method, 100) or "tools/call",
             duration_ms=duration if math.isfinite(duration) and duration >= 0 else 0.0,
-            prompt_tokens=max(record.prompt_tokens or 0, 0), completion_tokens=max(record.completion_tokens or 0, 0))
+            prompt_tokens=max(record.prompt_tokens or 0, 0), completion_tokens=max(record.completion_tokens or 0, 0),
+            cost=None)  # priced again from what is stored
         # Its session row may be what is missing (refused itself): a minimal one keeps the call.
         # Role unknown (None): an existing user row keeps its role.
         session = SessionOpened(
