@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
@@ -24,6 +25,21 @@ ALICE = Principal(user_id="alice", tenant_id="acme", token_kind="pat", email="a@
 CLIENT = ClientInfo("pytest", "1", "2026-07-28", "streamable-http", None)
 
 
+Proxied = tuple[CuttableProxy, Database]
+
+
+@pytest.fixture
+async def proxied(database: TestDatabase) -> AsyncIterator[Proxied]:
+    """The app login's pool reaching PostgreSQL through a proxy the test can cut and restore."""
+    proxy = CuttableProxy(database.urls.app)
+    urls = type(database.urls)(**{**database.urls.__dict__, "app": proxy.url_through(database.urls.app)})
+    db = Database(urls, min_size=1, max_size=2)
+    await db.open(wait=True)
+    yield proxy, db
+    await db.close()
+    proxy.close()
+
+
 def _call(sessions: AnalyticsSessions, writer: TrackingWriter) -> None:
     session_id, key = sessions.session_for(ALICE, CLIENT)
     writer.submit(ToolCalled(id=uuid.uuid4(), session_id=session_id, session_key=key, tenant_id="acme",
@@ -33,11 +49,8 @@ def _call(sessions: AnalyticsSessions, writer: TrackingWriter) -> None:
 
 
 async def test_outage_spills_past_the_memory_bound_and_loses_nothing(
-        database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
-    proxy = CuttableProxy(database.urls.app)
-    urls = type(database.urls)(**{**database.urls.__dict__, "app": proxy.url_through(database.urls.app)})
-    db = Database(urls, min_size=1, max_size=2)
-    await db.open(wait=True)
+        tmp_path: Path, admin_conn: psycopg.Connection, proxied: Proxied) -> None:
+    proxy, db = proxied
     writer = TrackingWriter(db, instance_id="w1", flush_interval=0.1, flush_rows=50, queue_max=100,
                             spill_dir=tmp_path / "spill")
     sessions = AnalyticsSessions(writer, idle_timeout=600)
@@ -55,8 +68,6 @@ async def test_outage_spills_past_the_memory_bound_and_loses_nothing(
         await asyncio.to_thread(wait_for, lambda: writer.backlog == 0, 30, "backlog drained")
     finally:
         await writer.stop()
-        await db.close()
-        proxy.close()
     assert writer.stats.dropped == 0
     assert admin_conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone() == (520,)
     assert admin_conn.execute("SELECT count(*) FROM gateway.mcp_sessions").fetchone() == (1,)
@@ -181,11 +192,8 @@ async def test_a_call_whose_session_row_was_lost_gets_a_minimal_one(
     assert admin_conn.execute("SELECT role FROM gateway.users WHERE user_id = 'ada'").fetchone() == ("admin",)
 
 
-async def test_health_reports_a_backlog_that_is_not_moving(database: TestDatabase, tmp_path: Path) -> None:
-    proxy = CuttableProxy(database.urls.app)
-    urls = type(database.urls)(**{**database.urls.__dict__, "app": proxy.url_through(database.urls.app)})
-    db = Database(urls, min_size=1, max_size=2)
-    await db.open(wait=True)
+async def test_health_reports_a_backlog_that_is_not_moving(proxied: Proxied) -> None:
+    proxy, db = proxied
     writer = TrackingWriter(db, instance_id="w7", flush_interval=0.1, stall_seconds=0.5)
     sessions = AnalyticsSessions(writer, idle_timeout=600)
     await writer.start()
@@ -202,8 +210,6 @@ async def test_health_reports_a_backlog_that_is_not_moving(database: TestDatabas
         await asyncio.to_thread(wait_for, lambda: writer.health()["healthy"], 20, "recovery")
     finally:
         await writer.stop()
-        await db.close()
-        proxy.close()
 
 
 async def test_a_batch_chosen_as_a_deadlock_victim_is_written_again(
@@ -246,12 +252,9 @@ async def test_a_batch_chosen_as_a_deadlock_victim_is_written_again(
 
 
 async def test_a_database_back_within_the_drain_bound_loses_nothing_at_shutdown(
-        database: TestDatabase, admin_conn: psycopg.Connection) -> None:
+        admin_conn: psycopg.Connection, proxied: Proxied) -> None:
     """Before: the first failed flush after stop() gave up on the whole queue."""
-    proxy = CuttableProxy(database.urls.app)
-    urls = type(database.urls)(**{**database.urls.__dict__, "app": proxy.url_through(database.urls.app)})
-    db = Database(urls, min_size=1, max_size=2)
-    await db.open(wait=True)
+    proxy, db = proxied
     writer = TrackingWriter(db, instance_id="w9", flush_interval=0.05)
     sessions = AnalyticsSessions(writer, idle_timeout=600)
     await writer.start()
@@ -268,8 +271,6 @@ async def test_a_database_back_within_the_drain_bound_loses_nothing_at_shutdown(
         await asyncio.wait_for(stopping, 25)
     finally:
         await writer.stop()
-        await db.close()
-        proxy.close()
     assert writer.backlog == 0 and writer.stats.dropped == 0
     assert admin_conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone() == (6,)
     assert admin_conn.execute("SELECT disconnect_reason FROM gateway.mcp_sessions").fetchall() == [("server_shutdown",)]
@@ -281,23 +282,16 @@ def _writer_waits_on_a_lock(conn: psycopg.Connection) -> bool:
 
 
 async def test_a_database_away_for_the_whole_drain_bounds_the_shutdown_and_says_what_was_lost(
-        database: TestDatabase, caplog: pytest.LogCaptureFixture) -> None:
-    proxy = CuttableProxy(database.urls.app)
-    urls = type(database.urls)(**{**database.urls.__dict__, "app": proxy.url_through(database.urls.app)})
-    db = Database(urls, min_size=1, max_size=2)
-    await db.open(wait=True)
+        caplog: pytest.LogCaptureFixture, proxied: Proxied) -> None:
+    proxy, db = proxied
     writer = TrackingWriter(db, instance_id="w10", flush_interval=0.05)
     sessions = AnalyticsSessions(writer, idle_timeout=600)
     await writer.start()
-    try:
-        proxy.cut()
-        for _ in range(3):
-            _call(sessions, writer)
-        # The drain's bound, then at most the session close's own bound (not a pool timeout more).
-        await asyncio.wait_for(writer.stop(drain_timeout=1.0), 1.0 + 3.0 + 2.0)
-    finally:
-        await db.close()
-        proxy.close()
+    proxy.cut()
+    for _ in range(3):
+        _call(sessions, writer)
+    # The drain's bound, then at most the session close's own bound (not a pool timeout more).
+    await asyncio.wait_for(writer.stop(drain_timeout=1.0), 1.0 + 3.0 + 2.0)
     assert writer.backlog == 4  # the session and three calls, said in the log, never silently
     assert "4 records were not written before exit" in caplog.text
     assert "could not close sessions at shutdown" in caplog.text
