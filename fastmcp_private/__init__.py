@@ -31,6 +31,9 @@ from fastmcp.server.dependencies import _dispatching_tool_call, _serving_client_
 from fastmcp.server.extensions import _extension_tool_call_scope
 from fastmcp.server.http import HostOriginGuardMiddleware, set_http_request
 from fastmcp.server.mixins.mcp_operations import _normalize_call_tool_result
+from fastmcp.server.providers.aggregate import AggregateProvider
+from fastmcp.server.providers.local_provider import LocalProvider
+from fastmcp.utilities.async_utils import gather
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
@@ -54,6 +57,7 @@ __all__ = [
     "HANDSHAKE_PROTOCOL_VERSIONS",
     "PROXY_PROVIDER_HOOKS",
     "PROXY_PROVIDER_STATE",
+    "InlineLocalLookups",
     "add_http_routes",
     "adopt",
     # the fast call path (gateway/mcp/fastpath.py)
@@ -150,6 +154,51 @@ def proxy_tool_backend_name(tool: Any) -> str:
 def proxy_tool_client_factory(tool: Any) -> Any:
     """The client factory a ProxyTool was made with (gateway.mcp.upstreams binds it to its Upstream)."""
     return tool._client_factory
+
+
+# -- FastMCP's tool lookup (gateway/mcp/server.py GatewayFastMCP) ------------------------------------------------
+# Read from fastmcp 4.1 (server/providers/aggregate.py AggregateProvider._get_tool / _list_tools, whose results
+# server/server.py FastMCP._get_tool takes through `super()`; providers/local_provider/local_provider.py).
+
+
+class InlineLocalLookups(AggregateProvider):
+    """AggregateProvider's tool lookups, asking in-process providers in place instead of in tasks.
+
+    FastMCP asks every provider in an anyio task of its own, so that providers that wait on the network
+    (upstream proxies, mounted servers) wait together. A plain LocalProvider is a scan of a dict that never
+    waits: its task costs ~40 us a call and buys nothing, and the gateway has two or more of them (its own
+    tools, each directly served `--tools` server) on every tools/call. Those are awaited in place; every other
+    provider is still gathered; results are combined exactly as AggregateProvider does (provider order,
+    failures warned or raised by the same rules, the highest version wins). Placed after FastMCP in a
+    subclass's bases, it is what FastMCP's own `_get_tool` reaches through `super()`.
+    """
+
+    async def _get_tool(self, name: str, version: Any = None) -> Any:
+        results = await _ask_providers(self.providers, lambda p: p.get_tool(name, version))
+        return self._get_highest_version_result(results, f"get_tool({name!r})")
+
+    async def _list_tools(self) -> Any:
+        results = await _ask_providers(self.providers, lambda p: p.list_tools())
+        return self._collect_list_results(results, "list_tools")
+
+
+async def _ask_providers(providers: Sequence[Any], ask: Any) -> list[Any]:
+    """Each provider's answer or exception, in provider order (as `gather(..., return_exceptions=True)`)."""
+    results: list[Any] = [None] * len(providers)
+    elsewhere: list[int] = []
+    for i, provider in enumerate(providers):
+        if type(provider) is LocalProvider and not provider.transforms:
+            try:
+                results[i] = await ask(provider)
+            except Exception as exc:
+                results[i] = exc
+        else:
+            elsewhere.append(i)
+    if elsewhere:
+        answers = await gather((ask(providers[i]) for i in elsewhere), return_exceptions=True)
+        for i, answer in zip(elsewhere, answers, strict=True):
+            results[i] = answer
+    return results
 
 
 # -- The SDK's Streamable HTTP session manager ------------------------------------------------------------------

@@ -39,7 +39,7 @@ from gateway.mcp.access import AccessMiddleware, AccessPolicy
 from gateway.mcp.fastpath import FastPath
 from gateway.mcp.front_door import FrontDoor
 from gateway.mcp.quotas import QuotaMiddleware, Quotas, quotas_configured
-from gateway.mcp.server import add_builtin_tools, add_demo_tools, mount_servers
+from gateway.mcp.server import GatewayFastMCP, add_builtin_tools, add_demo_tools, mount_servers
 from gateway.mcp.session_cap import SessionCap, session_cap_from
 from gateway.mcp.session_sharing import BindingStore, SessionSharing
 from gateway.mcp.sqlconsole import SqlConsole, add_admin_tools, limits_from
@@ -212,8 +212,8 @@ def build_mcp(services: Services, *, servers: Sequence[FastMCP] = (), demo: bool
         *([QuotaMiddleware(services.quotas, principal_of)] if services.quotas is not None else []),
         AccessMiddleware(AccessPolicy(services.config.access), principal_of),
     ]
-    mcp: FastMCP = FastMCP("mcp-gateway", version=__version__, auth=services.gateway_auth.provider,
-                           middleware=middleware)
+    mcp: FastMCP = GatewayFastMCP("mcp-gateway", version=__version__, auth=services.gateway_auth.provider,
+                                  middleware=middleware)
     services.gateway_auth.install_routes(mcp)
     add_builtin_tools(mcp, settings=services.settings, db=services.db, writer=services.writer,
                       sessions=services.sessions, principal_of=principal_of)

@@ -27,8 +27,12 @@ from fastmcp import Client, FastMCP
 from fastmcp.server import dependencies, extensions
 from fastmcp.server.auth.middleware import RequireAuthMiddleware
 from fastmcp.server.mixins import mcp_operations
+from fastmcp.server.providers.fastmcp_provider import FastMCPProvider
+from fastmcp.server.providers.local_provider import LocalProvider
 from fastmcp.server.providers.proxy import ProxyProvider, ProxyTool
 from fastmcp.server.server import default_lifespan
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mcp.client import session as client_session_module
 from mcp.client.session import ClientSession
 from mcp.server import runner as runner_module
@@ -307,3 +311,107 @@ async def test_the_idle_timer_of_a_session_keeps_no_request_alive_and_still_ends
             assert seen[0]() is None  # nothing holds the request's state now that it is done
             await anyio.sleep(30)  # cancelled by the idle timeout
     assert transport.idle_scope.cancelled_caught
+
+
+# -- FastMCP's tool lookup: in-process providers asked in place --------------------------------------------------
+
+def _tool(provider: LocalProvider, name: str, version: str | None, label: str) -> None:
+    def fn() -> str:
+        return label
+    provider.tool(fn, name=name, version=version, description=label)
+
+
+def _servers(providers: list[Any], strategy: Any = "warn") -> tuple[FastMCP, FastMCP]:
+    """FastMCP as it is and the gateway's, both over the very same providers."""
+    from gateway.mcp.server import GatewayFastMCP
+    pair = []
+    for cls in (FastMCP, GatewayFastMCP):
+        server = cls("lookup")
+        server.provider_error_strategy = strategy
+        for provider in providers:
+            server.add_provider(provider)
+        pair.append(server)
+    return pair[0], pair[1]
+
+
+def _seen(tool: Any) -> Any:
+    return None if tool is None else (tool.name, tool.version, tool.description)
+
+
+_NAMES = ["a", "b", "c"]
+_layout = st.lists(  # providers, each serving names in one version or more (or unversioned: FastMCP's rule)
+    st.dictionaries(st.sampled_from(_NAMES), st.just([None]) | st.lists(st.sampled_from(["1", "2"]), min_size=1,
+                                                                        max_size=2, unique=True), max_size=3),
+    min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(layout=_layout, mounted_at=st.none() | st.integers(0, 4), failing_at=st.none() | st.integers(0, 4),
+       strategy=st.sampled_from(["warn", "raise"]))
+def test_the_gateways_lookup_finds_what_fastmcps_finds(layout: list[dict[str, list[str | None]]],
+                                                       mounted_at: int | None, failing_at: int | None,
+                                                       strategy: str) -> None:
+    """Same providers (local ones, a mounted server, one that fails), same answers: which tool wins a name
+    (the highest version, whichever provider has it), what is listed and in which order, what a failing
+    provider does under either error strategy."""
+    providers: list[Any] = []
+    for i, tools in enumerate(layout):
+        provider = LocalProvider()
+        for name, versions in tools.items():
+            for tool_version in versions:
+                _tool(provider, name, tool_version, f"p{i}")
+        providers.append(provider)
+    if mounted_at is not None:
+        child = FastMCP("child")
+        _tool(child.local_provider, "b", "3", "mounted")
+        providers.insert(min(mounted_at, len(providers)), FastMCPProvider(child))
+    if failing_at is not None:
+        failing = providers[min(failing_at, len(providers) - 1)]
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("provider down")
+        failing._get_tool = broken
+        failing._list_tools = broken
+    fastmcp, gateway = _servers(providers, strategy)
+
+    async def answers(server: FastMCP) -> list[Any]:
+        out: list[Any] = []
+        for name in [*_NAMES, "missing"]:
+            try:
+                out.append(_seen(await server.get_tool(name)))
+            except RuntimeError as exc:
+                out.append(f"raised {exc}")
+        try:
+            out.append([_seen(t) for t in await server.list_tools()])
+        except RuntimeError as exc:
+            out.append(f"raised {exc}")
+        return out
+
+    assert anyio.run(answers, gateway) == anyio.run(answers, fastmcp)
+
+
+async def test_in_process_providers_are_asked_in_place_and_others_in_a_task_of_their_own() -> None:
+    """What the gateway saves on every tools/call: no task per in-process provider."""
+    import asyncio
+    first, second = LocalProvider(), LocalProvider()
+    _tool(first, "a", None, "first")
+    _tool(second, "b", None, "second")
+    child = FastMCP("child")
+    _tool(child.local_provider, "c", None, "mounted")
+    asked_from: dict[str, Any] = {}
+    for label, provider in (("first", first), ("second", second), ("mounted", child.local_provider)):
+        lookup = provider._get_tool
+
+        async def recording(name: str, version: Any = None, *, _label: str = label, _lookup: Any = lookup) -> Any:
+            asked_from[_label] = asyncio.current_task()
+            return await _lookup(name, version)
+        provider._get_tool = recording
+    fastmcp, gateway = _servers([first, second, FastMCPProvider(child)])
+
+    assert _seen(await gateway.get_tool("b")) == ("b", None, "second")
+    caller = asyncio.current_task()
+    assert asked_from["first"] is caller and asked_from["second"] is caller
+    assert asked_from["mounted"] is not caller  # may wait on I/O: still gathered
+    asked_from.clear()
+    assert _seen(await fastmcp.get_tool("b")) == ("b", None, "second")
+    assert asked_from["first"] is not caller  # FastMCP's own: a task each (what the test would miss)

@@ -17,7 +17,7 @@ from fastmcp.exceptions import ToolError
 from psycopg.rows import class_row
 
 from auth import Principal
-from fastmcp_private import lifespan_of
+from fastmcp_private import InlineLocalLookups, lifespan_of
 from gateway import __version__
 from gateway.errors import UserError
 from gateway.formatting import money
@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from gateway.store.db import Database
     from gateway.tracking.sessions import AnalyticsSessions
     from gateway.tracking.writer import TrackingWriter
+
+
+class GatewayFastMCP(FastMCP, InlineLocalLookups):
+    """FastMCP as the gateway serves it: the same server, whose tool lookups ask the in-process providers
+    (the gateway's own tools, directly served `--tools` servers) in place rather than in a task each."""
 
 
 @dataclass(frozen=True, slots=True)
