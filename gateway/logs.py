@@ -60,6 +60,12 @@ def configure_logging(fmt: str = "json", level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Neither format prints a record's thread, process or source line: do not gather them for every record
+    # (one per tool call). The logging HOWTO's "Optimization" switches.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     for noisy in ("httpx", "httpx2", "httpcore", "mcp", "fastmcp", "sse_starlette", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # FastMCP installs its own (rich, non-JSON) handler at import: route its records through ours.

@@ -78,6 +78,7 @@ class ClientInfo:
         return session_key(principal.tenant_id, principal.user_id, "client", self.name, self.version)
 
 
+@functools.lru_cache(maxsize=4096)  # asked on every call, for a handful of open sessions
 def session_key(*parts: str | None) -> str:
     """JSON keeps every part whole (any `/`, `|`, quote or lone surrogate; None is not "-")."""
     encoded = json.dumps(parts, ensure_ascii=True, separators=(",", ":"))

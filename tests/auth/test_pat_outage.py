@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -116,3 +116,35 @@ async def test_idle_token_revoked_is_refused_on_its_next_use(setup: Setup, db: D
     with pytest.raises(TokenRejected) as info:
         await setup.authenticator.authenticate(token)
     assert info.value.reason == "revoked personal access token"
+
+
+async def test_a_token_in_use_is_renewed_before_it_goes_stale(setup: Setup, db: Database) -> None:
+    """Steady traffic never waits on the store: late in its fresh period a record is looked up again in
+    the background, so it is still fresh after the period has passed, and served from memory."""
+    _, token = await create_token(db, tenant_id="acme", user_id="rin")
+    assert (await setup.authenticator.authenticate(token)).user_id == "rin"  # read at 1000
+    setup.clock.now += 1.6  # 80% of pat_cache_ttl=2
+    assert (await setup.authenticator.authenticate(token)).user_id == "rin"  # answered from memory
+    setup.clock.now += 1.0  # 2.6 s after the first read: stale unless the background lookup renewed it
+    await _until(lambda: setup.authenticator.known_good(token), "the record renewed in the background")
+
+
+async def test_a_revocation_found_by_the_early_lookup_bites_at_once(setup: Setup, db: Database) -> None:
+    from gateway.store.tokens import revoke_token
+
+    token_id, token = await create_token(db, tenant_id="acme", user_id="rev")
+    assert (await setup.authenticator.authenticate(token)).user_id == "rev"
+    assert await revoke_token(db, token_id)
+    setup.clock.now += 1.6  # still within its fresh period: served, and looked up again
+    assert (await setup.authenticator.authenticate(token)).user_id == "rev"
+    await _until(lambda: not setup.authenticator.known_good(token), "the revocation read in the background")
+    with pytest.raises(TokenRejected) as info:  # no later than the fresh period, with no clock moved
+        await setup.authenticator.authenticate(token)
+    assert info.value.reason == "revoked personal access token"
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
