@@ -26,12 +26,14 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from fastmcp.server.context import reset_transport, set_transport
+from fastmcp.server import server as fastmcp_server
+from fastmcp.server.context import Context, reset_transport, set_transport
 from fastmcp.server.dependencies import _dispatching_tool_call, _serving_client_tool_call
 from fastmcp.server.extensions import _extension_tool_call_scope
 from fastmcp.server.http import HostOriginGuardMiddleware, set_http_request
 from fastmcp.server.mixins.mcp_operations import _normalize_call_tool_result
 from fastmcp.server.providers.aggregate import AggregateProvider
+from fastmcp.server.providers.fastmcp_provider import FastMCPProvider, FastMCPProviderTool
 from fastmcp.server.providers.local_provider import LocalProvider
 from fastmcp.utilities.async_utils import gather
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
@@ -58,6 +60,7 @@ __all__ = [
     "PROXY_PROVIDER_HOOKS",
     "PROXY_PROVIDER_STATE",
     "InlineLocalLookups",
+    "MountedServer",
     "add_http_routes",
     "adopt",
     # the fast call path (gateway/mcp/fastpath.py)
@@ -77,6 +80,7 @@ __all__ = [
     "lifespan_of",
     "lifespan_state",
     "mcp_http_client",
+    "mount",
     "negotiated_version",
     "open_session_ids",
     "proxy_cache_entry",
@@ -167,8 +171,9 @@ class InlineLocalLookups(AggregateProvider):
     FastMCP asks every provider in an anyio task of its own, so that providers that wait on the network
     (upstream proxies, mounted servers) wait together. A plain LocalProvider is a scan of a dict that never
     waits: its task costs ~40 us a call and buys nothing, and the gateway has two or more of them (its own
-    tools, each directly served `--tools` server) on every tools/call. Those are awaited in place; every other
-    provider is still gathered; results are combined exactly as AggregateProvider does (provider order,
+    tools, each directly served `--tools` server) on every tools/call. Those are awaited in place, and so is
+    a provider that may wait when it is the only one; two or more are still gathered, to wait together.
+    Results are combined exactly as AggregateProvider does (provider order,
     failures warned or raised by the same rules, the highest version wins). Placed after FastMCP in a
     subclass's bases, it is what FastMCP's own `_get_tool` reaches through `super()`.
     """
@@ -185,21 +190,58 @@ class InlineLocalLookups(AggregateProvider):
 async def _ask_providers(providers: Sequence[Any], ask: Any) -> list[Any]:
     """Each provider's answer or exception, in provider order (as `gather(..., return_exceptions=True)`)."""
     results: list[Any] = [None] * len(providers)
-    elsewhere: list[int] = []
+    may_wait = [i for i, p in enumerate(providers) if type(p) is not LocalProvider or p.transforms]
+    together = may_wait if len(may_wait) > 1 else []  # one provider that may wait has nothing to wait with
     for i, provider in enumerate(providers):
-        if type(provider) is LocalProvider and not provider.transforms:
+        if i not in together:
             try:
                 results[i] = await ask(provider)
             except Exception as exc:
                 results[i] = exc
-        else:
-            elsewhere.append(i)
-    if elsewhere:
-        answers = await gather((ask(providers[i]) for i in elsewhere), return_exceptions=True)
-        for i, answer in zip(elsewhere, answers, strict=True):
+    if together:
+        answers = await gather((ask(providers[i]) for i in together), return_exceptions=True)
+        for i, answer in zip(together, answers, strict=True):
             results[i] = answer
     return results
 
+
+
+class MountedServer(FastMCPProvider):
+    """The provider `FastMCP.mount` adds for a server, keeping the wrapper it builds around a tool.
+
+    FastMCPProvider wraps the mounted server's tool in a new FastMCPProviderTool (a pydantic model of a dozen
+    fields) on every lookup, so on every call. The wrapper is kept while the server's lookup returns the very
+    same tool with the same fields (what the wrapper copies, by reference, is then the same); anything else
+    gets a new one, as before. Read from fastmcp 4.1 server/providers/fastmcp_provider.py (`_get_tool`).
+    """
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(server)
+        self._wrappers: dict[str, tuple[Any, dict[str, Any], Any]] = {}  # name -> (tool, its fields, wrapper)
+
+    async def _get_tool(self, name: str, version: Any = None) -> Any:
+        async with Context(fastmcp=self.server):
+            tool = await self.server.get_tool(name, version)
+        if tool is None or version is not None:
+            return None if tool is None else FastMCPProviderTool.wrap(self.server, tool)
+        kept = self._wrappers.get(name)
+        if kept is not None and kept[0] is tool and kept[1] == vars(tool):
+            return kept[2]
+        wrapper = FastMCPProviderTool.wrap(self.server, tool)
+        if len(self._wrappers) >= 4096:
+            self._wrappers.clear()  # names come from the server's own tools, but stay bounded
+        self._wrappers[name] = (tool, dict(vars(tool)), wrapper)
+        return wrapper
+
+
+def mount(parent: Any, server: Any) -> None:
+    """`parent.mount(server)` (no namespace, no renames), with MountedServer as the provider."""
+    if parent._mask_error_details and not server._mask_error_details:
+        fastmcp_server.logger.warning(  # what FastMCP.mount says
+            f"Parent server {parent.name!r} has mask_error_details=True but mounted server {server.name!r} does "
+            f"not. Error details from {server.name!r} may leak through to clients. Set mask_error_details=True "
+            "on the child server to prevent this.")
+    parent.add_provider(MountedServer(server))
 
 # -- The SDK's Streamable HTTP session manager ------------------------------------------------------------------
 # The SDK keeps a handshake-era session in its session manager's memory and offers no public way to list its

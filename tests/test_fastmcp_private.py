@@ -239,7 +239,7 @@ async def test_every_private_name_the_fence_uses_exists() -> None:
                   ProxyProvider(factory, cache_ttl=1.0), manager,
                   ProxyTool(client_factory=factory, name="t", description=None, parameters={"type": "object"}),
                   transport, runner, runner_module, dependencies, extensions, mcp_operations, session,
-                  client_session, client_session_module]
+                  client_session, client_session_module, private.MountedServer(FastMCP("fence"))]
         missing = sorted(name for name in _fenced_names() if not any(hasattr(o, name) for o in owners))
     assert missing == []
 
@@ -390,28 +390,60 @@ def test_the_gateways_lookup_finds_what_fastmcps_finds(layout: list[dict[str, li
     assert anyio.run(answers, gateway) == anyio.run(answers, fastmcp)
 
 
-async def test_in_process_providers_are_asked_in_place_and_others_in_a_task_of_their_own() -> None:
-    """What the gateway saves on every tools/call: no task per in-process provider."""
+async def test_providers_are_asked_in_place_unless_two_may_wait() -> None:
+    """What the gateway saves on every tools/call: no task per in-process provider, nor for one provider
+    that may wait (a mounted server, an upstream) when nothing else may; two of those still wait together."""
     import asyncio
     first, second = LocalProvider(), LocalProvider()
     _tool(first, "a", None, "first")
     _tool(second, "b", None, "second")
-    child = FastMCP("child")
-    _tool(child.local_provider, "c", None, "mounted")
+    children = [FastMCP("child"), FastMCP("other")]
+    _tool(children[0].local_provider, "c", None, "mounted")
+    _tool(children[1].local_provider, "d", None, "other")
+    mounted, other = FastMCPProvider(children[0]), FastMCPProvider(children[1])
     asked_from: dict[str, Any] = {}
-    for label, provider in (("first", first), ("second", second), ("mounted", child.local_provider)):
+    for label, provider in (("first", first), ("second", second), ("mounted", mounted), ("other", other)):
         lookup = provider._get_tool
 
         async def recording(name: str, version: Any = None, *, _label: str = label, _lookup: Any = lookup) -> Any:
             asked_from[_label] = asyncio.current_task()
             return await _lookup(name, version)
         provider._get_tool = recording
-    fastmcp, gateway = _servers([first, second, FastMCPProvider(child)])
-
-    assert _seen(await gateway.get_tool("b")) == ("b", None, "second")
     caller = asyncio.current_task()
-    assert asked_from["first"] is caller and asked_from["second"] is caller
-    assert asked_from["mounted"] is not caller  # may wait on I/O: still gathered
+
+    fastmcp, gateway = _servers([first, second, mounted])
+    assert _seen(await gateway.get_tool("c")) == ("c", None, "mounted")
+    assert asked_from["first"] is caller and asked_from["second"] is caller and asked_from["mounted"] is caller
     asked_from.clear()
-    assert _seen(await fastmcp.get_tool("b")) == ("b", None, "second")
+    assert _seen(await fastmcp.get_tool("c")) == ("c", None, "mounted")
     assert asked_from["first"] is not caller  # FastMCP's own: a task each (what the test would miss)
+
+    asked_from.clear()
+    _, gateway = _servers([first, mounted, other])
+    assert _seen(await gateway.get_tool("d")) == ("d", None, "other")
+    assert asked_from["first"] is caller
+    assert asked_from["mounted"] is not caller and asked_from["other"] is not caller
+
+
+async def test_a_mounted_servers_tool_wrapper_is_kept_while_the_tool_is_the_same() -> None:
+    """The wrapper FastMCP builds per lookup is kept for the same, unchanged tool, and built anew for a
+    changed or replaced one; the parent serves what the server has now."""
+    child = FastMCP("child")
+    _tool(child.local_provider, "t", None, "one")
+    parent = FastMCP("parent")
+    private.mount(parent, child)
+    first = await parent.get_tool("t")
+    assert first is not None and first.description == "one"
+    assert await parent.get_tool("t") is first  # kept (FastMCP's own provider builds a new one each time)
+    tool = await child.get_tool("t")
+    tool.description = "two"  # changed in place
+    second = await parent.get_tool("t")
+    assert second is not first and second.description == "two"
+    child.local_provider.remove_tool("t")
+    _tool(child.local_provider, "t", None, "three")  # replaced
+    third = await parent.get_tool("t")
+    assert third is not second and third.description == "three"
+    result = await parent.call_tool("t", {})
+    assert result.content[0].text == "three"
+    child.local_provider.remove_tool("t")
+    assert await parent.get_tool("t") is None

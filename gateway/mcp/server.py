@@ -17,7 +17,7 @@ from fastmcp.exceptions import ToolError
 from psycopg.rows import class_row
 
 from auth import Principal
-from fastmcp_private import InlineLocalLookups, lifespan_of
+from fastmcp_private import InlineLocalLookups, lifespan_of, mount
 from gateway import __version__
 from gateway.errors import UserError
 from gateway.formatting import money
@@ -184,7 +184,7 @@ def mount_servers(mcp: FastMCP, servers: Sequence[FastMCP]) -> None:
             # serve the server's own components from the gateway's call path instead.
             mcp.add_provider(server.local_provider)
         else:
-            mcp.mount(server)  # its middleware and lifespan run, as the user wrote them
+            mount(mcp, server)  # its middleware and lifespan run, as the user wrote them
 
 
 def has_nothing_to_mount(server: FastMCP) -> bool:
