@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcp_gateway.quotas")
 
 PENDING_MAX = 200_000  # local not-yet-confirmed calls remembered for budgets
+ARGUMENT_COUNTS_MAX = 10_000  # argument token counts of calls in flight, kept for their records
 BUDGET_OR_RATE_ERROR = -32029  # JSON-RPC error code of a refused resources/read, prompts/get, completion
 
 
@@ -164,6 +165,9 @@ class Quotas:
         self._pending_tenant: dict[tuple[str, date], Decimal] = collections.defaultdict(Decimal)
         self._reserved_user: dict[tuple[str, str, date], Decimal] = collections.defaultdict(Decimal)
         self._reserved_tenant: dict[tuple[str, date], Decimal] = collections.defaultdict(Decimal)
+        # A budgeted call's arguments are tokenized to price it before it runs; its record, made when it
+        # ends, needs the same count. id(arguments) -> (arguments, their text, tokens), until recorded.
+        self._argument_tokens: dict[int, tuple[Any, str, int]] = {}
         self.last_refresh: datetime | None = None
         self.last_refresh_error: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -280,14 +284,29 @@ class Quotas:
 
     def price_of(self, name: str | None, arguments: Any) -> Decimal:
         """What a call is known to cost before it runs: its per-call price and its arguments' tokens."""
-        return self.pricing.cost(name, 0, count_tokens(arguments_text(arguments)) if arguments else 0)
+        if not arguments:
+            return self.pricing.cost(name, 0, 0)
+        text = arguments_text(arguments)
+        tokens = count_tokens(text)
+        if len(self._argument_tokens) >= ARGUMENT_COUNTS_MAX:
+            self._argument_tokens.clear()  # calls whose record never came (tracking failed): bounded
+        self._argument_tokens[id(arguments)] = (arguments, text, tokens)
+        return self.pricing.cost(name, 0, tokens)
+
+    def _arguments_tokens(self, arguments: Any) -> int:
+        """The count `price_of` made for these very arguments, unchanged since; else a new count."""
+        kept = self._argument_tokens.pop(id(arguments), None)
+        text = arguments_text(arguments)
+        if kept is not None and kept[0] is arguments and kept[1] == text:
+            return kept[2]
+        return count_tokens(text)
 
     # -- spend accounting ---------------------------------------------------------------------------
 
     def on_recorded(self, record: ToolCalled) -> None:
         """Tracker hook: count the call's cost now (same tokenizer and prices as the writer)."""
         if record.completion_tokens is None:
-            record.completion_tokens = count_tokens(arguments_text(record.arguments))
+            record.completion_tokens = self._arguments_tokens(record.arguments)
         if record.prompt_tokens is None:
             record.prompt_tokens = count_tokens(record.result_text)
         cost = self.pricing.cost_of(record)

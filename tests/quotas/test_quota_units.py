@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from auth import Principal
 from gateway.config import QuotaConfig
 from gateway.mcp.quotas import Quotas, TokenBucket
-from gateway.tracking.pricing import Pricing
+from gateway.tracking.pricing import Pricing, arguments_text, count_tokens
 from gateway.tracking.records import ToolCalled
 
 
@@ -93,3 +94,35 @@ def test_prices_held_by_calls_in_flight_count_against_the_budget_until_released(
     quotas.on_recorded(_call("acme", "alice"))  # one of them ran and cost $1
     assert quotas.admit(alice, price)[0] is None  # spent 1 + held 1 < 3
     assert quotas.admit(alice, price)[0] is not None  # spent 1 + held 2 = 3
+
+
+def test_a_budgeted_calls_arguments_are_tokenized_once_unless_they_changed(monkeypatch: Any) -> None:
+    """Priced before the call and recorded after it: one count for the same, unchanged arguments (each
+    count is ~30 us on a loaded server); changed arguments are counted again, as recorded."""
+    import gateway.mcp.quotas as quotas_module
+
+    counted: list[str] = []
+
+    def counting(text: str | None) -> int:
+        counted.append(text or "")
+        return count_tokens(text)
+
+    monkeypatch.setattr(quotas_module, "count_tokens", counting)
+    quotas = Quotas(QuotaConfig.model_validate({"roles": {"member": {"daily_budget": 10}}}), Pricing())
+    call = _call("acme", "alice")
+    call.arguments = {"text": "hello there, how are you"}
+    price = quotas.price_of("echo", call.arguments)
+    assert price == Pricing().cost("echo", 0, count_tokens(arguments_text(call.arguments)))
+    quotas.on_recorded(call)
+    assert call.completion_tokens == count_tokens(arguments_text(call.arguments))
+    assert counted == ['{"text":"hello there, how are you"}', "hello"]  # arguments once, then the result
+
+    counted.clear()
+    changed = _call("acme", "alice")
+    changed.arguments = {"text": "first"}
+    quotas.price_of("echo", changed.arguments)
+    changed.arguments["text"] = "changed while the call ran"
+    quotas.on_recorded(changed)
+    assert changed.completion_tokens == count_tokens('{"text":"changed while the call ran"}')
+    assert counted[-2] == '{"text":"changed while the call ran"}'
+    assert quotas._argument_tokens == {}  # nothing kept once recorded
