@@ -122,10 +122,10 @@ class Proc:
 
 
 def start(name: str, cmd: Sequence[str], env: dict[str, str], port: int, log_dir: Path, *,
-          cpu: int | None = None, health: str = "/health", timeout: float = 60.0) -> Proc:
+          cpu: int | None = None, health: str = "/health", timeout: float = 60.0, cwd: Path = REPO) -> Proc:
     log_path = log_dir / f"{name}-{port}.log"
     with open(log_path, "wb") as log_file:
-        popen = subprocess.Popen([*pin(cpu), *cmd], env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+        popen = subprocess.Popen([*pin(cpu), *cmd], env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT)
     proc = Proc(name, port, popen, log_path)
     deadline = time.monotonic() + timeout
     while True:
@@ -144,17 +144,18 @@ def start(name: str, cmd: Sequence[str], env: dict[str, str], port: int, log_dir
 
 def start_gateway(db: BenchDatabase, log_dir: Path, *, cpu: int | None = None, port: int | None = None,
                   tools: str = "bench.tools:mcp", ablate: str = "", name: str = "gateway",
-                  **env_extra: str) -> Proc:
+                  checkout: Path = REPO, **env_extra: str) -> Proc:
+    """A gateway process; `checkout` runs another working tree's code (`python -m` imports from its cwd)."""
     port = port or free_port()
     env = dict(db.env)
     env.update({"MCP_GATEWAY_PORT": str(port), "MCP_GATEWAY_HOST": "127.0.0.1",
-                "MCP_GATEWAY_INSTANCE_ID": f"bench-{port}"})
+                "MCP_GATEWAY_INSTANCE_ID": f"bench-{port}", "PYTHONPATH": str(checkout)})
     env.update(env_extra)
     entry = ["-m", "bench.ablate_serve"] if ablate else ["-m", "gateway.cli"]
     if ablate:
         env["BENCH_ABLATE"] = ablate
     cmd = [PY, *entry, "serve", "--tools", tools]
-    return start(name, cmd, env, port, log_dir, cpu=cpu)
+    return start(name, cmd, env, port, log_dir, cpu=cpu, cwd=checkout)
 
 
 def start_bare(log_dir: Path, *, cpu: int | None = None, app: str = "bench.tools:bare_app",

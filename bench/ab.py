@@ -1,0 +1,136 @@
+"""This checkout's gateway against another revision's, both against bare FastMCP, in fresh process sets.
+
+    python bench/ab.py BASE [--sets 3] [--rounds 2] [--clients 1,16] [--seconds 5] [--era handshake]
+                            [--quotas] [--tools bench.tools:mcp]
+
+BASE is any git revision with the same migrations (e.g. `HEAD~2`); it is checked out in a temporary
+worktree. Two gateway processes of the same code can differ by up to ~20% for as long as they live
+(where their memory landed, hash seeds), so one pair of processes is not an A/B: each of the `--sets`
+starts a new bare server, a new gateway of BASE and a new gateway of this checkout, measures them
+interleaved for `--rounds` rounds (order turned every round), and stops them. Figures are medians over
+every set and round; "ratio" is calls/s over bare JSON's in the same round; "CPU vs BASE" compares CPU
+per call. `--quotas` gives both gateways compare.py's quota configuration (a rate limit and a budget no
+call reaches), else they run with none. Same pinning as compare.py: servers on core 1, wrk on core 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._harness import (
+    CLIENT_CPU,
+    REPO,
+    SERVER_CPU,
+    Proc,
+    bench_database,
+    cpu_seconds,
+    create_token,
+    initialize_sessions,
+    median,
+    require_wrk,
+    run_wrk,
+    settle,
+    start_bare,
+    start_gateway,
+)
+from bench.compare import CONFIG, ERAS
+
+
+@contextmanager
+def worktree(revision: str) -> Iterator[Path]:
+    where = Path(tempfile.mkdtemp(prefix="mcpgw-ab-"))
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(where), revision], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(where)], check=False)
+
+
+def measure(proc: Proc, sessions: list[str], args: argparse.Namespace, clients: int, token: str,
+            logs: Path) -> tuple[float, float]:
+    """(calls/s, CPU µs per call) of one wrk run."""
+    before = cpu_seconds(proc.popen.pid)
+    result = run_wrk(proc.url, era=args.era, connections=clients, seconds=args.seconds, token=token,
+                     sessions=sessions[:clients], cpu=CLIENT_CPU, script_dir=logs)
+    used = cpu_seconds(proc.popen.pid) - before
+    if result.failed:
+        print(f"warning: {proc.name} c={clients}: {result.failed} failed calls", file=sys.stderr)
+    return result.rps, 1e6 * used / max(result.requests, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("base", help="git revision to compare against (same migrations)")
+    parser.add_argument("--sets", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--clients", default="1,16")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--era", default="handshake", choices=sorted(ERAS))
+    parser.add_argument("--quotas", action="store_true", help="compare.py's quota configuration on both gateways")
+    parser.add_argument("--tools", default="bench.tools:mcp")
+    args = parser.parse_args()
+    args.era = ERAS[args.era]
+    clients = [int(c) for c in args.clients.split(",")]
+    require_wrk()
+    logs = Path(tempfile.mkdtemp(prefix="mcpgw-ab-logs-"))
+    config = logs / "gateway.toml"
+    config.write_text(CONFIG if args.quotas else "")
+    print(f"{args.base} vs this checkout, each against bare JSON: {args.sets} process sets x {args.rounds} rounds x "
+          f"{args.seconds:g} s, {args.era} era, quotas {'on' if args.quotas else 'off'}; logs in {logs}\n", flush=True)
+    labels = ["bare JSON", f"gateway {args.base}", "gateway (this checkout)"]
+    rps: dict[tuple[int, str], list[float]] = {}
+    ratio: dict[tuple[int, str], list[float]] = {}
+    cpu: dict[tuple[int, str], list[float]] = {}
+    started = time.monotonic()
+    with bench_database() as db, worktree(args.base) as base:
+        token = create_token(db)
+        for n in range(args.sets):
+            procs: list[Proc] = []
+            try:
+                procs.append(start_bare(logs, cpu=SERVER_CPU, name="bare"))
+                procs.append(start_gateway(db, logs, cpu=SERVER_CPU, name="gateway-base", tools=args.tools,
+                                           checkout=base, MCP_GATEWAY_CONFIG=str(config)))
+                procs.append(start_gateway(db, logs, cpu=SERVER_CPU, name="gateway-head", tools=args.tools,
+                                           MCP_GATEWAY_CONFIG=str(config)))
+                sessions = [initialize_sessions(p.url, max(clients), token) for p in procs]
+                for p, s in zip(procs, sessions, strict=True):  # warm-up: imports, tokenizer, pools, caches
+                    run_wrk(p.url, era=args.era, connections=max(clients), seconds=2, token=token, sessions=s,
+                            cpu=CLIENT_CPU, script_dir=logs)
+                for rnd in range(args.rounds):
+                    order = list(range(3)) if (n + rnd) % 2 == 0 else [2, 1, 0]
+                    for c in clients:
+                        figures: dict[int, tuple[float, float]] = {}
+                        for i in order:
+                            if i:
+                                settle(procs[i])
+                            figures[i] = measure(procs[i], sessions[i], args, c, token, logs)
+                        for i, label in enumerate(labels):
+                            rps.setdefault((c, label), []).append(figures[i][0])
+                            ratio.setdefault((c, label), []).append(figures[i][0] / figures[0][0])
+                            cpu.setdefault((c, label), []).append(figures[i][1])
+            finally:
+                for p in procs:
+                    p.stop()
+            print(f"  set {n + 1}/{args.sets} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+    print("| clients | variant | calls/s | ratio | CPU us/call | CPU vs base |")
+    print("|---|---|---|---|---|---|")
+    for c in clients:
+        base_cpu = median(cpu[(c, labels[1])])
+        for label in labels:
+            mine = median(cpu[(c, label)])
+            versus = f"{100 * (mine / base_cpu - 1):+.1f}%" if label != labels[0] else ""
+            print(f"| {c} | {label} | {median(rps[(c, label)]):.0f} | {median(ratio[(c, label)]):.2f} "
+                  f"| {mine:.0f} | {versus} |")
+
+
+if __name__ == "__main__":
+    main()
