@@ -1,7 +1,7 @@
 """This checkout's gateway against another revision's, both against bare FastMCP, in fresh process sets.
 
     python bench/ab.py BASE [--sets 3] [--rounds 2] [--clients 1,16] [--seconds 5] [--era handshake]
-                            [--quotas] [--tools bench.tools:mcp]
+                            [--quotas none|both|head] [--tools bench.tools:mcp]
 
 BASE is any git revision with the same migrations (e.g. `HEAD~2`); it is checked out in a temporary
 worktree. Two gateway processes of the same code can differ by up to ~20% for as long as they live
@@ -9,8 +9,9 @@ worktree. Two gateway processes of the same code can differ by up to ~20% for as
 starts a new bare server, a new gateway of BASE and a new gateway of this checkout, measures them
 interleaved for `--rounds` rounds (order turned every round), and stops them. Figures are medians over
 every set and round; "ratio" is calls/s over bare JSON's in the same round; "CPU vs BASE" compares CPU
-per call. `--quotas` gives both gateways compare.py's quota configuration (a rate limit and a budget no
-call reaches), else they run with none. Same pinning as compare.py: servers on core 1, wrk on core 0.
+per call. `--quotas both` gives both gateways compare.py's quota configuration (a rate limit and a budget
+no call reaches), `--quotas head` only this checkout's (with BASE = HEAD: what the quotas cost), the
+default none. Same pinning as compare.py: servers on core 1, wrk on core 0.
 """
 
 from __future__ import annotations
@@ -75,17 +76,21 @@ def main() -> None:
     parser.add_argument("--clients", default="1,16")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--era", default="handshake", choices=sorted(ERAS))
-    parser.add_argument("--quotas", action="store_true", help="compare.py's quota configuration on both gateways")
+    parser.add_argument("--quotas", default="none", choices=["none", "both", "head"],
+                        help="which gateways get compare.py's quota configuration")
     parser.add_argument("--tools", default="bench.tools:mcp")
     args = parser.parse_args()
     args.era = ERAS[args.era]
     clients = [int(c) for c in args.clients.split(",")]
     require_wrk()
     logs = Path(tempfile.mkdtemp(prefix="mcpgw-ab-logs-"))
-    config = logs / "gateway.toml"
-    config.write_text(CONFIG if args.quotas else "")
+    with_quotas, without = logs / "quotas.toml", logs / "none.toml"
+    with_quotas.write_text(CONFIG)
+    without.write_text("")
+    base_config = with_quotas if args.quotas == "both" else without
+    head_config = with_quotas if args.quotas in ("both", "head") else without
     print(f"{args.base} vs this checkout, each against bare JSON: {args.sets} process sets x {args.rounds} rounds x "
-          f"{args.seconds:g} s, {args.era} era, quotas {'on' if args.quotas else 'off'}; logs in {logs}\n", flush=True)
+          f"{args.seconds:g} s, {args.era} era, quotas: {args.quotas}; logs in {logs}\n", flush=True)
     labels = ["bare JSON", f"gateway {args.base}", "gateway (this checkout)"]
     rps: dict[tuple[int, str], list[float]] = {}
     ratio: dict[tuple[int, str], list[float]] = {}
@@ -98,9 +103,9 @@ def main() -> None:
             try:
                 procs.append(start_bare(logs, cpu=SERVER_CPU, name="bare"))
                 procs.append(start_gateway(db, logs, cpu=SERVER_CPU, name="gateway-base", tools=args.tools,
-                                           checkout=base, MCP_GATEWAY_CONFIG=str(config)))
+                                           checkout=base, MCP_GATEWAY_CONFIG=str(base_config)))
                 procs.append(start_gateway(db, logs, cpu=SERVER_CPU, name="gateway-head", tools=args.tools,
-                                           MCP_GATEWAY_CONFIG=str(config)))
+                                           MCP_GATEWAY_CONFIG=str(head_config)))
                 sessions = [initialize_sessions(p.url, max(clients), token) for p in procs]
                 for p, s in zip(procs, sessions, strict=True):  # warm-up: imports, tokenizer, pools, caches
                     run_wrk(p.url, era=args.era, connections=max(clients), seconds=2, token=token, sessions=s,
@@ -113,6 +118,9 @@ def main() -> None:
                             if i:
                                 settle(procs[i])
                             figures[i] = measure(procs[i], sessions[i], args, c, token, logs)
+                        print(f"    set {n + 1} round {rnd + 1} c={c}: " + ", ".join(
+                            f"{label} {figures[i][0]:.0f}/s {figures[i][1]:.0f} us" for i, label in enumerate(labels)),
+                            file=sys.stderr, flush=True)
                         for i, label in enumerate(labels):
                             rps.setdefault((c, label), []).append(figures[i][0])
                             ratio.setdefault((c, label), []).append(figures[i][0] / figures[0][0])
