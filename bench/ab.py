@@ -4,8 +4,8 @@
                             [--quotas none|both|head] [--tools bench.tools:mcp]
 
 BASE is any git revision with the same migrations (e.g. `HEAD~2`); it is checked out in a temporary
-worktree. Two gateway processes of the same code can differ by up to ~20% for as long as they live
-(where their memory landed, hash seeds), so one pair of processes is not an A/B: each of the `--sets`
+worktree. Two gateway processes of the same code can differ by up to ~20%, and on a shared machine one
+5-second window from the next by 10-15%, so one pair of processes is not an A/B: each of the `--sets`
 starts a new bare server, a new gateway of BASE and a new gateway of this checkout, measures them
 interleaved for `--rounds` rounds (order turned every round), and stops them. Figures are medians over
 every set and round; "ratio" is calls/s over bare JSON's in the same round; "CPU vs BASE" compares CPU
@@ -33,7 +33,6 @@ from bench._harness import (
     SERVER_CPU,
     Proc,
     bench_database,
-    cpu_seconds,
     create_token,
     initialize_sessions,
     median,
@@ -43,7 +42,7 @@ from bench._harness import (
     start_bare,
     start_gateway,
 )
-from bench.compare import CONFIG, ERAS
+from bench.compare import CONFIG, ERAS, Variant, measure
 
 
 @contextmanager
@@ -54,18 +53,6 @@ def worktree(revision: str) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(where)], check=False)
-
-
-def measure(proc: Proc, sessions: list[str], args: argparse.Namespace, clients: int, token: str,
-            logs: Path) -> tuple[float, float]:
-    """(calls/s, CPU µs per call) of one wrk run."""
-    before = cpu_seconds(proc.popen.pid)
-    result = run_wrk(proc.url, era=args.era, connections=clients, seconds=args.seconds, token=token,
-                     sessions=sessions[:clients], cpu=CLIENT_CPU, script_dir=logs)
-    used = cpu_seconds(proc.popen.pid) - before
-    if result.failed:
-        print(f"warning: {proc.name} c={clients}: {result.failed} failed calls", file=sys.stderr)
-    return result.rps, 1e6 * used / max(result.requests, 1)
 
 
 def main() -> None:
@@ -106,10 +93,11 @@ def main() -> None:
                                            checkout=base, MCP_GATEWAY_CONFIG=str(base_config)))
                 procs.append(start_gateway(db, logs, cpu=SERVER_CPU, name="gateway-head", tools=args.tools,
                                            MCP_GATEWAY_CONFIG=str(head_config)))
-                sessions = [initialize_sessions(p.url, max(clients), token) for p in procs]
-                for p, s in zip(procs, sessions, strict=True):  # warm-up: imports, tokenizer, pools, caches
-                    run_wrk(p.url, era=args.era, connections=max(clients), seconds=2, token=token, sessions=s,
-                            cpu=CLIENT_CPU, script_dir=logs)
+                variants = [Variant(label, p, gateway=i > 0, sessions=initialize_sessions(p.url, max(clients), token))
+                            for i, (label, p) in enumerate(zip(labels, procs, strict=True))]
+                for v in variants:  # warm-up: imports, tokenizer, pools, caches
+                    run_wrk(v.proc.url, era=args.era, connections=max(clients), seconds=2, token=token,
+                            sessions=v.sessions or [], cpu=CLIENT_CPU, script_dir=logs)
                 for rnd in range(args.rounds):
                     order = list(range(3)) if (n + rnd) % 2 == 0 else [2, 1, 0]
                     for c in clients:
@@ -117,7 +105,8 @@ def main() -> None:
                         for i in order:
                             if i:
                                 settle(procs[i])
-                            figures[i] = measure(procs[i], sessions[i], args, c, token, logs)
+                            sample = measure(variants[i], args.era, c, args.seconds, token, logs)
+                            figures[i] = (sample.result.rps, sample.cpu_us)
                         print(f"    set {n + 1} round {rnd + 1} c={c}: " + ", ".join(
                             f"{label} {figures[i][0]:.0f}/s {figures[i][1]:.0f} us" for i, label in enumerate(labels)),
                             file=sys.stderr, flush=True)

@@ -199,7 +199,7 @@ def run_table(variants: list[Variant], eras: list[str], clients: list[int], args
                 for v in order:
                     if v.gateway:
                         settle(v.proc)
-                    sample = _measure(v, era, c, args.seconds, token, logs)
+                    sample = measure(v, era, c, args.seconds, token, logs)
                     samples.setdefault((era, c, v.label), []).append(sample)
                     if v.gateway:
                         SERVED.add(sample.result, c)
@@ -207,7 +207,7 @@ def run_table(variants: list[Variant], eras: list[str], clients: list[int], args
     return samples
 
 
-def _measure(v: Variant, era: str, connections: int, seconds: float, token: str, logs: Path) -> Sample:
+def measure(v: Variant, era: str, connections: int, seconds: float, token: str, logs: Path) -> Sample:
     pids = [v.proc.popen.pid] + ([int(v.proc.extra["also"])] if "also" in v.proc.extra else [])
     before = sum(cpu_seconds(p) for p in pids)
     result = run_wrk(v.proc.url, era=era, connections=connections, seconds=seconds, token=token,
