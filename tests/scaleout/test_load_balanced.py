@@ -18,6 +18,7 @@ import psycopg
 from fastmcp import Client
 from mcp_types import Implementation
 
+from gateway.tracking.writer import CRASH_AFTER_SECONDS
 from tests.gateway_proc import free_port, make_jwt, start_gateway
 from tests.pg import TestDatabase
 from tests.resilience.conftest import ACCEPT, LEGACY, poll, rows, scalar
@@ -125,10 +126,16 @@ async def test_legacy_clients_through_round_robin_nginx_then_one_process_killed(
                 except Exception as exc:  # say which call and what the survivor logged
                     raise AssertionError(f"a call after the kill failed: {exc!r}\n{first.log()[-3000:]}") from exc
                 assert [r.data for r in later] == [f"after-{i}" for i in range(30)]
-            # The dead process's open analytics sessions are ended server_crash by the survivor's sweep.
+            # The dead process's open analytics sessions are ended server_crash by the survivor's sweep once its
+            # heartbeat is CRASH_AFTER_SECONDS old. Its heartbeat is recent, so the session is still open; then the
+            # heartbeat is aged in the database rather than waited out (the dead process cannot renew it).
+            assert rows(admin_conn, "SELECT status FROM gateway.mcp_sessions WHERE instance_id = %s"
+                                    " AND client_type = 'direct'", dead_instance) != [("disconnected",)]
+            admin_conn.execute("UPDATE gateway.instances SET heartbeat_at = now() - make_interval(secs => %s)"
+                               " WHERE instance_id = %s", (CRASH_AFTER_SECONDS + 1, dead_instance))
             await poll(lambda: rows(admin_conn, "SELECT disconnect_reason FROM gateway.mcp_sessions"
                                                 " WHERE instance_id = %s AND client_type = 'direct'", dead_instance)
-                       == [("server_crash",)], 120, "the dead process's session ended server_crash")
+                       == [("server_crash",)], 30, "the dead process's session ended server_crash")
             assert scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_sessions WHERE status <> 'disconnected'"
                                       " AND instance_id = %s", dead_instance) == 0
     finally:
