@@ -220,6 +220,9 @@ def _enveloped(body: dict[str, Any]) -> dict[str, Any]:
 
 _VOLATILE = [
     (re.compile(r"retry_after_seconds=\d+"), "retry_after_seconds=N"),
+    # The seconds to midnight in a budget refusal's structured content: the two answers may fall either side
+    # of a second's boundary. (A rate limit's retry, in tenths, stays compared.)
+    (re.compile(r'"retry_after_seconds": ?\d+(?![\d.])'), '"retry_after_seconds": -1'),
     (re.compile(r"in \d+h\d+m"), "in XhYm"),
     (re.compile(r"\d+\.\d+ ?s\b"), "N s"),
 ]
