@@ -17,8 +17,8 @@ import httpx
 from tests.helpers import JWT_SECRET, free_port, make_jwt
 from tests.pg import TestDatabase
 
-__all__ = ["JWT_SECRET", "REPO", "GatewayProcess", "create_pat", "free_port", "make_jwt", "running_gateway",
-           "start_gateway"]
+__all__ = ["JWT_SECRET", "REPO", "GatewayProcess", "create_pat", "free_port", "make_jwt", "ready",
+           "running_gateway", "running_together", "start_gateway", "stop_all"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,3 +116,39 @@ def running_gateway(database: TestDatabase, data_dir: Path, **kwargs: object) ->
         yield gateway
     finally:
         gateway.stop()
+
+
+def ready(*gateways: GatewayProcess) -> None:
+    """Wait for gateways started with `wait=False`: started together, their start-ups (mostly imports) overlap
+    on the machine's cores instead of queueing. If one never becomes healthy, all are stopped."""
+    try:
+        for gateway in gateways:
+            gateway.wait_ready()
+    except BaseException:
+        stop_all(*gateways)
+        raise
+
+
+def stop_all(*gateways: GatewayProcess, timeout: float = 30.0) -> None:
+    """SIGTERM to every one first, then wait for each: their drains overlap. (Never a second SIGTERM: uvicorn
+    takes that as "exit now".)"""
+    for gateway in gateways:
+        if gateway.proc.poll() is None:
+            gateway.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for gateway in gateways:
+        try:
+            gateway.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            gateway.proc.kill()
+            gateway.proc.wait(5)
+
+
+@contextmanager
+def running_together(*gateways: GatewayProcess) -> Iterator[tuple[GatewayProcess, ...]]:
+    """`running_gateway` for several, each started with `wait=False`: ready together, stopped together."""
+    ready(*gateways)
+    try:
+        yield gateways
+    finally:
+        stop_all(*gateways)

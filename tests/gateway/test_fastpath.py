@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.gateway.conftest import query, wait_for
-from tests.gateway_proc import GatewayProcess, create_pat, make_jwt, running_gateway
+from tests.gateway_proc import GatewayProcess, create_pat, make_jwt, running_together, start_gateway
 from tests.pg import TestDatabase
 
 MODERN = "2026-07-28"
@@ -145,8 +145,9 @@ def gateways(database: TestDatabase, tmp_path: Path) -> Iterator[dict[str, Gatew
     config = tmp_path / "gateway.toml"
     config.write_text(CONFIG)
     args = ("serve", "--config", str(config), "--tools", "tests.fastpath_tools:mcp")
-    with running_gateway(database, tmp_path / "fast", args=args) as fast, \
-            running_gateway(database, tmp_path / "full", args=args, MCP_GATEWAY_FAST_PATH="false") as full:
+    with running_together(start_gateway(database, tmp_path / "fast", args=args, wait=False),
+                          start_gateway(database, tmp_path / "full", args=args, wait=False,
+                                        MCP_GATEWAY_FAST_PATH="false")) as (fast, full):
         yield {"fast": fast, "full": full}
 
 

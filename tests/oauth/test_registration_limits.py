@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.gateway_proc import running_gateway
+from tests.gateway_proc import running_gateway, running_together, start_gateway
 from tests.pg import TestDatabase
 
 BODY = {"redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none"}
@@ -22,8 +22,9 @@ def test_dcr_switched_off(database: TestDatabase, tmp_path: Path) -> None:
 
 
 def test_dcr_rate_limit_is_shared_by_replicas(database: TestDatabase, tmp_path: Path) -> None:
-    with running_gateway(database, tmp_path / "a", MCP_GATEWAY_OAUTH_DCR_PER_HOUR="3") as a, \
-            running_gateway(database, tmp_path / "b", MCP_GATEWAY_OAUTH_DCR_PER_HOUR="3") as b:
+    with running_together(start_gateway(database, tmp_path / "a", wait=False, MCP_GATEWAY_OAUTH_DCR_PER_HOUR="3"),
+                          start_gateway(database, tmp_path / "b", wait=False, MCP_GATEWAY_OAUTH_DCR_PER_HOUR="3")
+                          ) as (a, b):
         codes = [httpx.post(gw.base_url + "/oauth/register", json=BODY).status_code for gw in (a, b, a, b)]
         assert codes == [201, 201, 201, 429]
         limited = httpx.post(a.base_url + "/oauth/register", json=BODY)

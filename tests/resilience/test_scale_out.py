@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from tests.gateway_proc import make_jwt, start_gateway
+from tests.gateway_proc import make_jwt, ready, start_gateway, stop_all
 from tests.pg import TestDatabase
 from tests.resilience.conftest import ACCEPT, LEGACY, Load, poll, rows, scalar
 
@@ -18,8 +18,9 @@ USERS, CLIENTS, CALLS = 4, 8, 40
 
 async def test_two_replicas_one_database_exact_totals_and_one_open_session_per_key(
         database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
-    first = start_gateway(database, tmp_path / "a", args=TOOLS)
-    second = start_gateway(database, tmp_path / "b", args=TOOLS)
+    first = start_gateway(database, tmp_path / "a", args=TOOLS, wait=False)
+    second = start_gateway(database, tmp_path / "b", args=TOOLS, wait=False)
+    ready(first, second)
     try:
         # Sessionless (2026-07-28) clients alternate between the replicas call by call; two clients share each
         # user's token and client name, so every analytics session key is hit from both processes at once.
@@ -47,8 +48,7 @@ async def test_two_replicas_one_database_exact_totals_and_one_open_session_per_k
                                         json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
             assert elsewhere.status_code == 200 and '"echo"' in elsewhere.text, elsewhere.text
     finally:
-        first.stop()
-        second.stop()
+        stop_all(first, second)
     assert scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_requests") == CLIENTS * CALLS
     assert dict(rows(admin_conn, "SELECT user_id, count(*) FROM gateway.mcp_requests GROUP BY 1")) == dict(expected)
     # Both replicas served every user (their per-call log lines) ...

@@ -19,7 +19,7 @@ from fastmcp import Client
 from mcp_types import Implementation
 
 from gateway.tracking.writer import CRASH_AFTER_SECONDS
-from tests.gateway_proc import free_port, make_jwt, start_gateway
+from tests.gateway_proc import free_port, make_jwt, ready, start_gateway, stop_all
 from tests.pg import TestDatabase
 from tests.resilience.conftest import ACCEPT, LEGACY, poll, rows, scalar
 from tests.scaleout.nginx import ensure_ts_client, round_robin
@@ -36,8 +36,9 @@ def _served_by(access_log: Path) -> Counter[str]:
 
 async def test_legacy_clients_through_round_robin_nginx_then_one_process_killed(
         database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
-    first = start_gateway(database, tmp_path / "a", args=TOOLS)
-    second = start_gateway(database, tmp_path / "b", args=TOOLS)
+    first = start_gateway(database, tmp_path / "a", args=TOOLS, wait=False)
+    second = start_gateway(database, tmp_path / "b", args=TOOLS, wait=False)
+    ready(first, second)
     lb_port = free_port()
     url = f"http://127.0.0.1:{lb_port}/mcp"
     try:
@@ -139,8 +140,7 @@ async def test_legacy_clients_through_round_robin_nginx_then_one_process_killed(
             assert scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_sessions WHERE status <> 'disconnected'"
                                       " AND instance_id = %s", dead_instance) == 0
     finally:
-        first.stop()
-        second.stop()
+        stop_all(first, second)
 
 
 async def test_legacy_clients_through_nginx_to_serve_workers_2(
@@ -173,8 +173,9 @@ async def test_legacy_clients_through_nginx_to_serve_workers_2(
 async def test_typescript_sdk_clients_through_round_robin_nginx(
         database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
     client_dir = ensure_ts_client()  # npm ci of the pinned @modelcontextprotocol/sdk
-    first = start_gateway(database, tmp_path / "a", args=TOOLS)
-    second = start_gateway(database, tmp_path / "b", args=TOOLS)
+    first = start_gateway(database, tmp_path / "a", args=TOOLS, wait=False)
+    second = start_gateway(database, tmp_path / "b", args=TOOLS, wait=False)
+    ready(first, second)
     lb_port = free_port()
     url = f"http://127.0.0.1:{lb_port}/mcp"
     try:
@@ -199,5 +200,4 @@ async def test_typescript_sdk_clients_through_round_robin_nginx(
         assert sorted(rows(admin_conn, "SELECT client_type, count(*) FROM gateway.mcp_requests GROUP BY 1")) \
             == [(f"ts{n}", CALLS) for n in range(CLIENTS)]
     finally:
-        first.stop()
-        second.stop()
+        stop_all(first, second)

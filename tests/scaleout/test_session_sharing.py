@@ -10,7 +10,7 @@ import httpx
 import psycopg
 
 from gateway.mcp.session_sharing import BINDING_CACHE
-from tests.gateway_proc import GatewayProcess, make_jwt, start_gateway
+from tests.gateway_proc import GatewayProcess, make_jwt, ready, start_gateway, stop_all
 from tests.netproxy import CuttableProxy
 from tests.pg import TestDatabase
 from tests.resilience.conftest import ACCEPT, LEGACY, poll, rows, scalar
@@ -51,8 +51,9 @@ async def _echo(http: httpx.AsyncClient, gateway: GatewayProcess, token: str, se
 
 async def test_a_session_opened_on_one_process_is_served_by_the_other_and_refused_to_everyone_else(
         database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
-    first = start_gateway(database, tmp_path / "a", args=TOOLS)
-    second = start_gateway(database, tmp_path / "b", args=TOOLS)
+    first = start_gateway(database, tmp_path / "a", args=TOOLS, wait=False)
+    second = start_gateway(database, tmp_path / "b", args=TOOLS, wait=False)
+    ready(first, second)
     alice, mallory = make_jwt("alice", "acme"), make_jwt("mallory", "acme")
     other_tenant_alice = make_jwt("alice", "globex")
     try:
@@ -100,8 +101,7 @@ async def test_a_session_opened_on_one_process_is_served_by_the_other_and_refuse
             == [("sharing-test", "7.1", LEGACY)]
         assert scalar(admin_conn, "SELECT count(DISTINCT session_id) FROM gateway.mcp_requests") == 1
     finally:
-        first.stop()
-        second.stop()
+        stop_all(first, second)
 
 
 async def test_with_the_database_away_sessions_a_process_holds_keep_working(
@@ -144,8 +144,9 @@ async def test_requests_arriving_together_at_a_process_that_adopts_the_session_a
     """Before: the adopted transport was listed before it was connected, and a request arriving meanwhile
     got a 500 ("No read stream writer available"); a client's concurrent requests after a load balancer
     moved it did exactly that (found by soaking the TypeScript SDK clients through round-robin nginx)."""
-    first = start_gateway(database, tmp_path / "a", args=TOOLS)
-    second = start_gateway(database, tmp_path / "b", args=TOOLS)
+    first = start_gateway(database, tmp_path / "a", args=TOOLS, wait=False)
+    second = start_gateway(database, tmp_path / "b", args=TOOLS, wait=False)
+    ready(first, second)
     alice = make_jwt("alice", "acme")
     try:
         async with httpx.AsyncClient(timeout=15) as http:
@@ -160,6 +161,5 @@ async def test_requests_arriving_together_at_a_process_that_adopts_the_session_a
         assert len(adopted) == 3, adopted  # once per session, however many requests raced for it
         assert "Traceback" not in second.log()
     finally:
-        first.stop()
-        second.stop()
+        stop_all(first, second)
     await poll(lambda: scalar(admin_conn, "SELECT count(*) FROM gateway.mcp_requests") == 48, 30, "every call stored")

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from tests.gateway.conftest import wait_rows
-from tests.gateway_proc import GatewayProcess, free_port, make_jwt, running_gateway
+from tests.gateway_proc import GatewayProcess, free_port, make_jwt, running_together, start_gateway
 from tests.pg import TestDatabase
 from tests.upstreams.helpers import start_upstream, stop
 
@@ -106,9 +106,10 @@ async def test_direct_calls_answer_and_record_exactly_as_the_client_path(
     config = _config(tmp_path / "gateway.toml", port)
     upstream = start_upstream(answers, port, tmp_path / "upstream.log")
     try:
-        with running_gateway(database, tmp_path / "direct", args=("serve", "--config", str(config))) as gw_direct, \
-                running_gateway(database, tmp_path / "sdk", args=("serve", "--config", str(config)),
-                                MCP_GATEWAY_UPSTREAM_DIRECT_CALLS="false") as gw_sdk:
+        args = ("serve", "--config", str(config))
+        with running_together(start_gateway(database, tmp_path / "direct", args=args, wait=False),
+                              start_gateway(database, tmp_path / "sdk", args=args, wait=False,
+                                            MCP_GATEWAY_UPSTREAM_DIRECT_CALLS="false")) as (gw_direct, gw_sdk):
             direct, sdk = Caller(gw_direct, "direct"), Caller(gw_sdk, "client")
             listed = direct.tools()
             assert listed == sdk.tools() and {"up_measure", "upl_measure", "up_ghost"} <= listed
