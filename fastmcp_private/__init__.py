@@ -63,6 +63,7 @@ __all__ = [
     "MountedServer",
     "add_http_routes",
     "adopt",
+    "ask_in_place",
     # the fast call path (gateway/mcp/fastpath.py)
     "call_tool_result",
     "call_tool_wire_result",
@@ -235,13 +236,34 @@ class MountedServer(FastMCPProvider):
 
 
 def mount(parent: Any, server: Any) -> None:
-    """`parent.mount(server)` (no namespace, no renames), with MountedServer as the provider."""
+    """`parent.mount(server)` (no namespace, no renames), with MountedServer as the provider; the server then
+    asks its own in-process providers in place (`ask_in_place`)."""
     if parent._mask_error_details and not server._mask_error_details:
         fastmcp_server.logger.warning(  # what FastMCP.mount says
             f"Parent server {parent.name!r} has mask_error_details=True but mounted server {server.name!r} does "
             f"not. Error details from {server.name!r} may leak through to clients. Set mask_error_details=True "
             "on the child server to prevent this.")
     parent.add_provider(MountedServer(server))
+    ask_in_place(server)
+
+
+_IN_PLACE_CLASSES: dict[type, type] = {}
+
+
+def ask_in_place(server: Any) -> None:
+    """A mounted server's own tool lookups — for the parent's lookup, then again inside its own call_tool —
+    ask its in-process providers in place as well, as GatewayFastMCP's do: its class gains InlineLocalLookups
+    ahead of AggregateProvider (the same place GatewayFastMCP's bases give it). Its class's name, module and
+    methods, and every isinstance check, stay as they were; its answers are FastMCP's (tested)."""
+    cls = type(server)
+    if isinstance(server, InlineLocalLookups):
+        return
+    in_place = _IN_PLACE_CLASSES.get(cls)
+    if in_place is None:
+        in_place = _IN_PLACE_CLASSES[cls] = type(cls.__name__, (cls, InlineLocalLookups), {
+            "__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__})
+    server.__class__ = in_place
+
 
 # -- The SDK's Streamable HTTP session manager ------------------------------------------------------------------
 # The SDK keeps a handshake-era session in its session manager's memory and offers no public way to list its

@@ -321,17 +321,31 @@ def _tool(provider: LocalProvider, name: str, version: str | None, label: str) -
     provider.tool(fn, name=name, version=version, description=label)
 
 
-def _servers(providers: list[Any], strategy: Any = "warn") -> tuple[FastMCP, FastMCP]:
-    """FastMCP as it is and the gateway's, both over the very same providers."""
+def _servers(providers: list[Any], strategy: Any = "warn", *, per_side: list[Any] | None = None
+             ) -> tuple[FastMCP, FastMCP]:
+    """FastMCP as it is and the gateway's, both over the very same providers; or over `per_side`, one list of
+    providers for each (a mounted server is a provider of one parent only: each side mounts its own twin)."""
     from gateway.mcp.server import GatewayFastMCP
     pair = []
-    for cls in (FastMCP, GatewayFastMCP):
+    for side, cls in enumerate((FastMCP, GatewayFastMCP)):
         server = cls("lookup")
         server.provider_error_strategy = strategy
-        for provider in providers:
+        for provider in (per_side[side] if per_side is not None else providers):
             server.add_provider(provider)
         pair.append(server)
     return pair[0], pair[1]
+
+
+def _child(strategy: str) -> FastMCP:
+    """A user's server to mount: its own tools in two providers (versions across them)."""
+    child = FastMCP("child")
+    child.provider_error_strategy = strategy  # type: ignore[assignment]
+    _tool(child.local_provider, "b", "3", "mounted")
+    extra = LocalProvider()
+    _tool(extra, "b", "2", "mounted-older")
+    _tool(extra, "c", "1", "mounted-extra")
+    child.add_provider(extra)
+    return child
 
 
 def _seen(tool: Any) -> Any:
@@ -353,7 +367,8 @@ def test_the_gateways_lookup_finds_what_fastmcps_finds(layout: list[dict[str, li
                                                        strategy: str) -> None:
     """Same providers (local ones, a mounted server, one that fails), same answers: which tool wins a name
     (the highest version, whichever provider has it), what is listed and in which order, what a failing
-    provider does under either error strategy."""
+    provider does under either error strategy. The mounted server is mounted as FastMCP mounts it on one
+    side and as the gateway does on the other (its own lookups then asked in place too)."""
     providers: list[Any] = []
     for i, tools in enumerate(layout):
         provider = LocalProvider()
@@ -361,18 +376,22 @@ def test_the_gateways_lookup_finds_what_fastmcps_finds(layout: list[dict[str, li
             for tool_version in versions:
                 _tool(provider, name, tool_version, f"p{i}")
         providers.append(provider)
-    if mounted_at is not None:
-        child = FastMCP("child")
-        _tool(child.local_provider, "b", "3", "mounted")
-        providers.insert(min(mounted_at, len(providers)), FastMCPProvider(child))
+    sides = [list(providers), list(providers)]
+    if mounted_at is not None:  # FastMCP's own mount on one side, the gateway's (private.mount) on the other
+        at = min(mounted_at, len(providers))
+        sides[0].insert(at, FastMCPProvider(_child(strategy)))
+        gateway_parent = FastMCP("gateway-parent")
+        private.mount(gateway_parent, _child(strategy))
+        sides[1].insert(at, gateway_parent.providers[-1])
     if failing_at is not None:
-        failing = providers[min(failing_at, len(providers) - 1)]
+        for side in sides:
+            failing = side[min(failing_at, len(side) - 1)]
 
-        async def broken(*args: Any, **kwargs: Any) -> Any:
-            raise RuntimeError("provider down")
-        failing._get_tool = broken
-        failing._list_tools = broken
-    fastmcp, gateway = _servers(providers, strategy)
+            async def broken(*args: Any, **kwargs: Any) -> Any:
+                raise RuntimeError("provider down")
+            failing._get_tool = broken
+            failing._list_tools = broken
+    fastmcp, gateway = _servers(providers, strategy, per_side=sides)
 
     async def answers(server: FastMCP) -> list[Any]:
         out: list[Any] = []
@@ -447,3 +466,42 @@ async def test_a_mounted_servers_tool_wrapper_is_kept_while_the_tool_is_the_same
     assert result.content[0].text == "three"
     child.local_provider.remove_tool("t")
     assert await parent.get_tool("t") is None
+
+
+async def test_a_mounted_server_asks_its_own_providers_in_place_and_stays_the_users_class() -> None:
+    """A mounted server looks its tool up twice a call (for the parent, then in its own call_tool): both in
+    place after the gateway's mount, in a task each before. Its class keeps its name, module and methods."""
+    import asyncio
+
+    class UsersServer(FastMCP):
+        """The user's own subclass."""
+
+        def describe(self) -> str:
+            return f"users server {self.name}"
+
+    child = UsersServer("child")
+    _tool(child.local_provider, "t", None, "theirs")
+    asked_from: list[Any] = []
+    lookup = child.local_provider._get_tool
+
+    async def recording(name: str, version: Any = None) -> Any:
+        asked_from.append(asyncio.current_task())
+        return await lookup(name, version)
+    child.local_provider._get_tool = recording  # type: ignore[method-assign]
+
+    await child.get_tool("t")
+    assert asked_from[-1] is not asyncio.current_task()  # FastMCP's own: a task per provider
+    from gateway.mcp.server import GatewayFastMCP
+    parent = GatewayFastMCP("parent")  # the gateway's server (its own lookups in place already)
+    private.mount(parent, child)
+    asked_from.clear()
+    result = await parent.call_tool("t", {})
+    assert result.content[0].text == "theirs"
+    assert len(asked_from) == 2 and all(task is asyncio.current_task() for task in asked_from), asked_from
+    assert isinstance(child, UsersServer) and isinstance(child, FastMCP)
+    assert (type(child).__name__, type(child).__qualname__, type(child).__module__) == (
+        "UsersServer", UsersServer.__qualname__, __name__)
+    assert child.describe() == "users server child" and type(child).__doc__ == UsersServer.__doc__
+    private.mount(FastMCP("another parent"), child)  # mounted twice: the class is not wrapped again
+    assert type(child).__mro__.count(private.InlineLocalLookups) == 1
+    assert type(UsersServer("second")) is UsersServer  # only the mounted instance changed
