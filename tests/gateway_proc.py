@@ -68,13 +68,21 @@ class GatewayProcess:
         raise RuntimeError(f"gateway did not become healthy in {timeout}s:\n{self.log()[-3000:]}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        self.signal(sig)
+        return self.wait_stopped(timeout)
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        """Once only: a second SIGTERM is "exit now" to uvicorn."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+
+    def wait_stopped(self, timeout: float = 30.0) -> int:
+        """The exit code; killed if it has not exited within `timeout`."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
         return self.proc.returncode
 
 
@@ -111,14 +119,11 @@ def start_gateway(database: TestDatabase, data_dir: Path, *, args: Sequence[str]
 
 @contextmanager
 def running_gateway(database: TestDatabase, data_dir: Path, **kwargs: object) -> Iterator[GatewayProcess]:
-    gateway = start_gateway(database, data_dir, **kwargs)  # type: ignore[arg-type]
-    try:
+    with running_together(start_gateway(database, data_dir, wait=False, **kwargs)) as (gateway,):  # type: ignore[arg-type]
         yield gateway
-    finally:
-        gateway.stop()
 
 
-def ready(*gateways: GatewayProcess) -> None:
+def ready(*gateways: GatewayProcess) -> tuple[GatewayProcess, ...]:
     """Wait for gateways started with `wait=False`: started together, their start-ups (mostly imports) overlap
     on the machine's cores instead of queueing. If one never becomes healthy, all are stopped."""
     try:
@@ -127,21 +132,16 @@ def ready(*gateways: GatewayProcess) -> None:
     except BaseException:
         stop_all(*gateways)
         raise
+    return gateways
 
 
 def stop_all(*gateways: GatewayProcess, timeout: float = 30.0) -> None:
-    """SIGTERM to every one first, then wait for each: their drains overlap. (Never a second SIGTERM: uvicorn
-    takes that as "exit now".)"""
+    """SIGTERM to every one first, then wait for each: their drains overlap."""
     for gateway in gateways:
-        if gateway.proc.poll() is None:
-            gateway.proc.send_signal(signal.SIGTERM)
+        gateway.signal()
     deadline = time.monotonic() + timeout
     for gateway in gateways:
-        try:
-            gateway.proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            gateway.proc.kill()
-            gateway.proc.wait(5)
+        gateway.wait_stopped(max(0.1, deadline - time.monotonic()))
 
 
 @contextmanager

@@ -321,16 +321,16 @@ def _tool(provider: LocalProvider, name: str, version: str | None, label: str) -
     provider.tool(fn, name=name, version=version, description=label)
 
 
-def _servers(providers: list[Any], strategy: Any = "warn", *, per_side: list[Any] | None = None
+def _servers(providers: list[Any], strategy: Any = "warn", *, gateway_providers: list[Any] | None = None
              ) -> tuple[FastMCP, FastMCP]:
-    """FastMCP as it is and the gateway's, both over the very same providers; or over `per_side`, one list of
-    providers for each (a mounted server is a provider of one parent only: each side mounts its own twin)."""
+    """FastMCP as it is and the gateway's, both over the very same providers (or the gateway's over its own
+    list: a mounted server is a provider of one parent only, so each side mounts its own twin)."""
     from gateway.mcp.server import GatewayFastMCP
     pair = []
-    for side, cls in enumerate((FastMCP, GatewayFastMCP)):
+    for cls, own in ((FastMCP, providers), (GatewayFastMCP, gateway_providers or providers)):
         server = cls("lookup")
         server.provider_error_strategy = strategy
-        for provider in (per_side[side] if per_side is not None else providers):
+        for provider in own:
             server.add_provider(provider)
         pair.append(server)
     return pair[0], pair[1]
@@ -391,7 +391,7 @@ def test_the_gateways_lookup_finds_what_fastmcps_finds(layout: list[dict[str, li
                 raise RuntimeError("provider down")
             failing._get_tool = broken
             failing._list_tools = broken
-    fastmcp, gateway = _servers(providers, strategy, per_side=sides)
+    fastmcp, gateway = _servers(sides[0], strategy, gateway_providers=sides[1])
 
     async def answers(server: FastMCP) -> list[Any]:
         out: list[Any] = []

@@ -18,9 +18,8 @@ USERS, CLIENTS, CALLS = 4, 8, 40
 
 async def test_two_replicas_one_database_exact_totals_and_one_open_session_per_key(
         database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
-    first = start_gateway(database, tmp_path / "a", args=TOOLS, wait=False)
-    second = start_gateway(database, tmp_path / "b", args=TOOLS, wait=False)
-    ready(first, second)
+    first, second = ready(start_gateway(database, tmp_path / "a", args=TOOLS, wait=False),
+                          start_gateway(database, tmp_path / "b", args=TOOLS, wait=False))
     try:
         # Sessionless (2026-07-28) clients alternate between the replicas call by call; two clients share each
         # user's token and client name, so every analytics session key is hit from both processes at once.

@@ -36,9 +36,8 @@ def _served_by(access_log: Path) -> Counter[str]:
 
 async def test_legacy_clients_through_round_robin_nginx_then_one_process_killed(
         database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
-    first = start_gateway(database, tmp_path / "a", args=TOOLS, wait=False)
-    second = start_gateway(database, tmp_path / "b", args=TOOLS, wait=False)
-    ready(first, second)
+    first, second = ready(start_gateway(database, tmp_path / "a", args=TOOLS, wait=False),
+                          start_gateway(database, tmp_path / "b", args=TOOLS, wait=False))
     lb_port = free_port()
     url = f"http://127.0.0.1:{lb_port}/mcp"
     try:
@@ -173,9 +172,8 @@ async def test_legacy_clients_through_nginx_to_serve_workers_2(
 async def test_typescript_sdk_clients_through_round_robin_nginx(
         database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
     client_dir = ensure_ts_client()  # npm ci of the pinned @modelcontextprotocol/sdk
-    first = start_gateway(database, tmp_path / "a", args=TOOLS, wait=False)
-    second = start_gateway(database, tmp_path / "b", args=TOOLS, wait=False)
-    ready(first, second)
+    first, second = ready(start_gateway(database, tmp_path / "a", args=TOOLS, wait=False),
+                          start_gateway(database, tmp_path / "b", args=TOOLS, wait=False))
     lb_port = free_port()
     url = f"http://127.0.0.1:{lb_port}/mcp"
     try:

@@ -51,9 +51,8 @@ async def _echo(http: httpx.AsyncClient, gateway: GatewayProcess, token: str, se
 
 async def test_a_session_opened_on_one_process_is_served_by_the_other_and_refused_to_everyone_else(
         database: TestDatabase, tmp_path: Path, admin_conn: psycopg.Connection) -> None:
-    first = start_gateway(database, tmp_path / "a", args=TOOLS, wait=False)
-    second = start_gateway(database, tmp_path / "b", args=TOOLS, wait=False)
-    ready(first, second)
+    first, second = ready(start_gateway(database, tmp_path / "a", args=TOOLS, wait=False),
+                          start_gateway(database, tmp_path / "b", args=TOOLS, wait=False))
     alice, mallory = make_jwt("alice", "acme"), make_jwt("mallory", "acme")
     other_tenant_alice = make_jwt("alice", "globex")
     try:
@@ -144,9 +143,8 @@ async def test_requests_arriving_together_at_a_process_that_adopts_the_session_a
     """Before: the adopted transport was listed before it was connected, and a request arriving meanwhile
     got a 500 ("No read stream writer available"); a client's concurrent requests after a load balancer
     moved it did exactly that (found by soaking the TypeScript SDK clients through round-robin nginx)."""
-    first = start_gateway(database, tmp_path / "a", args=TOOLS, wait=False)
-    second = start_gateway(database, tmp_path / "b", args=TOOLS, wait=False)
-    ready(first, second)
+    first, second = ready(start_gateway(database, tmp_path / "a", args=TOOLS, wait=False),
+                          start_gateway(database, tmp_path / "b", args=TOOLS, wait=False))
     alice = make_jwt("alice", "acme")
     try:
         async with httpx.AsyncClient(timeout=15) as http:
