@@ -122,10 +122,13 @@ class Proc:
 
 
 def start(name: str, cmd: Sequence[str], env: dict[str, str], port: int, log_dir: Path, *,
-          cpu: int | None = None, health: str = "/health", timeout: float = 60.0, cwd: Path = REPO) -> Proc:
+          cpu: int | None = None, health: str = "/health", timeout: float = 60.0, cwd: Path = REPO,
+          wrapper: Sequence[str] = ()) -> Proc:
+    """`cmd` as a process; `wrapper` goes in front of it (bench/instructions.py runs servers under valgrind)."""
     log_path = log_dir / f"{name}-{port}.log"
     with open(log_path, "wb") as log_file:
-        popen = subprocess.Popen([*pin(cpu), *cmd], env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT)
+        popen = subprocess.Popen([*pin(cpu), *wrapper, *cmd], env=env, cwd=cwd, stdout=log_file,
+                                 stderr=subprocess.STDOUT)
     proc = Proc(name, port, popen, log_path)
     deadline = time.monotonic() + timeout
     while True:
@@ -144,7 +147,8 @@ def start(name: str, cmd: Sequence[str], env: dict[str, str], port: int, log_dir
 
 def start_gateway(db: BenchDatabase, log_dir: Path, *, cpu: int | None = None, port: int | None = None,
                   tools: str = "bench.tools:mcp", ablate: str = "", name: str = "gateway",
-                  checkout: Path = REPO, **env_extra: str) -> Proc:
+                  checkout: Path = REPO, wrapper: Sequence[str] = (), timeout: float = 60.0,
+                  **env_extra: str) -> Proc:
     """A gateway process; `checkout` runs another working tree's code (`python -m` imports from its cwd)."""
     port = port or free_port()
     env = dict(db.env)
@@ -155,17 +159,17 @@ def start_gateway(db: BenchDatabase, log_dir: Path, *, cpu: int | None = None, p
     if ablate:
         env["BENCH_ABLATE"] = ablate
     cmd = [PY, *entry, "serve", "--tools", tools]
-    return start(name, cmd, env, port, log_dir, cpu=cpu, cwd=checkout)
+    return start(name, cmd, env, port, log_dir, cpu=cpu, cwd=checkout, wrapper=wrapper, timeout=timeout)
 
 
 def start_bare(log_dir: Path, *, cpu: int | None = None, app: str = "bench.tools:bare_app",
-               name: str = "bare") -> Proc:
+               name: str = "bare", wrapper: Sequence[str] = (), timeout: float = 60.0) -> Proc:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GATEWAY_")}
     env["PYTHONPATH"] = str(REPO)
     cmd = [PY, "-m", "uvicorn", "--factory", app, "--host", "127.0.0.1", "--port", str(port),
            "--log-level", "warning", "--no-access-log", "--no-server-header"]
-    return start(name, cmd, env, port, log_dir, cpu=cpu, health="/mcp")
+    return start(name, cmd, env, port, log_dir, cpu=cpu, health="/mcp", wrapper=wrapper, timeout=timeout)
 
 
 def rss_kb(pid: int) -> int:

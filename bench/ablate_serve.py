@@ -18,21 +18,22 @@ from typing import Any
 
 
 def apply(parts: set[str]) -> None:
-    from fastmcp.server.middleware import Middleware
-
     import gateway.http.metrics as metrics_module
+    import gateway.mcp.access as access_module
     import gateway.tracking.middleware as tracking_module
     import gateway.tracking.writer as writer_module
     import gateway.wiring as wiring_module
 
+    async def passthrough(self: Any, context: Any, call_next: Any) -> Any:
+        return await call_next(context)
+
     if "log" in parts:
         logging.getLogger("mcp_gateway.calls").disabled = True
     if "access" in parts:
-        wiring_module.AccessMiddleware = lambda policy, principal_of: Middleware()  # type: ignore[assignment,misc]
+        # Its tools/call hook passes the call on; the middleware stays, so the fast path's direct chain (which
+        # takes only the gateway's own middleware types) still serves the call, as it does with access on.
+        access_module.AccessMiddleware.on_call_tool = passthrough  # type: ignore[method-assign]
     if "track" in parts:
-        async def passthrough(self: Any, context: Any, call_next: Any) -> Any:
-            return await call_next(context)
-
         tracking_module.TrackingMiddleware.on_call_tool = passthrough  # type: ignore[method-assign]
     if "metrics" in parts:
         async def instrument(self: Any, scope: Any, receive: Any, send: Any, app: Any) -> None:
