@@ -55,6 +55,12 @@ SCENARIOS = {"direct": ("bench.tools:mcp", "bench.tools:bare_app"),
              "mounted": ("bench.tools:mcp_with_middleware", "bench.tools:bare_middleware_app")}
 START_TIMEOUT = 600.0  # a gateway's imports under valgrind take ~10x as long as without
 IDLE_SECONDS = 5.0
+# The writer flushes once a second (or once 2,000 records wait). A second under valgrind holds ~40x fewer calls
+# than a real one, so by the clock a flush would carry ~25 records instead of the ~1,000 a gateway under
+# compare.py's load writes at a time, and a flush's fixed cost would weigh 40x. Here it flushes every 10 s or
+# at 250 records: batches of a few hundred, as in the real runs' order of magnitude.
+WRITER_ENV = {"MCP_GATEWAY_FLUSH_INTERVAL": "10", "MCP_GATEWAY_FLUSH_ROWS": "250"}
+WARM_UP_CALLS = 20
 ABLATIONS = ("log", "access", "track", "metrics", "writer")  # bench/ablate_serve.py's parts ("mount" is a scenario)
 
 
@@ -164,9 +170,9 @@ def measure(server: Server, era: str, clients: int, calls: int, admin_url: str,
     # Sessions opened and warmed (the gateway opens an analytics session at a session's first call) before
     # counting, so the count is calls on open sessions, as in compare.py.
     sessions = open_sessions(server, era, clients)
-    send_calls(server, era, sessions, max(clients, 10))
+    send_calls(server, era, sessions, max(clients, WARM_UP_CALLS))
     if server.rows:
-        wait_rows(admin_url, answered(max(clients, 10)))
+        wait_rows(admin_url, answered(max(clients, WARM_UP_CALLS)))
     server.dump()  # whatever counted since (nothing: counting is off), so the next dump is this run alone
     started = time.monotonic()
     server.counting(True)
@@ -200,6 +206,8 @@ def main() -> None:
     parser.add_argument("--ablate", default="", help="comma-separated parts, each switched off in a gateway of its "
                         f"own: {', '.join(ABLATIONS)} (bench/ablate_serve.py), or quotas")
     args = parser.parse_args()
+    if args.calls <= 0:
+        sys.exit("--calls must be positive")
     ablate = [a for a in args.ablate.split(",") if a]
     if unknown := set(ablate) - set(ABLATIONS) - {"quotas"}:
         sys.exit(f"unknown --ablate part(s): {', '.join(sorted(unknown))}")
@@ -221,7 +229,8 @@ def main() -> None:
         def gateway(name: str, wrap: list[str], checkout: Path = REPO, ablated: str = "",
                     config: Path = config) -> Proc:
             return start_gateway(db, logs, tools=tools, name=name, wrapper=wrap, checkout=checkout, ablate=ablated,
-                                 timeout=START_TIMEOUT, MCP_GATEWAY_CONFIG=str(config))
+                                 timeout=START_TIMEOUT, MCP_GATEWAY_CONFIG=str(config),
+                                 **WRITER_ENV)
 
         # label -> (how to start it under the given valgrind command, is it a gateway, does every call become a row)
         wanted: dict[str, tuple[Callable[[list[str]], Proc], bool, bool]] = {
@@ -256,9 +265,9 @@ def main() -> None:
 
         for server in servers:
             # First calls: imports on first use, caches, the tokenizer.
-            send_calls(server, "handshake", open_sessions(server, "handshake", 1), 20)
+            send_calls(server, "handshake", open_sessions(server, "handshake", 1), WARM_UP_CALLS)
             if server.rows:
-                wait_rows(db.admin_url, answered(20))
+                wait_rows(db.admin_url, answered(WARM_UP_CALLS))
             server.idle_per_second = idle_rate(server)
         results: dict[tuple[str, int, str], tuple[float, float]] = {}
         for era in eras:
