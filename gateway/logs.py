@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 # Not extra fields: the record's own attributes, and uvicorn's `color_message` (the same message with
 # terminal colour codes and unformatted %d/%s placeholders, meant for its own coloured formatter only).
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "color_message"}
+_ENCODER = json.JSONEncoder(default=str)  # as json.dumps(data, default=str), without a new encoder per line
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,7 +39,7 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
+        return _ENCODER.encode(data)
 
 
 class TextFormatter(logging.Formatter):

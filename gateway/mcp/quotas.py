@@ -57,6 +57,7 @@ log = logging.getLogger("mcp_gateway.quotas")
 PENDING_MAX = 200_000  # local not-yet-confirmed calls remembered for budgets
 ARGUMENT_COUNTS_MAX = 10_000  # argument token counts of calls in flight, kept for their records
 BUDGET_OR_RATE_ERROR = -32029  # JSON-RPC error code of a refused resources/read, prompts/get, completion
+_ZERO = Decimal(0)  # Decimals are immutable: one zero for every default on the call path
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,18 +210,18 @@ class Quotas:
     def spent(self, tenant_id: str, user_id: str, today: date | None = None) -> tuple[Decimal, Decimal]:
         """(user, tenant) spend for the UTC day as this process knows it."""
         today = today or _utc_today()
-        user = tenant = Decimal(0)
+        user = tenant = _ZERO
         if self._db_day == today:
-            user = self._db_user.get((tenant_id, user_id), Decimal(0))
-            tenant = self._db_tenant.get(tenant_id, Decimal(0))
-        user += self._pending_user.get((tenant_id, user_id, today), Decimal(0))
-        tenant += self._pending_tenant.get((tenant_id, today), Decimal(0))
+            user = self._db_user.get((tenant_id, user_id), _ZERO)
+            tenant = self._db_tenant.get(tenant_id, _ZERO)
+        user += self._pending_user.get((tenant_id, user_id, today), _ZERO)
+        tenant += self._pending_tenant.get((tenant_id, today), _ZERO)
         return user, tenant
 
     def reserved(self, tenant_id: str, user_id: str, today: date) -> tuple[Decimal, Decimal]:
         """(user, tenant) prices held by this process's calls in flight."""
-        return (self._reserved_user.get((tenant_id, user_id, today), Decimal(0)),
-                self._reserved_tenant.get((tenant_id, today), Decimal(0)))
+        return (self._reserved_user.get((tenant_id, user_id, today), _ZERO),
+                self._reserved_tenant.get((tenant_id, today), _ZERO))
 
     def budgeted(self, principal: Principal) -> bool:
         limits = self.limits_for(principal.tenant_id, principal.role)
@@ -230,7 +231,7 @@ class Quotas:
         """None if the call may go (a rate token is taken), else (reason, details). Reserves nothing."""
         return self.admit(principal)[0]
 
-    def admit(self, principal: Principal, price: Decimal = Decimal(0)
+    def admit(self, principal: Principal, price: Decimal = _ZERO
               ) -> tuple[tuple[str, dict[str, Any]] | None, Reservation | None]:
         """(None, reservation) if the call may go — a rate token is taken and `price` is held against the
         budgets until `release` — else ((reason, details), None).
@@ -328,7 +329,7 @@ class Quotas:
 
     @staticmethod
     def _dec_key(table: dict[Any, Decimal], key: Any, cost: Decimal) -> None:
-        left = table.get(key, Decimal(0)) - cost
+        left = table.get(key, _ZERO) - cost
         if left <= 0:
             table.pop(key, None)
         else:
@@ -458,7 +459,7 @@ class QuotaMiddleware(Middleware):
         principal = self.principal_of()
         if principal is None:  # nobody to attribute a quota to (in-memory transport)
             return await call_next(context)
-        price = self.quotas.price_of(name, arguments) if self.quotas.budgeted(principal) else Decimal(0)
+        price = self.quotas.price_of(name, arguments) if self.quotas.budgeted(principal) else _ZERO
         refused, reservation = self.quotas.admit(principal, price)
         if refused is not None:
             reason, details = refused

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INPUT_PRICE_PER_MTOK = Decimal("3.00")    # USD per million prompt tokens
 DEFAULT_OUTPUT_PRICE_PER_MTOK = Decimal("15.00")  # USD per million completion tokens
+_MILLION = Decimal(1_000_000)
+_COST_PLACES = Decimal("0.00000001")  # what estimated_cost keeps (numeric(18, 8))
+# json.dumps with options builds a new encoder per call; this one is built once (it holds no state between calls).
+_ARGUMENTS_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 class ToolPrice(BaseModel):
@@ -59,8 +63,8 @@ class Pricing(BaseModel):
         """What one recorded call costs. A denied call never ran: it costs nothing and uses no budget."""
         if call.status == "denied":
             return Decimal(0)
-        return (self.cost(call.tool_name, call.prompt_tokens or 0, call.completion_tokens or 0)
-                + Decimal(str(call.extra_cost)))
+        cost = self.cost(call.tool_name, call.prompt_tokens or 0, call.completion_tokens or 0)
+        return cost + Decimal(str(call.extra_cost)) if call.extra_cost else cost
 
     def cost(self, tool_name: str | None, prompt_tokens: int, completion_tokens: int) -> Decimal:
         override = self.tools.get(tool_name or "")
@@ -69,9 +73,8 @@ class Pricing(BaseModel):
                        else self.input_price_per_mtok)
         output_price = (override.output_price_per_mtok if override and override.output_price_per_mtok is not None
                         else self.output_price_per_mtok)
-        million = Decimal(1_000_000)
-        total = call + input_price * prompt_tokens / million + output_price * completion_tokens / million
-        return total.quantize(Decimal("0.00000001"))
+        total = call + input_price * prompt_tokens / _MILLION + output_price * completion_tokens / _MILLION
+        return total.quantize(_COST_PLACES)
 
 
 @lru_cache(maxsize=1)
@@ -120,6 +123,6 @@ def arguments_text(arguments: Any) -> str:
     if isinstance(arguments, str):
         return arguments
     try:
-        return json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), default=str)
+        return _ARGUMENTS_JSON.encode(arguments)
     except (TypeError, ValueError):
         return str(arguments)
