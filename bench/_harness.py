@@ -348,11 +348,22 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def call_echo(http: httpx.Client, url: str, token: str, session_id: str, n: int) -> None:
-    """One handshake-era `echo` call on an open session; raises unless it succeeded."""
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
-               "Content-Type": "application/json", "MCP-Protocol-Version": "2025-11-25", "Mcp-Session-Id": session_id}
-    response = http.post(url + "/mcp", headers=headers, json={
-        "jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}})
+def call_echo(http: httpx.Client, url: str, token: str, session_id: str | None, n: int,
+              era: str = "handshake") -> None:
+    """One `echo` call as wrk sends it (WRK_LUA): on an open session in the handshake era, self-contained in
+    2026-07-28 (session_id unused); no Authorization header without a token. Raises unless it succeeded."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    params: dict[str, object] = {"name": "echo", "arguments": {"text": "hello"}}
+    if era == "handshake":
+        headers |= {"MCP-Protocol-Version": "2025-11-25", "Mcp-Session-Id": session_id or ""}
+    else:
+        headers |= {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "echo"}
+        params["_meta"] = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                           "io.modelcontextprotocol/clientInfo": {"name": "bench-wrk", "version": "1.0"},
+                           "io.modelcontextprotocol/clientCapabilities": {}}
+    response = http.post(url + "/mcp", headers=headers,
+                         json={"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": params})
     if response.status_code != 200 or '"isError":false' not in response.text:
         raise RuntimeError(f"call failed: HTTP {response.status_code} {response.text[:300]}")

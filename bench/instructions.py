@@ -47,7 +47,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 import psycopg
 
-from bench._harness import REPO, Proc, bench_database, create_token, initialize_sessions, start_bare, start_gateway
+from bench._harness import (
+    REPO,
+    Proc,
+    bench_database,
+    call_echo,
+    create_token,
+    initialize_sessions,
+    start_bare,
+    start_gateway,
+)
 from bench.ab import worktree
 from bench.compare import CONFIG, ERAS
 
@@ -72,8 +81,7 @@ ABLATIONS = ("log", "access", "track", "metrics", "writer")  # bench/ablate_serv
 class Server:
     label: str
     proc: Proc
-    token: str
-    gateway: bool
+    token: str  # "" for bare FastMCP (no auth)
     out_prefix: Path
     rows: bool  # every call becomes a row (a gateway, unless tracking or its writer is switched off)
     idle_per_second: float = 0.0
@@ -108,25 +116,6 @@ def valgrind(out_prefix: Path) -> list[str]:
             "--dump-line=no", "--compress-strings=no", "-q"]
 
 
-def call_tool(http: httpx.Client, url: str, token: str, era: str, session: str | None, n: int) -> None:
-    """One `tools/call echo`, as wrk sends it in compare.py; raises unless it succeeded."""
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    params: dict[str, object] = {"name": "echo", "arguments": {"text": "hello"}}
-    if era == "handshake":
-        headers |= {"MCP-Protocol-Version": "2025-11-25", "Mcp-Session-Id": session or ""}
-    else:
-        headers |= {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "echo"}
-        params["_meta"] = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                           "io.modelcontextprotocol/clientInfo": {"name": "bench-wrk", "version": "1.0"},
-                           "io.modelcontextprotocol/clientCapabilities": {}}
-    response = http.post(url + "/mcp", headers=headers,
-                         json={"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": params})
-    if response.status_code != 200 or '"isError":false' not in response.text:
-        raise RuntimeError(f"call failed: HTTP {response.status_code} {response.text[:300]}")
-
-
 def open_sessions(server: Server, era: str, clients: int) -> list[str | None]:
     """One session per connection in the handshake era (none in 2026-07-28)."""
     if era != "handshake":
@@ -146,7 +135,7 @@ def send_calls(server: Server, era: str, sessions: list[str | None], calls: int)
             for _ in range(shares[i]):
                 with lock:
                     n = next(counter)
-                call_tool(http, server.proc.url, server.token, era, sessions[i], n)
+                call_echo(http, server.proc.url, server.token, sessions[i], n, era)
 
     with ThreadPoolExecutor(clients) as pool:
         for done in [pool.submit(client, i) for i in range(clients)]:
@@ -168,25 +157,30 @@ def wait_rows(admin_url: str, expected: int) -> None:
         raise RuntimeError(f"rows == calls does not hold: {found} rows, {expected} calls answered")
 
 
-def measure(server: Server, era: str, clients: int, calls: int, admin_url: str,
-            answered: Callable[[int], int]) -> tuple[float, float]:
-    """(instructions per call, wall seconds) for `calls` calls; idle timers subtracted."""
+def measure(server: Server, era: str, clients: int, calls: int, admin_url: str) -> float:
+    """Instructions per call over `calls` calls, idle timers subtracted."""
     # Sessions opened and warmed (the gateway opens an analytics session at a session's first call) before
     # counting, so the count is calls on open sessions, as in compare.py.
     sessions = open_sessions(server, era, clients)
-    send_calls(server, era, sessions, max(clients, WARM_UP_CALLS))
-    if server.rows:
-        wait_rows(admin_url, answered(max(clients, WARM_UP_CALLS)))
+    warm_up(server, era, sessions, max(clients, WARM_UP_CALLS), admin_url)
     server.dump()  # whatever counted since (nothing: counting is off), so the next dump is this run alone
+    before = rows(admin_url) if server.rows else 0  # every earlier call is a row already (waited for)
     started = time.monotonic()
     server.counting(True)
     send_calls(server, era, sessions, calls)
     if server.rows:
-        wait_rows(admin_url, answered(calls))
+        wait_rows(admin_url, before + calls)
     server.counting(False)
     wall = time.monotonic() - started
-    total = server.dump()
-    return (total - server.idle_per_second * wall) / calls, wall
+    return (server.dump() - server.idle_per_second * wall) / calls
+
+
+def warm_up(server: Server, era: str, sessions: list[str | None], calls: int, admin_url: str) -> None:
+    """Calls before counting; for a gateway, until they are rows, so none of their writing is counted."""
+    before = rows(admin_url) if server.rows else 0
+    send_calls(server, era, sessions, calls)
+    if server.rows:
+        wait_rows(admin_url, before + calls)
 
 
 def idle_rate(server: Server) -> float:
@@ -222,6 +216,8 @@ def main() -> None:
     tools, bare_app = SCENARIOS[args.scenario]
     logs = Path(tempfile.mkdtemp(prefix="mcpgw-instr-"))
     config = logs / "gateway.toml"
+    if "[quotas]\n" not in CONFIG:
+        raise RuntimeError("bench/compare.py's CONFIG has no [quotas] table to re-pace")
     quotas = CONFIG.replace("[quotas]\n", f"[quotas]\nrefresh_seconds = {QUOTA_REFRESH_SECONDS}\n", 1)
     config.write_text(quotas if args.quotas == "compare" else "")
     print(f"Instructions per call under callgrind ({args.scenario}, quotas: {args.quotas}), {args.calls} calls per "
@@ -237,60 +233,51 @@ def main() -> None:
                                  timeout=START_TIMEOUT, MCP_GATEWAY_CONFIG=str(config),
                                  **WRITER_ENV)
 
-        # label -> (how to start it under the given valgrind command, is it a gateway, does every call become a row)
-        wanted: dict[str, tuple[Callable[[list[str]], Proc], bool, bool]] = {
+        # label -> (how to start it under the given valgrind command, its token, does every call become a row)
+        wanted: dict[str, tuple[Callable[[list[str]], Proc], str, bool]] = {
             "bare JSON": (lambda wrap: start_bare(logs, app=bare_app, name="bare", wrapper=wrap,
-                                                  timeout=START_TIMEOUT), False, False),
-            "gateway": (lambda wrap: gateway("gateway", wrap), True, True)}
+                                                  timeout=START_TIMEOUT), "", False),
+            "gateway": (lambda wrap: gateway("gateway", wrap), token, True)}
         if args.base:
             base_tree = stack.enter_context(worktree(args.base))
             wanted[f"gateway {args.base}"] = (lambda wrap: gateway("gateway-base", wrap, checkout=base_tree),
-                                               True, True)
+                                               token, True)
         for part in ablate:
             wanted[f"gateway without {part}"] = (
                 (lambda wrap: gateway("gateway-no-quotas", wrap, config=no_quotas)) if part == "quotas" else
                 (lambda wrap, part=part: gateway(f"gateway-no-{part}", wrap, ablated=part)),  # type: ignore[misc]
-                True, part not in ("track", "writer"))
+                token, part not in ("track", "writer"))
 
         def started(label: str) -> Server:
-            start, is_gateway, has_rows = wanted[label]
+            start, server_token, has_rows = wanted[label]
             out = logs / label.replace(" ", "-").replace(",", "").replace("/", "-")
             proc = start(valgrind(out))
             stack.callback(proc.stop)
-            return Server(label, proc, token if is_gateway else "", is_gateway, out, rows=has_rows)
+            return Server(label, proc, server_token, out, rows=has_rows)
 
         with ThreadPoolExecutor(len(wanted)) as pool:  # imports under valgrind are slow: start them side by side
             servers = list(pool.map(started, wanted))
-        seen = rows(db.admin_url)
-
-        def answered(calls: int) -> int:
-            nonlocal seen
-            seen += calls
-            return seen
-
         for server in servers:
             # First calls: imports on first use, caches, the tokenizer.
-            send_calls(server, "handshake", open_sessions(server, "handshake", 1), WARM_UP_CALLS)
-            if server.rows:
-                wait_rows(db.admin_url, answered(WARM_UP_CALLS))
+            warm_up(server, "handshake", open_sessions(server, "handshake", 1), WARM_UP_CALLS, db.admin_url)
             server.idle_per_second = idle_rate(server)
-        results: dict[tuple[str, int, str], tuple[float, float]] = {}
+        results: dict[tuple[str, int, str], float] = {}
         for era in eras:
             for c in clients:
                 for server in servers:
-                    results[(era, c, server.label)] = measure(server, era, c, args.calls, db.admin_url, answered)
-                    print(f"  {era} c={c} {server.label}: {results[(era, c, server.label)][0] / 1e6:.3f} Mi/call",
+                    results[(era, c, server.label)] = measure(server, era, c, args.calls, db.admin_url)
+                    print(f"  {era} c={c} {server.label}: {results[(era, c, server.label)] / 1e6:.3f} Mi/call",
                           flush=True)
     print("\n| era | clients | variant | Mi/call | ratio to bare |")
     print("|---|---|---|---|---|")
     for era in eras:
         for c in clients:
-            bare = results[(era, c, "bare JSON")][0]
+            bare = results[(era, c, "bare JSON")]
             for server in servers:
-                per_call = results[(era, c, server.label)][0]
+                per_call = results[(era, c, server.label)]
                 print(f"| {era} | {c} | {server.label} | {per_call / 1e6:.3f} | {per_call / bare:.3f} |")
     print("\nidle Mi/s (subtracted): " + ", ".join(f"{s.label} {s.idle_per_second / 1e6:.2f}" for s in servers))
-    print("rows == calls held for every gateway measurement (counting stopped only once they did)")
+    print("rows == calls held for every gateway that writes rows (counting stopped only once they were rows)")
 
 
 if __name__ == "__main__":
