@@ -71,6 +71,9 @@ AUTH_DESCRIPTIONS: dict[str, str] = {
 }
 
 OTHER_VARIABLES = [
+    ("FASTMCP_TELEMETRY_MODE", "FastMCP's own: `native`, `propagation_only` or `off`. Unset, the gateway leaves "
+                               "FastMCP's spans on when a tracer provider is configured by the time it serves, "
+                               "and `propagation_only` (trace context passed on, no spans built) when none is."),
     ("MCP_GATEWAY_TEST_DATABASE_URL", "Tests only: use this PostgreSQL server instead of starting one."),
     ("MCP_GATEWAY_TOKEN", "`mcp-gateway doctor`: the token to check with, instead of `--token`."),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "Export FastMCP's OpenTelemetry spans over OTLP/HTTP (needs "

@@ -34,7 +34,7 @@ from gateway.config import GatewayConfig
 from gateway.credentials.install import Credentials, build_credentials
 from gateway.http.app import GatewayApp
 from gateway.http.metric_labels import registry_names
-from gateway.http.metrics import GatewayMetrics, configure_otel_once
+from gateway.http.metrics import GatewayMetrics
 from gateway.mcp.access import AccessMiddleware, AccessPolicy
 from gateway.mcp.fastpath import FastPath
 from gateway.mcp.front_door import FrontDoor
@@ -44,6 +44,7 @@ from gateway.mcp.session_cap import SessionCap, session_cap_from
 from gateway.mcp.session_sharing import BindingStore, SessionSharing
 from gateway.mcp.sqlconsole import SqlConsole, add_admin_tools, limits_from
 from gateway.oauth.wiring import build_oauth
+from gateway.otel import configure_otel_once
 from gateway.settings import Settings
 from gateway.store import budget
 from gateway.store.db import Database, DatabaseUrls

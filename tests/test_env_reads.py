@@ -24,8 +24,9 @@ ALLOWED = {
     ("gateway/credentials/resolver.py", "oauth.client_secret_env"): "an upstream OAuth client's secret, by name",
     ("gateway/oauth/config.py", "self.client_secret_env"): "a pre-registered OAuth client's secret, by name",
     ("gateway/cli/workers.py", "INHERITED_FDS"): "the listening sockets a `serve --workers` supervisor hands a worker",
-    ("gateway/http/metrics.py", "'OTEL_EXPORTER_OTLP_ENDPOINT'"): "standard OpenTelemetry variable",
-    ("gateway/http/metrics.py", "'OTEL_SERVICE_NAME'"): "standard OpenTelemetry variable",
+    ("gateway/otel.py", "'OTEL_EXPORTER_OTLP_ENDPOINT'"): "standard OpenTelemetry variable",
+    ("gateway/otel.py", "'OTEL_SERVICE_NAME'"): "standard OpenTelemetry variable",
+    ("gateway/otel.py", "'FASTMCP_TELEMETRY_MODE'"): "FastMCP's own variable: a telemetry mode set on purpose is kept",
 }
 
 

@@ -33,6 +33,7 @@ from gateway.http.metrics_auth import protect_metrics
 from gateway.http.origins import guard_http
 from gateway.mcp.fastpath import FastPath
 from gateway.mcp.front_door import FrontDoor
+from gateway.otel import skip_unrecorded_spans
 from gateway.tracking.session_end import SessionEndWatcher
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class GatewayApp:
         await self.services.start()
         try:
             async with self.mcp_http.lifespan(self.mcp_http), self.mcp_sse.lifespan(self.mcp_sse):
+                skip_unrecorded_spans()  # once every part that could configure tracing has had its turn
                 # Inside out: the fast path first, then session sharing around it (adoption before serving).
                 self.fast_path.attach(self.mcp_http)
                 self.services.session_sharing.attach(self.mcp_http)  # any process serves any session

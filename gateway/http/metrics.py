@@ -20,14 +20,12 @@ What is measured, and where it comes from:
 
 gateway/wiring.py connects `tool_called` to the Tracker and `auth_refused` to the token verifier.
 
-Optional OpenTelemetry: when OTEL_EXPORTER_OTLP_ENDPOINT is set and the OpenTelemetry SDK and OTLP
-exporter are installed, FastMCP's spans are exported (`configure_otel`); otherwise one log line says why not.
+OpenTelemetry traces are gateway/otel.py's.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -52,7 +50,6 @@ log = logging.getLogger("mcp_gateway")
 __all__ = ["MAX_TOOL_LABELS", "OTHER", "UNKNOWN", "GatewayMetrics", "route_of", "upstream_health"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
-_otel_configured = False  # the tracer provider is process-wide: set it once
 _ROUTES = ("/mcp", "/sse", "/messages", "/.well-known", "/api", "/dashboard", "/health", "/ready", "/metrics")
 
 
@@ -230,40 +227,4 @@ def upstream_health(source: Any) -> dict[str, float]:
     except Exception as exc:  # a scrape never fails because of an upstream probe
         log.warning("metrics: upstream_health unavailable: %s", type(exc).__name__)
         return {}
-
-
-def configure_otel_once() -> None:
-    """The tracer provider is process-wide: configure it for the first app of the process only."""
-    global _otel_configured
-    if not _otel_configured:
-        _otel_configured = True
-        configure_otel()
-
-
-def configure_otel(service_name: str = "mcp-gateway") -> bool:
-    """Export FastMCP's OpenTelemetry spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
-
-    Standard OTEL_* variables (headers, protocol, service name) are read by the SDK itself.
-    Returns True when an exporter was installed.
-    """
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if not endpoint:
-        return False
-    try:
-        from opentelemetry import trace
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    except ImportError:
-        log.warning("OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry export is not installed; "
-                    "pip install opentelemetry-sdk opentelemetry-exporter-otlp-proto-http to enable it")
-        return False
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name),
-                                "service.version": __version__})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
-    log.info("OpenTelemetry spans exported to %s", endpoint)
-    return True
 

@@ -76,6 +76,7 @@ import fastmcp_private
 from gateway.asgi import read_body, replaying
 from gateway.mcp.access import AccessMiddleware
 from gateway.mcp.quotas import QuotaMiddleware
+from gateway.otel import tracing_configured
 from gateway.tracking.middleware import TrackingMiddleware
 
 log = logging.getLogger("mcp_gateway.fastpath")
@@ -170,7 +171,7 @@ class FastPath:
         whose spans the SDK's path opens), and the SDK's request kernel serves tools/call instead."""
         middleware = list(self.fastmcp.middleware)
         if (any(type(m) not in DIRECT_MIDDLEWARE for m in middleware) or fastmcp_private.has_extensions(self.fastmcp)
-                or _tracing()):
+                or tracing_configured()):
             return None
         fastmcp = self.fastmcp
 
@@ -455,13 +456,6 @@ class _AcceptOnly:
     @property
     def headers(self) -> dict[str, str]:
         return {"accept": self.accept}
-
-
-def _tracing() -> bool:
-    """An OpenTelemetry tracer provider is configured (the SDK's path opens a span per request)."""
-    from opentelemetry import trace
-
-    return type(trace.get_tracer_provider()).__name__ not in ("ProxyTracerProvider", "NoOpTracerProvider")
 
 
 def _has_modern_envelope(params: Any) -> bool:

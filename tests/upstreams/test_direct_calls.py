@@ -7,6 +7,10 @@ to both gateways at once (the upstream keeps no state between calls), and the JS
 the recorded rows (tool, status, error message) must be identical. The upstream answers with JSON (where the
 direct path serves both eras), then with SSE streams (the 2026-07-28 era served directly, progress streamed
 mid-call).
+
+The client-path gateway also keeps FastMCP's OpenTelemetry spans on (FASTMCP_TELEMETRY_MODE=native); the other,
+with no tracer provider, builds none (gateway/otel.py). A client's trace context reaches the upstream unchanged
+through both.
 """
 
 from __future__ import annotations
@@ -77,6 +81,14 @@ class Caller:
         body.pop("id", None)
         return response.status_code, body
 
+    def traced(self, tool: str, traceparent: str) -> str:
+        """The `traceparent` the upstream saw for a call whose `_meta` carried this one."""
+        self.n += 1
+        response = self.http.post(self.url, headers=self.headers, json={
+            "jsonrpc": "2.0", "id": self.n, "method": "tools/call",
+            "params": {"name": tool, "arguments": {}, "_meta": {"traceparent": traceparent}}})
+        return str(response.json()["result"]["content"][0]["text"])
+
     def tools(self) -> set[str]:
         response = self.http.post(self.url, headers=self.headers,
                                   json={"jsonrpc": "2.0", "id": 0, "method": "tools/list", "params": {}})
@@ -109,8 +121,10 @@ async def test_direct_calls_answer_and_record_exactly_as_the_client_path(
         args = ("serve", "--config", str(config))
         with running_together(start_gateway(database, tmp_path / "direct", args=args, wait=False),
                               start_gateway(database, tmp_path / "sdk", args=args, wait=False,
-                                            MCP_GATEWAY_UPSTREAM_DIRECT_CALLS="false")) as (gw_direct, gw_sdk):
+                                            MCP_GATEWAY_UPSTREAM_DIRECT_CALLS="false",
+                                            FASTMCP_TELEMETRY_MODE="native")) as (gw_direct, gw_sdk):
             direct, sdk = Caller(gw_direct, "direct"), Caller(gw_sdk, "client")
+            assert "builds no spans" in gw_direct.log() and "builds no spans" not in gw_sdk.log()
             listed = direct.tools()
             assert listed == sdk.tools() and {"up_measure", "upl_measure", "up_ghost"} <= listed
             expected = 0
@@ -130,6 +144,10 @@ async def test_direct_calls_answer_and_record_exactly_as_the_client_path(
                 assert "did not answer within 2s" in _text(got["sleepy"])
                 if answers == "json":  # (the test server scripts this refusal in its JSON mode only)
                     assert "the upstream refuses this one" in _text(got["rpcerror"])
+                traceparent = f"00-{'ab' * 16}-{'cd' * 8}-01"
+                assert direct.traced(f"{era}_trace_context", traceparent) == traceparent
+                assert sdk.traced(f"{era}_trace_context", traceparent) == traceparent
+                expected += 1
 
             # The upstream goes away: both answer UpstreamUnavailable. The detail may differ: the client's own
             # answer to a refused connection is a race between its request and its dying session ("connection

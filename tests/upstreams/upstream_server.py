@@ -119,6 +119,13 @@ def rpcerror() -> str:
     return "never"
 
 
+@mcp.tool
+def trace_context(ctx: Context) -> str:
+    """The W3C `traceparent` this call's `_meta` carried ("" without one)."""
+    meta = ctx.request_context.meta if ctx.request_context is not None else None
+    return str((meta or {}).get("traceparent", ""))
+
+
 @mcp.resource("data://cities")
 def cities() -> str:
     """Known cities."""
