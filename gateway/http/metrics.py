@@ -51,6 +51,8 @@ __all__ = ["MAX_TOOL_LABELS", "OTHER", "UNKNOWN", "GatewayMetrics", "route_of", 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 _ROUTES = ("/mcp", "/sse", "/messages", "/.well-known", "/api", "/dashboard", "/health", "/ready", "/metrics")
+# Any token is a method to the HTTP server: the label keeps the standard ones, anything else is `other`.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def route_of(path: str) -> str:
@@ -59,6 +61,12 @@ def route_of(path: str) -> str:
         if path == route or path.startswith(route + "/") or (route == "/.well-known" and path.startswith(route)):
             return route
     return "other"
+
+
+def method_of(scope: Scope) -> str:
+    """A fixed label for a request method (a client can send any token as one)."""
+    method = scope.get("method", "-")
+    return method if method in _METHODS else "other"
 
 
 class WriterView(Protocol):
@@ -100,15 +108,22 @@ class GatewayMetrics:
         r.register(_StateCollector(self))
         self.tool_labels = ToolLabels()  # a component of its own; its registry source is set in gateway/wiring.py
         self._flushes_seen = 0
+        # Each labelled child looked up once: `labels()` validates and locks on every call. Both keys are bounded
+        # (fixed routes and methods, the app's own statuses; tool labels by ToolLabels, three statuses).
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._tool_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     # -- hooks ----------------------------------------------------------------------------------
 
     def tool_called(self, record: ToolCalled) -> None:
         # Only tools/call names a tool; other methods' names (resource URIs, prompt names) get no label of their own.
         name = record.tool_name if getattr(record, "method", "tools/call") == "tools/call" else None
-        tool = self.tool_labels.label(name or None, record.status)
-        self.tool_calls.labels(tool, record.status).inc()
-        self.tool_latency.labels(tool).observe(record.duration_ms / 1000.0)
+        key = (self.tool_labels.label(name or None, record.status), record.status)
+        children = self._tool_children.get(key)
+        if children is None:
+            children = self._tool_children[key] = (self.tool_calls.labels(*key), self.tool_latency.labels(key[0]))
+        children[0].inc()
+        children[1].observe(record.duration_ms / 1000.0)
 
     def auth_refused(self, reason: str) -> None:
         self.auth_failures.labels(reason[:80]).inc()
@@ -136,8 +151,13 @@ class GatewayMetrics:
             await app(scope, receive, watch)
         finally:
             self.http_in_flight.dec()
-            self.http_requests.labels(route, scope.get("method", "-"), str(status)).inc()
-            self.http_latency.labels(route).observe(time.perf_counter() - started)
+            key = (route, method_of(scope), status)
+            children = self._http_children.get(key)
+            if children is None:
+                children = self._http_children[key] = (self.http_requests.labels(route, key[1], str(status)),
+                                                       self.http_latency.labels(route))
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
             if status == 401 and not any(k == b"authorization" for k, _ in scope.get("headers", ())):
                 self.auth_failures.labels("no token").inc()
 

@@ -176,3 +176,18 @@ def test_routes_are_a_fixed_set() -> None:
     assert route_of("/messages/") == "/messages" and route_of("/api/mcp/sessions/x") == "/api"
     assert route_of("/.well-known/oauth-protected-resource/mcp") == "/.well-known"
     assert route_of("/wp-admin/x") == "other" and route_of("/mcpx") == "other"
+
+
+def test_made_up_http_methods_do_not_mint_labels(gateway: GatewayProcess) -> None:
+    """Any token is a valid HTTP method to the server: 200 made-up ones count as one `other` label value."""
+    import secrets
+
+    with httpx.Client(timeout=5) as http:
+        for _ in range(200):
+            http.request(f"X{secrets.token_hex(6).upper()}", gateway.base_url + "/health")
+        http.get(gateway.base_url + "/health")
+    _, parsed = scrape(gateway)
+    methods = {dict(labels)["method"] for name, labels in parsed if name == "mcp_gateway_http_requests_total"}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}, methods
+    assert sum(v for (name, labels), v in parsed.items()
+               if name == "mcp_gateway_http_requests_total" and dict(labels)["method"] == "other") == 200
