@@ -167,7 +167,9 @@ def start_bare(log_dir: Path, *, cpu: int | None = None, app: str = "bench.tools
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GATEWAY_")}
     env["PYTHONPATH"] = str(REPO)
-    cmd = [PY, "-m", "uvicorn", "--factory", app, "--host", "127.0.0.1", "--port", str(port),
+    # h11, as the gateway always parses (gateway/cli/commands.py): uvicorn takes httptools wherever it is
+    # installed, and the comparison would then be between parsers.
+    cmd = [PY, "-m", "uvicorn", "--factory", app, "--http", "h11", "--host", "127.0.0.1", "--port", str(port),
            "--log-level", "warning", "--no-access-log", "--no-server-header"]
     return start(name, cmd, env, port, log_dir, cpu=cpu, health="/mcp", wrapper=wrapper, timeout=timeout)
 

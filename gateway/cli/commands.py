@@ -278,8 +278,9 @@ def _serve(settings: Settings, *, tools: list[str], config_path: Path | None, de
     server = GracefulServer(uvicorn.Config(
         complete_streams(gateway_app), host=settings.host, port=settings.port, log_config=None, lifespan="on",
         timeout_graceful_shutdown=5, access_log=False, server_header=False,
-        # Oversized bearer tokens must reach the verifier (401), not die in h11 (400).
-        h11_max_incomplete_event_size=4 * 1024 * 1024), on_started=started)
+        # h11, whatever else is installed: uvicorn would switch to httptools when it can import it, which has
+        # none of the limits below. Oversized bearer tokens must reach the verifier (401), not die in h11 (400).
+        http="h11", h11_max_incomplete_event_size=4 * 1024 * 1024), on_started=started)
     server.run(sockets=sockets)  # a failed start-up exits 3 from inside uvicorn, after logging why
 
 

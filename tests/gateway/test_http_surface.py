@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import httpx
 import psycopg
 
 from tests.gateway.conftest import wait_rows
-from tests.gateway_proc import GatewayProcess, make_jwt, running_gateway
+from tests.gateway_proc import REPO, GatewayProcess, make_jwt, running_gateway
 from tests.pg import TestDatabase
 
 
@@ -24,6 +25,21 @@ def test_oversized_and_missing_tokens_get_401_with_a_resolvable_challenge(gatewa
             metadata_url = re.search(r'resource_metadata="([^"]+)"', challenge).group(1)  # type: ignore[union-attr]
             assert http.get(metadata_url).status_code == 200, metadata_url
     assert missing.status_code == 401 and "invalid_token" not in missing.headers["www-authenticate"]
+    assert huge.status_code == 401 and 'error="invalid_token"' in huge.headers["www-authenticate"]
+
+
+def test_http_is_parsed_by_h11_even_where_httptools_is_installed(database: TestDatabase, tmp_path: Path) -> None:
+    """uvicorn takes httptools whenever it can import it, and the limits the gateway sets are h11's. Here an
+    `httptools` that refuses to be imported is on the path: the gateway starts, and an oversized token still
+    gets its 401 (h11's 4 MB event limit, not a parser without one)."""
+    poisoned = tmp_path / "site" / "httptools"
+    poisoned.mkdir(parents=True)
+    (poisoned / "__init__.py").write_text('raise RuntimeError("the gateway parses HTTP with h11")\n')
+    path = f"{REPO}{os.pathsep}{poisoned.parent}"
+    with running_gateway(database, tmp_path / "gw", PYTHONPATH=path) as gateway, httpx.Client(timeout=30) as http:
+        huge = http.post(gateway.mcp_url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                         headers={"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+                                  "Authorization": "Bearer " + "a" * 3_000_000})
     assert huge.status_code == 401 and 'error="invalid_token"' in huge.headers["www-authenticate"]
 
 
