@@ -60,16 +60,15 @@ def configure_otel(service_name: str = "mcp-gateway") -> bool:
     return True
 
 
-def skip_unrecorded_spans() -> bool:
+def skip_unrecorded_spans() -> None:
     """FastMCP opens its spans for every request even when no tracer provider is configured and nothing
     records them: it still reads the request's token, session and protocol version for their attributes
     and attaches a context per span (three spans for a call to a mounted server). Called once the gateway
     is about to serve, after everything that could configure a provider has run: with none, FastMCP is set
     to `propagation_only`, which opens no spans while a client's trace context in `_meta` still parents
     whatever the call goes on to do (a call to an upstream carries it on). A mode set on purpose
-    (FASTMCP_TELEMETRY_MODE) is kept. Returns True when it switched."""
+    (FASTMCP_TELEMETRY_MODE) is kept."""
     if tracing_configured() or fastmcp.settings.telemetry_mode != "native" or "FASTMCP_TELEMETRY_MODE" in os.environ:
-        return False
+        return
     fastmcp.settings.telemetry_mode = "propagation_only"
     log.info("no OpenTelemetry tracer provider: FastMCP passes trace context on and builds no spans")
-    return True

@@ -13,13 +13,19 @@ from tests.gateway.conftest import wait_rows
 from tests.gateway_proc import REPO, GatewayProcess, make_jwt, running_gateway
 from tests.pg import TestDatabase
 
+_LIST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def _with_oversized_token(http: httpx.Client, gateway: GatewayProcess) -> httpx.Response:
+    """A tools/list with a 3 MB bearer token: over any sane limit, under h11's 4 MB event size."""
+    return http.post(gateway.mcp_url, json=_LIST, headers=_HEADERS | {"Authorization": "Bearer " + "a" * 3_000_000})
+
 
 def test_oversized_and_missing_tokens_get_401_with_a_resolvable_challenge(gateway: GatewayProcess) -> None:
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     with httpx.Client(timeout=30) as http:
-        missing = http.post(gateway.mcp_url, json=body, headers=headers)
-        huge = http.post(gateway.mcp_url, json=body, headers=headers | {"Authorization": "Bearer " + "a" * 3_000_000})
+        missing = http.post(gateway.mcp_url, json=_LIST, headers=_HEADERS)
+        huge = _with_oversized_token(http, gateway)
         for path in ("/mcp", "/sse"):
             challenge = http.get(gateway.base_url + path).headers["www-authenticate"]
             metadata_url = re.search(r'resource_metadata="([^"]+)"', challenge).group(1)  # type: ignore[union-attr]
@@ -37,9 +43,7 @@ def test_http_is_parsed_by_h11_even_where_httptools_is_installed(database: TestD
     (poisoned / "__init__.py").write_text('raise RuntimeError("the gateway parses HTTP with h11")\n')
     path = f"{REPO}{os.pathsep}{poisoned.parent}"
     with running_gateway(database, tmp_path / "gw", PYTHONPATH=path) as gateway, httpx.Client(timeout=30) as http:
-        huge = http.post(gateway.mcp_url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                         headers={"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
-                                  "Authorization": "Bearer " + "a" * 3_000_000})
+        huge = _with_oversized_token(http, gateway)
     assert huge.status_code == 401 and 'error="invalid_token"' in huge.headers["www-authenticate"]
 
 

@@ -73,21 +73,19 @@ class Caller:
         self.http.post(self.url, headers=self.headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
         self.n = 0
 
-    def call(self, tool: str, arguments: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def call(self, tool: str, arguments: dict[str, Any],
+             meta: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
         self.n += 1
+        params = {"name": tool, "arguments": arguments} | ({"_meta": meta} if meta is not None else {})
         response = self.http.post(self.url, headers=self.headers, json={
-            "jsonrpc": "2.0", "id": self.n, "method": "tools/call", "params": {"name": tool, "arguments": arguments}})
+            "jsonrpc": "2.0", "id": self.n, "method": "tools/call", "params": params})
         body = response.json()
         body.pop("id", None)
         return response.status_code, body
 
     def traced(self, tool: str, traceparent: str) -> str:
         """The `traceparent` the upstream saw for a call whose `_meta` carried this one."""
-        self.n += 1
-        response = self.http.post(self.url, headers=self.headers, json={
-            "jsonrpc": "2.0", "id": self.n, "method": "tools/call",
-            "params": {"name": tool, "arguments": {}, "_meta": {"traceparent": traceparent}}})
-        return str(response.json()["result"]["content"][0]["text"])
+        return _text(self.call(tool, {}, meta={"traceparent": traceparent}))
 
     def tools(self) -> set[str]:
         response = self.http.post(self.url, headers=self.headers,
