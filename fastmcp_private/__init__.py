@@ -98,6 +98,7 @@ __all__ = [
     "stamp_request",
     "terminate_session",
     "tool_call_scope",
+    "use_state_store",
     "wire_result",
     "wrap_manager",
 ]
@@ -235,9 +236,10 @@ class MountedServer(FastMCPProvider):
         return wrapper
 
 
-def mount(parent: Any, server: Any) -> None:
+def mount(parent: Any, server: Any, *, state_store: Any = None) -> None:
     """`parent.mount(server)` (no namespace, no renames), with MountedServer as the provider; the server then
-    asks its own in-process providers in place (`ask_in_place`)."""
+    asks its own in-process providers in place (`ask_in_place`), and keeps its session state in `state_store`
+    when given one and it has none of its own yet (`use_state_store`)."""
     if parent._mask_error_details and not server._mask_error_details:
         fastmcp_server.logger.warning(  # what FastMCP.mount says
             f"Parent server {parent.name!r} has mask_error_details=True but mounted server {server.name!r} does "
@@ -245,6 +247,18 @@ def mount(parent: Any, server: Any) -> None:
             "on the child server to prevent this.")
     parent.add_provider(MountedServer(server))
     ask_in_place(server)
+    if state_store is not None:
+        use_state_store(server, state_store)
+
+
+def use_state_store(server: Any, store: Any) -> bool:
+    """Whether `server` now keeps its session state in `store`: only when it has no store of its own yet (none
+    passed as `session_state_store`, and FastMCP's default, made on first use, not made). Read from fastmcp 4.1
+    server/server.py (`_state_storage`, and the `_state_store` adapter built from it on first use)."""
+    if server._state_storage is not None or server._FastMCP__state_store is not None:
+        return False
+    server._state_storage = store
+    return True
 
 
 _IN_PLACE_CLASSES: dict[type, type] = {}

@@ -42,6 +42,7 @@ from gateway.mcp.quotas import QuotaMiddleware, Quotas, quotas_configured
 from gateway.mcp.server import GatewayFastMCP, add_builtin_tools, add_demo_tools, mount_servers
 from gateway.mcp.session_cap import SessionCap, session_cap_from
 from gateway.mcp.session_sharing import BindingStore, SessionSharing
+from gateway.mcp.session_state import WrittenKeysStore
 from gateway.mcp.sqlconsole import SqlConsole, add_admin_tools, limits_from
 from gateway.oauth.wiring import build_oauth
 from gateway.otel import configure_otel_once
@@ -214,7 +215,7 @@ def build_mcp(services: Services, *, servers: Sequence[FastMCP] = (), demo: bool
         AccessMiddleware(AccessPolicy(services.config.access), principal_of),
     ]
     mcp: FastMCP = GatewayFastMCP("mcp-gateway", version=__version__, auth=services.gateway_auth.provider,
-                                  middleware=middleware)
+                                  middleware=middleware, session_state_store=WrittenKeysStore())
     services.gateway_auth.install_routes(mcp)
     add_builtin_tools(mcp, settings=services.settings, db=services.db, writer=services.writer,
                       sessions=services.sessions, principal_of=principal_of)

@@ -30,7 +30,7 @@ from fastmcp.server.mixins import mcp_operations
 from fastmcp.server.providers.fastmcp_provider import FastMCPProvider
 from fastmcp.server.providers.local_provider import LocalProvider
 from fastmcp.server.providers.proxy import ProxyProvider, ProxyTool
-from fastmcp.server.server import default_lifespan
+from fastmcp.server.server import StateValue, default_lifespan
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mcp.client import session as client_session_module
@@ -505,3 +505,22 @@ async def test_a_mounted_server_asks_its_own_providers_in_place_and_stays_the_us
     private.mount(FastMCP("another parent"), child)  # mounted twice: the class is not wrapped again
     assert type(child).__mro__.count(private.InlineLocalLookups) == 1
     assert type(UsersServer("second")) is UsersServer  # only the mounted instance changed
+
+
+async def test_a_mounted_server_takes_the_state_store_only_when_it_has_none_of_its_own() -> None:
+    """FastMCP makes a server's default store on first use from `_state_storage`; the store handed to the
+    mount is used only while that has not happened and the user passed none."""
+    from key_value.aio.stores.memory import MemoryStore
+
+    given_store, users_store = MemoryStore(), MemoryStore()
+    fresh, own, used = FastMCP("fresh"), FastMCP("own", session_state_store=users_store), FastMCP("used")
+    await used._state_store.get(key="k")  # its default store exists now
+    for server in (fresh, own, used):
+        private.mount(FastMCP("parent"), server, state_store=given_store)
+    for server in (fresh, own, used):
+        await server._state_store.put(key=f"{server.name}:k", value=StateValue(value=server.name))
+    assert await given_store.get("fresh:k", collection="fastmcp_state") == {"value": "fresh"}
+    assert await users_store.get("own:k", collection="fastmcp_state") == {"value": "own"}
+    assert await given_store.get("used:k", collection="fastmcp_state") is None
+    assert (await used._state_store.get(key="used:k")).value == "used"
+    assert not private.use_state_store(fresh, MemoryStore())  # taken once, kept

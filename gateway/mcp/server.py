@@ -21,6 +21,7 @@ from fastmcp_private import InlineLocalLookups, lifespan_of, mount
 from gateway import __version__
 from gateway.errors import UserError
 from gateway.formatting import money
+from gateway.mcp.session_state import WrittenKeysStore
 from gateway.store.budget import live_report
 from gateway.store.console_hardening import SideChannelStatus
 
@@ -184,7 +185,9 @@ def mount_servers(mcp: FastMCP, servers: Sequence[FastMCP]) -> None:
             # serve the server's own components from the gateway's call path instead.
             mcp.add_provider(server.local_provider)
         else:
-            mount(mcp, server)  # its middleware and lifespan run, as the user wrote them
+            # Its middleware and lifespan run, as the user wrote them; its session state is kept as the
+            # gateway's is (unless it brought a store of its own).
+            mount(mcp, server, state_store=WrittenKeysStore())
 
 
 def has_nothing_to_mount(server: FastMCP) -> bool:
