@@ -23,7 +23,10 @@ MAX_KEYS = 50_000  # ~10 MB remembered at most; a session writes one key per sta
 
 
 class WrittenKeysStore(BaseWrapper):
-    """An AsyncKeyValue that knows which keys were ever written, and answers a read of any other with None."""
+    """An AsyncKeyValue that knows which keys were ever written, and answers a read of any other with None.
+
+    `key_value` is the store it wraps (a new MemoryStore by default): nothing else may write to it.
+    """
 
     def __init__(self, key_value: AsyncKeyValue | None = None, *, max_keys: int = MAX_KEYS) -> None:
         self.key_value = key_value if key_value is not None else MemoryStore()
