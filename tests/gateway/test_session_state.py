@@ -85,17 +85,21 @@ async def test_session_state_and_visibility_are_per_session_through_the_gateway(
     args = ("serve", "--tools", f"tests.session_state_tools:{served}")
     with running_gateway(database, tmp_path, args=args) as gateway:
         async with (Client(gateway.mcp_url, auth=make_jwt("ann", "acme"), mode="legacy") as first,
-                    Client(gateway.mcp_url, auth=make_jwt("ann", "acme"), mode="legacy") as second):
+                    Client(gateway.mcp_url, auth=make_jwt("ann", "acme"), mode="legacy") as second,
+                    Client(gateway.mcp_url, auth=make_jwt("ann", "globex"), mode="legacy") as elsewhere):
             assert (await first.call_tool("recall", {})).data == {"remembered": None}
             await first.call_tool("remember", {"value": "first's"})
             assert (await first.call_tool("recall", {})).data == {"remembered": "first's"}
+            # the same user's other session, and the same user id in another tenant, see none of it
             assert (await second.call_tool("recall", {})).data == {"remembered": None}
+            assert (await elsewhere.call_tool("recall", {})).data == {"remembered": None}
 
             await first.call_tool("hide", {"name": "ping"})
             assert "ping" not in {t.name for t in await first.list_tools()}
             with pytest.raises(ToolError, match="Unknown tool"):
                 await first.call_tool("ping", {})
-            assert (await second.call_tool("ping", {})).data == "pong"  # the other session still has it
+            assert (await second.call_tool("ping", {})).data == "pong"  # the other sessions still have it
+            assert "ping" in {t.name for t in await elsewhere.list_tools()}
             await first.call_tool("show", {"name": "ping"})
             assert (await first.call_tool("ping", {})).data == "pong"
 
