@@ -1,5 +1,5 @@
-"""FastMCP's session state for the gateway's server: its default in-memory store, with reads of keys that
-were never written answered without going through that store's layers.
+"""FastMCP's session state for the gateway's server and the servers it mounts: FastMCP's default in-memory
+store, with reads of keys that were never written answered without going through that store's layers.
 
 FastMCP reads the session's visibility rules from this store on every tool lookup (`get_tool`, so on every
 `tools/call`), and a session that never enabled or disabled a component has none: the read misses. In the
