@@ -1,7 +1,7 @@
 """mcp-gateway side by side with bare FastMCP: one command, one table per question.
 
     python bench/compare.py [--clients 1,16,64] [--seconds 5] [--rounds 3] [--eras handshake,modern]
-                            [--scenarios mounted,upstream] [--memory 5000]
+                            [--scenarios mounted,upstream] [--scenario-clients 16] [--memory 5000]
 
 Throughput (always): the same `echo` tool served by
   bare JSON       FastMCP's `http_app(json_response=True)` under uvicorn: the baseline every ratio divides by
@@ -16,8 +16,9 @@ user+system time over the calls wrk counted; RSS is the server's VmRSS after the
 
 --scenarios adds: `mounted` — a user's server with its own middleware (`bench.tools:mcp_with_middleware`),
 bare vs mounted in the gateway; `upstream` — the gateway fronting that bare server over HTTP (the tool is
-`up_echo`) vs calling the bare server directly. --memory N opens N handshake-era sessions (one call each)
-on bare JSON and on the gateway and reports RSS at start and per session.
+`up_echo`) vs calling the bare server directly; each at `--scenario-clients` (16 unless told). --memory N
+opens N handshake-era sessions (one call each) on bare JSON and on the gateway and reports RSS at start
+and per session.
 
 After the run the gateway's rows are counted against the calls it answered (rows == calls).
 """
@@ -91,11 +92,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--eras", default="handshake,modern")
     parser.add_argument("--scenarios", default="", help="comma-separated: mounted, upstream")
+    parser.add_argument("--scenario-clients", default="16", help="client counts for the scenarios' tables")
     parser.add_argument("--memory", type=int, default=0, help="open this many sessions to measure memory")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     eras = [e for e in args.eras.split(",") if e]
     scenarios = [s for s in args.scenarios.split(",") if s]
+    scenario_clients = [int(c) for c in args.scenario_clients.split(",")]
     require_wrk()
     logs = Path(tempfile.mkdtemp(prefix="mcpgw-bench-logs-"))
     config = logs / "gateway.toml"
@@ -124,8 +127,8 @@ def main() -> None:
             print_table("Throughput", variants, samples, eras, clients, baseline="bare JSON")
             for name in scenarios:
                 extra = scenario(name, db, logs, config, token, procs)
-                result = run_table(extra, eras, [16], args, token, logs)
-                print_table(f"Scenario: {name}", extra, result, eras, [16], baseline=extra[0].label)
+                result = run_table(extra, eras, scenario_clients, args, token, logs)
+                print_table(f"Scenario: {name}", extra, result, eras, scenario_clients, baseline=extra[0].label)
             for proc in procs:
                 if proc.name.startswith("gateway"):
                     settle(proc)
