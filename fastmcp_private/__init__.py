@@ -251,14 +251,12 @@ def mount(parent: Any, server: Any, *, state_store: Any = None) -> None:
         use_state_store(server, state_store)
 
 
-def use_state_store(server: Any, store: Any) -> bool:
-    """Whether `server` now keeps its session state in `store`: only when it has no store of its own yet (none
-    passed as `session_state_store`, and FastMCP's default, made on first use, not made). Read from fastmcp 4.1
+def use_state_store(server: Any, store: Any) -> None:
+    """`server` keeps its session state in `store`, when it has no store of its own yet (none passed as
+    `session_state_store`, and FastMCP's default, made on first use, not made). Read from fastmcp 4.1
     server/server.py (`_state_storage`, and the `_state_store` adapter built from it on first use)."""
-    if server._state_storage is not None or server._FastMCP__state_store is not None:
-        return False
-    server._state_storage = store
-    return True
+    if server._state_storage is None and server._FastMCP__state_store is None:
+        server._state_storage = store
 
 
 _IN_PLACE_CLASSES: dict[type, type] = {}

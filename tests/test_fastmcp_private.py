@@ -523,4 +523,8 @@ async def test_a_mounted_server_takes_the_state_store_only_when_it_has_none_of_i
     assert await users_store.get("own:k", collection="fastmcp_state") == {"value": "own"}
     assert await given_store.get("used:k", collection="fastmcp_state") is None
     assert (await used._state_store.get(key="used:k")).value == "used"
-    assert not private.use_state_store(fresh, MemoryStore())  # taken once, kept
+    later = MemoryStore()
+    private.use_state_store(fresh, later)  # taken once, kept
+    await fresh._state_store.put(key="fresh:again", value=StateValue(value="again"))
+    assert await given_store.get("fresh:again", collection="fastmcp_state") == {"value": "again"}
+    assert await later.get("fresh:again", collection="fastmcp_state") is None
