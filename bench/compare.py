@@ -11,7 +11,8 @@ Throughput (always): the same `echo` tool served by
   gateway, fast path off   the same with MCP_GATEWAY_FAST_PATH=false
 for both protocol eras (handshake sessions; 2026-07-28 sessionless) and each client count. wrk drives the
 load from core 0, every server runs alone on core 1 (taskset); the variants alternate within every cell
-and the order turns every round; figures are medians over rounds. CPU per call is the server process's
+and the order turns every round; figures are medians over rounds, and "rounds' ratios" the lowest and highest
+of the per-round ratios (how far a cell swings on a shared machine). CPU per call is the server process's
 user+system time over the calls wrk counted; RSS is the server's VmRSS after the run.
 
 --scenarios adds: `mounted` — a user's server with its own middleware (`bench.tools:mcp_with_middleware`),
@@ -224,16 +225,18 @@ def measure(v: Variant, era: str, connections: int, seconds: float, token: str, 
 def print_table(title: str, variants: list[Variant], samples: dict[tuple[str, int, str], list[Sample]],
                 eras: list[str], clients: list[int], *, baseline: str) -> None:
     print(f"{title} (ratio: calls/s over {baseline}'s, round by round)\n")
-    print("| era | clients | variant | calls/s | ratio | p50 ms | p99 ms | CPU us/call | CPU ratio | RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| era | clients | variant | calls/s | ratio | rounds' ratios | p50 ms | p99 ms | CPU us/call | CPU ratio "
+          "| RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for era in eras:
         for c in clients:
             base = samples[(era, c, baseline)]
             for v in variants:
                 s = samples[(era, c, v.label)]
-                ratio = median([x.result.rps / b.result.rps for x, b in zip(s, base, strict=True) if b.result.rps])
+                ratios = [x.result.rps / b.result.rps for x, b in zip(s, base, strict=True) if b.result.rps]
                 cpu = median([x.cpu_us for x in s])
-                print(f"| {ERAS[era]} | {c} | {v.label} | {median([x.result.rps for x in s]):.0f} | {ratio:.2f} "
+                print(f"| {ERAS[era]} | {c} | {v.label} | {median([x.result.rps for x in s]):.0f} "
+                      f"| {median(ratios):.2f} | {min(ratios, default=0):.2f}–{max(ratios, default=0):.2f} "
                       f"| {median([x.result.p50_ms for x in s]):.2f} | {median([x.result.p99_ms for x in s]):.2f} "
                       f"| {cpu:.0f} | {cpu / median([b.cpu_us for b in base]):.2f} "
                       f"| {rss_kb(v.proc.popen.pid) / 1024:.0f} |")
