@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import nan
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -236,7 +237,7 @@ def print_table(title: str, variants: list[Variant], samples: dict[tuple[str, in
                 ratios = [x.result.rps / b.result.rps for x, b in zip(s, base, strict=True) if b.result.rps]
                 cpu = median([x.cpu_us for x in s])
                 print(f"| {ERAS[era]} | {c} | {v.label} | {median([x.result.rps for x in s]):.0f} "
-                      f"| {median(ratios):.2f} | {min(ratios, default=0):.2f}–{max(ratios, default=0):.2f} "
+                      f"| {median(ratios):.2f} | {min(ratios, default=nan):.2f}–{max(ratios, default=nan):.2f} "
                       f"| {median([x.result.p50_ms for x in s]):.2f} | {median([x.result.p99_ms for x in s]):.2f} "
                       f"| {cpu:.0f} | {cpu / median([b.cpu_us for b in base]):.2f} "
                       f"| {rss_kb(v.proc.popen.pid) / 1024:.0f} |")
