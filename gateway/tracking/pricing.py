@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from decimal import Decimal
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,12 +28,13 @@ DEFAULT_INPUT_PRICE_PER_MTOK = Decimal("3.00")    # USD per million prompt token
 DEFAULT_OUTPUT_PRICE_PER_MTOK = Decimal("15.00")  # USD per million completion tokens
 _MILLION = Decimal(1_000_000)
 _COST_PLACES = Decimal("0.00000001")  # what estimated_cost keeps (numeric(18, 8))
+_COSTS_KEPT = 4096  # (tool, prompt tokens, completion tokens) -> cost answers remembered per Pricing
 # json.dumps with options builds a new encoder per call; this one is built once (it holds no state between calls).
 _ARGUMENTS_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 class ToolPrice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     call_price: Decimal | None = Field(None, ge=0, description="USD per call")
     input_price_per_mtok: Decimal | None = Field(None, ge=0)
@@ -41,9 +42,9 @@ class ToolPrice(BaseModel):
 
 
 class Pricing(BaseModel):
-    """The `[pricing]` section of MCP_GATEWAY_CONFIG."""
+    """The `[pricing]` section of MCP_GATEWAY_CONFIG. Frozen: its prices are remembered per call shape."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: str | None = Field(None, description="Stored on every row; default: a hash of this section")
     call_price: Decimal = Field(Decimal("0"), ge=0,
@@ -51,6 +52,18 @@ class Pricing(BaseModel):
     input_price_per_mtok: Decimal = Field(DEFAULT_INPUT_PRICE_PER_MTOK, ge=0)
     output_price_per_mtok: Decimal = Field(DEFAULT_OUTPUT_PRICE_PER_MTOK, ge=0)
     tools: dict[str, ToolPrice] = Field(default_factory=dict, description="Per-tool overrides")
+
+    @cached_property
+    def _costs(self) -> dict[tuple[str | None, int, int], Decimal]:
+        # In the instance's __dict__ (a pydantic private attribute costs a __getattr__ per read), which pydantic's
+        # equality, dumps and validation ignore; a copy starts without it (see _forget_costs).
+        return {}
+
+    def __copy__(self) -> Pricing:
+        return _forget_costs(super().__copy__())  # model_copy(update=...) changes prices on a copy
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Pricing:
+        return _forget_costs(super().__deepcopy__(memo))
 
     @property
     def effective_version(self) -> str:
@@ -67,6 +80,18 @@ class Pricing(BaseModel):
         return cost + Decimal(str(call.extra_cost)) if call.extra_cost else cost
 
     def cost(self, tool_name: str | None, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        # Asked two or three times a call (the quota's price, its record, the writer) with a handful of
+        # shapes: Decimal arithmetic and quantize are most of a call's pricing, so answers are kept.
+        key = (tool_name, prompt_tokens, completion_tokens)
+        known = self._costs.get(key)
+        if known is None:
+            known = self._cost(tool_name, prompt_tokens, completion_tokens)
+            if len(self._costs) >= _COSTS_KEPT:
+                self._costs.clear()  # made-up tool names and odd counts cannot grow it without bound
+            self._costs[key] = known
+        return known
+
+    def _cost(self, tool_name: str | None, prompt_tokens: int, completion_tokens: int) -> Decimal:
         override = self.tools.get(tool_name or "")
         call = override.call_price if override and override.call_price is not None else self.call_price
         input_price = (override.input_price_per_mtok if override and override.input_price_per_mtok is not None
@@ -75,6 +100,11 @@ class Pricing(BaseModel):
                         else self.output_price_per_mtok)
         total = call + input_price * prompt_tokens / _MILLION + output_price * completion_tokens / _MILLION
         return total.quantize(_COST_PLACES)
+
+
+def _forget_costs(pricing: Pricing) -> Pricing:
+    pricing.__dict__.pop("_costs", None)
+    return pricing
 
 
 @lru_cache(maxsize=1)

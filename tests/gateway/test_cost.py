@@ -70,3 +70,40 @@ def test_counts_are_tiktokens_own_without_its_python_rank_table(text: str) -> No
     assert count_tokens(text) == (len(shared.encode_ordinary(text)) if text else 0)
     assert _encoder() is not shared and len(shared._mergeable_ranks) > 100_000
     assert _encoder()._mergeable_ranks == {}  # the memory it is for
+
+
+_prices = st.decimals(min_value=0, max_value=1000, places=4, allow_nan=False, allow_infinity=False)
+_tool_names = st.sampled_from(["echo", "add", "search", "", None])
+_token_counts = st.integers(0, 3) | st.integers(0, 10**7)  # small ones recur: shapes asked twice
+
+
+@settings(max_examples=200, deadline=None)
+@given(call=_prices, input_price=_prices, output_price=_prices, add_call=st.none() | _prices,
+       asks=st.lists(st.tuples(_tool_names, _token_counts, _token_counts), min_size=1, max_size=30))
+def test_remembered_costs_are_the_costs(call: Decimal, input_price: Decimal, output_price: Decimal,
+                                        add_call: Decimal | None, asks: list[tuple[str | None, int, int]]) -> None:
+    # Answers are remembered per call shape: asked again, in any order, the answer is what a Pricing that
+    # never saw that shape computes.
+    section = {"call_price": call, "input_price_per_mtok": input_price, "output_price_per_mtok": output_price,
+               "tools": {"add": {"call_price": add_call}}}
+    pricing = Pricing.model_validate(section)
+    for tool, prompt, completion in asks + asks[::-1]:
+        assert pricing.cost(tool, prompt, completion) == Pricing.model_validate(section).cost(tool, prompt, completion)
+
+
+def test_a_copy_with_other_prices_does_not_answer_from_the_originals_memory() -> None:
+    import copy
+
+    import pydantic
+    import pytest
+
+    pricing = Pricing(call_price=Decimal("0.5"))
+    assert pricing.cost("echo", 10, 10) == Decimal("0.50018000")
+    for changed in (pricing.model_copy(update={"call_price": Decimal("1")}),
+                    pricing.model_copy(update={"call_price": Decimal("1")}, deep=True)):
+        assert changed.cost("echo", 10, 10) == Decimal("1.00018000")
+    assert copy.copy(pricing).cost("echo", 10, 10) == copy.deepcopy(pricing).cost("echo", 10, 10) == Decimal("0.50018000")
+    assert pricing == Pricing(call_price=Decimal("0.5"))  # the memory is not part of the section
+    assert "_costs" not in pricing.model_dump()
+    with pytest.raises(pydantic.ValidationError):  # frozen: a price cannot change under remembered answers
+        pricing.call_price = Decimal("2")  # type: ignore[misc]
