@@ -5,12 +5,31 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import islice
+from json.encoder import encode_basestring_ascii
+from typing import Any
+
+try:  # as json.encoder imports it
+    from _json import make_encoder as c_make_encoder
+except ImportError:  # pragma: no cover - CPython always has it
+    c_make_encoder = None  # type: ignore[assignment, misc]
 
 # Not extra fields: the record's own attributes, and uvicorn's `color_message` (the same message with
 # terminal colour codes and unformatted %d/%s placeholders, meant for its own coloured formatter only).
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "color_message"}
-_ENCODER = json.JSONEncoder(default=str)  # as json.dumps(data, default=str), without a new encoder per line
+# What a LogRecord's __init__ sets, in its order; `extra` and anything set later come after them.
+_OWN_ATTRIBUTES = list(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+_ENCODER = json.JSONEncoder(default=str)  # as json.dumps(data, default=str)
+
+
+def _encode(data: dict[str, Any]) -> str:
+    """`_ENCODER.encode(data)` to the letter, for a dict: the C encoder that method builds for each call
+    (a fresh `markers` dict keeps its circular-reference check), without the Python steps around it."""
+    if c_make_encoder is None:
+        return _ENCODER.encode(data)
+    return "".join(c_make_encoder({}, str, encode_basestring_ascii, None, ": ", ", ", False, False, True)(data, 0))
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,18 +47,23 @@ class JsonFormatter(logging.Formatter):
         if whole != second:
             prefix = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
             self._second = (whole, prefix)
-        data = {
+        data: dict[str, Any] = {
             "ts": f"{prefix}.{micros // 1000:03d}+00:00",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in vars(record).items():
+        attributes = vars(record)
+        items: Iterator[tuple[str, Any]] = iter(attributes.items())
+        own = len(_OWN_ATTRIBUTES)
+        if list(islice(attributes, own)) == _OWN_ATTRIBUTES:  # the usual record: only what follows can be extra
+            items = islice(items, own, None)
+        for key, value in items:
             if key not in _STANDARD and key[:1] != "_":
                 data[key] = value
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return _ENCODER.encode(data)
+        return _encode(data)
 
 
 class TextFormatter(logging.Formatter):
