@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mcp_types
 from fastmcp.server.middleware import Middleware, MiddlewareContext
@@ -60,9 +60,9 @@ BUDGET_OR_RATE_ERROR = -32029  # JSON-RPC error code of a refused resources/read
 _ZERO = Decimal(0)  # Decimals are immutable: one zero for every default on the call path
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """A call's known price, held against its user's and tenant's budgets while it runs."""
+class Reservation(NamedTuple):
+    """A call's known price, held against its user's and tenant's budgets while it runs. (Immutable, and made per
+    budgeted call: a NamedTuple is built in a quarter of the steps of a frozen dataclass.)"""
 
     tenant_id: str
     user_id: str

@@ -85,6 +85,10 @@ def session_key(*parts: str | None) -> str:
     return hashlib.sha256(encoded.encode("ascii")).hexdigest()
 
 
+# The log line's session id: str() of a UUID runs Python code; a call's session is one of a few open ones.
+_session_text = functools.lru_cache(maxsize=4096)(str)
+
+
 def redact(message: str) -> str:
     """Bounded, storable, and without anything shaped like a credential."""
     cleaned = _SECRETISH.sub(lambda m: (m.group(1) or m.group(2) or "") + "[redacted]", message)
@@ -150,8 +154,8 @@ class Tracker:
         self.writer.submit(record)
         # One structured line per call; never tokens, never argument values.
         log.info("tool call", extra={"event": "tool_call", "method": method, "tenant": principal.tenant_id,
-                                     "user": principal.user_id, "session": str(session_id), "tool": tool_name,
-                                     "status": status, "duration_ms": round(duration_ms, 3)})
+                                     "user": principal.user_id, "session": _session_text(session_id),
+                                     "tool": tool_name, "status": status, "duration_ms": round(duration_ms, 3)})
         for hook in self.on_recorded:
             hook(record)
 
