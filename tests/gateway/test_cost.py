@@ -102,7 +102,8 @@ def test_a_copy_with_other_prices_does_not_answer_from_the_originals_memory() ->
     for changed in (pricing.model_copy(update={"call_price": Decimal("1")}),
                     pricing.model_copy(update={"call_price": Decimal("1")}, deep=True)):
         assert changed.cost("echo", 10, 10) == Decimal("1.00018000")
-    assert copy.copy(pricing).cost("echo", 10, 10) == copy.deepcopy(pricing).cost("echo", 10, 10) == Decimal("0.50018000")
+    for same in (copy.copy(pricing), copy.deepcopy(pricing)):
+        assert same.cost("echo", 10, 10) == Decimal("0.50018000")
     assert pricing == Pricing(call_price=Decimal("0.5"))  # the memory is not part of the section
     assert "_costs" not in pricing.model_dump()
     with pytest.raises(pydantic.ValidationError):  # frozen: a price cannot change under remembered answers
