@@ -61,8 +61,8 @@ _ZERO = Decimal(0)  # Decimals are immutable: one zero for every default on the 
 
 
 class Reservation(NamedTuple):
-    """A call's known price, held against its user's and tenant's budgets while it runs. (Immutable, and made per
-    budgeted call: a NamedTuple is built in a quarter of the steps of a frozen dataclass.)"""
+    """A call's known price, held against its user's and tenant's budgets while it runs. (Made per budgeted call:
+    as immutable as a frozen dataclass, and built without one object.__setattr__ per field.)"""
 
     tenant_id: str
     user_id: str
