@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from itertools import islice
-from json.encoder import encode_basestring_ascii
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
 try:  # as json.encoder imports it
@@ -16,12 +16,17 @@ try:  # as json.encoder imports it
 except ImportError:  # pragma: no cover - CPython always has it
     c_make_encoder = None  # type: ignore[assignment, misc]
 
-# Not extra fields: the record's own attributes, and uvicorn's `color_message` (the same message with
-# terminal colour codes and unformatted %d/%s placeholders, meant for its own coloured formatter only).
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "color_message"}
 # What a LogRecord's __init__ sets, in its order; `extra` and anything set later come after them.
 _OWN_ATTRIBUTES = list(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+_OWN_COUNT = len(_OWN_ATTRIBUTES)
+# Not extra fields: the record's own attributes, and uvicorn's `color_message` (the same message with
+# terminal colour codes and unformatted %d/%s placeholders, meant for its own coloured formatter only).
+_STANDARD = set(_OWN_ATTRIBUTES) | {"message", "asctime", "color_message"}
 _ENCODER = json.JSONEncoder(default=str)  # as json.dumps(data, default=str)
+# What JSONEncoder.iterencode hands json's C encoder after the per-call `markers`, read off _ENCODER itself.
+_C_ENCODER_ARGS: tuple[Any, ...] = (
+    _ENCODER.default, encode_basestring_ascii if _ENCODER.ensure_ascii else encode_basestring, _ENCODER.indent,
+    _ENCODER.key_separator, _ENCODER.item_separator, _ENCODER.sort_keys, _ENCODER.skipkeys, _ENCODER.allow_nan)
 
 
 def _encode(data: dict[str, Any]) -> str:
@@ -29,7 +34,7 @@ def _encode(data: dict[str, Any]) -> str:
     (a fresh `markers` dict keeps its circular-reference check), without the Python steps around it."""
     if c_make_encoder is None:
         return _ENCODER.encode(data)
-    return "".join(c_make_encoder({}, str, encode_basestring_ascii, None, ": ", ", ", False, False, True)(data, 0))
+    return "".join(c_make_encoder({}, *_C_ENCODER_ARGS)(data, 0))
 
 
 class JsonFormatter(logging.Formatter):
@@ -54,10 +59,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         attributes = vars(record)
-        items: Iterator[tuple[str, Any]] = iter(attributes.items())
-        own = len(_OWN_ATTRIBUTES)
-        if list(islice(attributes, own)) == _OWN_ATTRIBUTES:  # the usual record: only what follows can be extra
-            items = islice(items, own, None)
+        items: Iterable[tuple[str, Any]] = attributes.items()
+        if list(islice(attributes, _OWN_COUNT)) == _OWN_ATTRIBUTES:  # the usual record: only what follows is extra
+            items = islice(items, _OWN_COUNT, None)
         for key, value in items:
             if key not in _STANDARD and key[:1] != "_":
                 data[key] = value

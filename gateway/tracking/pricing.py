@@ -82,13 +82,13 @@ class Pricing(BaseModel):
     def cost(self, tool_name: str | None, prompt_tokens: int, completion_tokens: int) -> Decimal:
         # Asked two or three times a call (the quota's price, its record, the writer) with a handful of
         # shapes: Decimal arithmetic and quantize are most of a call's pricing, so answers are kept.
-        key = (tool_name, prompt_tokens, completion_tokens)
-        known = self._costs.get(key)
+        costs, key = self._costs, (tool_name, prompt_tokens, completion_tokens)
+        known = costs.get(key)
         if known is None:
             known = self._cost(tool_name, prompt_tokens, completion_tokens)
-            if len(self._costs) >= _COSTS_KEPT:
-                self._costs.clear()  # made-up tool names and odd counts cannot grow it without bound
-            self._costs[key] = known
+            if len(costs) >= _COSTS_KEPT:
+                costs.clear()  # made-up tool names and odd counts cannot grow it without bound
+            costs[key] = known
         return known
 
     def _cost(self, tool_name: str | None, prompt_tokens: int, completion_tokens: int) -> Decimal:
