@@ -81,7 +81,7 @@ from fastmcp_private import (
     proxy_tool_client_factory,
 )
 from gateway.config import UpstreamConfig
-from gateway.credentials.clients import UserBearer, UserClient, UserClients
+from gateway.credentials.clients import UserBearer, UserClient, UserClients, fingerprint
 from gateway.credentials.elicit import offer_link
 from gateway.credentials.errors import (
     CredentialError,
@@ -277,7 +277,15 @@ class Upstream:
             access = get_access_token()
             subject = access.token if access is not None else None
         token = await self.resolver.token(self.config, principal, subject)
-        entry = await self._users.get((principal.tenant_id, principal.user_id), token, _alive)
+        key = (principal.tenant_id, principal.user_id)
+        try:
+            entry = await self._users.get(key, token, _alive)
+        except Exception:
+            # Refused while connecting (a token another call is refreshing right now): the pool keeps that
+            # entry, marked refused, so guarded() sees the credential was refused, not the upstream failing.
+            kept = self._users.current(key)
+            _sent.set(kept if kept is not None and kept.fingerprint == fingerprint(token) else None)
+            raise
         _sent.set(entry)
         return entry.client
 

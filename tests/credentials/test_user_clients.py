@@ -3,13 +3,19 @@ the credential changes, closed when evicted."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
-from fastmcp import Client
+import pytest
+from fastmcp import Client, FastMCP
+from fastmcp.server.context import Context
 
-from gateway.credentials.clients import UserBearer, UserClients
-from gateway.mcp.upstreams import _alive, _leave
+from auth.principal import Principal
+from gateway.config import UpstreamConfig
+from gateway.credentials.clients import UserBearer, UserClients, fingerprint
+from gateway.mcp.upstreams import Upstream, _alive, _leave
 from tests.credentials.test_per_user_calls import _start
 from tests.gateway_proc import free_port
 from tests.upstreams.helpers import poll, stop
@@ -51,3 +57,82 @@ async def test_bounded_per_user_clients(tmp_path: Path) -> None:
 
 async def _closed(client: Client) -> bool:
     return not client.is_connected()
+
+
+class HeldRefresh:
+    """Stands in for the CredentialResolver (its store and authorization server are exercised end to end in
+    test_oauth_link.py): the user's token lives in the file the upstream reads, and a refresh waits until the
+    test lets it finish, so a second call can be made while the first one's refresh is in flight."""
+
+    link_url = "http://gateway.test/dashboard#connections"
+
+    def __init__(self, tokens: Path) -> None:
+        self.tokens = tokens
+        self.current = "old-token"
+        self.asked: list[bytes | None] = []
+        self.refreshed = 0
+        self.first_asked, self.second_asked, self.finish = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self._one_at_a_time = asyncio.Lock()
+
+    async def token(self, config: object, principal: Principal, subject_token: str | None) -> str:
+        return self.current
+
+    async def refresh(self, config: object, principal: Principal, secret: object = None,
+                      refused: bytes | None = None) -> None:
+        self.asked.append(refused)
+        (self.first_asked if len(self.asked) == 1 else self.second_asked).set()
+        async with self._one_at_a_time:
+            if refused is not None and refused != fingerprint(self.current):
+                return  # another call refreshed it meanwhile
+            await self.finish.wait()
+            self.current = "new-token"
+            self.tokens.write_text(json.dumps({"new-token": "alice"}))
+            self.refreshed += 1
+
+    async def rejected(self, config: object, principal: Principal) -> None:
+        raise AssertionError("a refreshed token must not be reported as rejected")
+
+
+@pytest.mark.parametrize("answers", ["sse", "json"])
+async def test_a_client_refused_while_connecting_is_refreshed_not_reported_as_an_upstream_error(
+        tmp_path: Path, answers: str) -> None:
+    """Call A meets the expired token on the user's open session, drops that client and refreshes (held open).
+    Call B, made meanwhile, still reads the old token, connects a new client with it and is refused during the
+    handshake. B must take the refresh path too (and share A's refresh), not fail as `answered error -32603`."""
+    port = free_port()
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"old-token": "alice"}))
+    server = _start(port, tokens, tmp_path / "upstream.log", answers)
+    up = Upstream(UpstreamConfig(name="cloud", url=f"http://127.0.0.1:{port}/mcp", credentials="per_user_oauth",
+                                 oauth={"client_id": "mcp-gateway"},
+                                 timeout=10))
+    resolver = HeldRefresh(tokens)
+    up.resolver = resolver  # type: ignore[assignment]
+    alice = Principal(user_id="alice", tenant_id="acme", token_kind="jwt_hs")
+    up.principal_of = lambda: alice
+    try:
+        async with Context(fastmcp=FastMCP("t")) as ctx:
+            tool = next(t for t in await up.provider.refresh_tools() if t.name == "whoami")
+
+            async def whoami(tag: str) -> Any:
+                return (await tool.run({"tag": tag}, ctx)).structured_content
+
+            assert await whoami("before") == {"user": "alice", "tag": "before"}
+            tokens.write_text("{}")  # the token expires: the upstream now answers 401 to it
+
+            a = asyncio.create_task(whoami("a"))
+            await asyncio.wait_for(resolver.first_asked.wait(), 10)
+            b = asyncio.create_task(whoami("b"))
+            second = asyncio.create_task(resolver.second_asked.wait())
+            await asyncio.wait({b, second}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            if b.done():
+                b.result()  # the bug: B failed before asking for the refresh; this raises what it saw
+            assert second.done(), "the call refused while connecting never asked for a refresh"
+            resolver.finish.set()
+            assert await a == {"user": "alice", "tag": "a"}
+            assert await b == {"user": "alice", "tag": "b"}
+            assert resolver.refreshed == 1  # one refresh served both
+            assert resolver.asked == [fingerprint("old-token")] * 2  # each named the token it saw refused
+    finally:
+        await up.stop()
+        stop(server)
