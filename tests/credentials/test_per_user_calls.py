@@ -171,6 +171,15 @@ async def test_two_users_act_upstream_as_themselves(database: TestDatabase, tmp_
                     mine = (await http.get(f"{gw.base_url}/api/credentials",
                                            headers={"Authorization": f"Bearer {alice}"})).json()
                     assert mine["credentials"][0]["needs_relink"] is True
+
+                # -- a token the upstream never accepted: refused during the first handshake, which says
+                # re-link too (not "answered error -32603", the MCP client's word for an HTTP 401) --------
+                await _link(gw.base_url, carol, "never-valid-at-the-upstream")
+                async with Client(gw.mcp_url, auth=carol) as c:
+                    first = await c.call_tool("gh_whoami", {}, raise_on_error=False)
+                assert first.is_error and "re-link" in first.content[0].text, first.content[0].text
+                assert admin_conn.execute("SELECT needs_relink FROM gateway.upstream_credentials"
+                                          " WHERE user_id = 'carol'").fetchone()[0] is True
             log = gw.log()
         # -- never in the logs --------------------------------------------------------------------
         assert ALICE_TOKEN not in log and BOB_TOKEN not in log
