@@ -67,8 +67,10 @@ def access_token_for(token: str, principal: Principal, leeway: float = 0.0) -> S
 
 
 def principal_from_access_token(access_token: Any) -> Principal | None:
-    if isinstance(access_token, SharedAccessToken) and access_token.principal is not None:
-        return access_token.principal  # made by access_token_for: the claim below is this principal
+    if isinstance(access_token, SharedAccessToken):
+        principal = access_token.principal
+        if principal is not None:
+            return principal  # made by access_token_for: the claim below is this principal
     claims = getattr(access_token, "claims", None) or {}
     data = claims.get(PRINCIPAL_CLAIM)
     if data is None:

@@ -30,7 +30,10 @@ class SharedAccessToken(AccessToken):
 
     @property
     def principal(self) -> Principal | None:
-        return self._principal
+        # Read from pydantic's store of private attributes: `self._principal` would miss the instance and
+        # go through BaseModel.__getattr__, a Python-level fallback, on every request.
+        private = self.__pydantic_private__
+        return private.get("_principal") if private else None
 
 
 class _Issued(NamedTuple):
