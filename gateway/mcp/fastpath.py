@@ -27,7 +27,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -100,7 +100,15 @@ class _Exchange:
     transport: TransportContext
     request_id: RequestId
     message_metadata: ServerMessageMetadata
-    cancel_requested: anyio.Event = field(default_factory=anyio.Event)
+    _cancel_requested: anyio.Event | None = None
+
+    @property
+    def cancel_requested(self) -> anyio.Event:
+        # Made on first use: nothing here ever sets it (a JSON reply's request is not cancelled mid-flight
+        # on this path), and an anyio Event costs a backend lookup to make.
+        if self._cancel_requested is None:
+            self._cancel_requested = anyio.Event()
+        return self._cancel_requested
 
     @property
     def can_send_request(self) -> bool:
@@ -253,7 +261,7 @@ class FastPath:
             transport=TransportContext(kind="jsonrpc", can_send_request=False), request_id=request_id,
             message_metadata=ServerMessageMetadata(request_context=request, can_send_request=False))
         runner = ServerRunner(self.manager.app, connection, fastmcp_private.lifespan_state(self.manager))
-        async with fastmcp_private.session_in_use(transport):  # the session's idle countdown pauses, as the SDK's does
+        with fastmcp_private.session_in_use(transport):  # the session's idle countdown pauses, as the SDK's does
             reply: JSONRPCResponse | JSONRPCError
             try:
                 result = await self._run(runner, exchange, message)
