@@ -15,13 +15,14 @@ mixins/mcp_operations.py, auth/middleware.py, providers/proxy.py, client/client.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
 import math
 import weakref
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping, MutableMapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Collection, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -30,12 +31,13 @@ from fastmcp.server import server as fastmcp_server
 from fastmcp.server.context import Context, reset_transport, set_transport
 from fastmcp.server.dependencies import _dispatching_tool_call, _serving_client_tool_call
 from fastmcp.server.extensions import _extension_tool_call_scope
-from fastmcp.server.http import HostOriginGuardMiddleware, set_http_request
+from fastmcp.server.http import HostOriginGuardMiddleware, _current_http_request
 from fastmcp.server.mixins.mcp_operations import _normalize_call_tool_result
 from fastmcp.server.providers.aggregate import AggregateProvider
 from fastmcp.server.providers.fastmcp_provider import FastMCPProvider, FastMCPProviderTool
 from fastmcp.server.providers.local_provider import LocalProvider
 from fastmcp.utilities.async_utils import gather
+from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
@@ -462,23 +464,37 @@ def connection_of(session: Any) -> Connection | None:
     return connection if isinstance(connection, Connection) else None
 
 
-@asynccontextmanager
-async def session_in_use(transport: StreamableHTTPServerTransport) -> AsyncIterator[None]:
-    """As `StreamableHTTPServerTransport.handle_request` does: a request in flight pauses the idle countdown."""
-    idle_scope, idle_timeout = transport.idle_scope, transport._idle_timeout
-    if idle_scope is None or idle_timeout is None:
-        yield
-        return
-    transport._requests_in_flight += 1
-    idle_scope.deadline = math.inf
-    try:
-        yield
-    finally:
+class session_in_use:  # a context manager, named for the `with` it reads in
+    """As `StreamableHTTPServerTransport.handle_request` does: a request in flight pauses the idle countdown.
+    A class rather than a generator: the fast path enters one per request."""
+
+    __slots__ = ("counted", "transport")
+
+    def __init__(self, transport: StreamableHTTPServerTransport) -> None:
+        self.transport = transport
+        self.counted = False
+
+    def __enter__(self) -> None:
+        transport = self.transport
+        if transport.idle_scope is None or transport._idle_timeout is None:
+            return
+        transport._requests_in_flight += 1
+        transport.idle_scope.deadline = math.inf
+        self.counted = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.counted:
+            return
+        transport = self.transport
         transport._requests_in_flight -= 1
-        if not transport._requests_in_flight:
+        if not transport._requests_in_flight and transport.idle_scope is not None:
+            assert transport._idle_timeout is not None
             # Set from an empty context: the idle timer this schedules would otherwise keep this request's
             # contextvars (its Request, scope and principal) alive for as long as the session idles.
-            contextvars.Context().run(setattr, idle_scope, "deadline", anyio.current_time() + idle_timeout)
+            # The running loop's clock is anyio's on asyncio (what `anyio.current_time()` returns, without
+            # its backend lookup), which is the only loop the gateway runs on.
+            deadline = asyncio.get_running_loop().time() + transport._idle_timeout
+            contextvars.Context().run(setattr, transport.idle_scope, "deadline", deadline)
 
 
 def session_expiring(transport: StreamableHTTPServerTransport) -> bool:
@@ -533,19 +549,30 @@ def call_tool_wire_result(result: Any) -> Any:
     return _normalize_call_tool_result(result.to_mcp_result())
 
 
-@contextmanager
-def http_request_scope(http_app: Any, scope: MutableMapping[str, Any]) -> Iterator[None]:
-    """What FastMCP's http app sets up for a request before its routes run: Starlette's `scope["app"]`
-    and `RequestContextMiddleware`'s transport type and current HTTP request (`get_http_request()`)."""
-    scope["app"] = http_app
-    transport = getattr(http_app.state, "transport_type", None)
-    token = set_transport(transport) if transport else None
-    try:
-        with set_http_request(Request(scope)):
-            yield
-    finally:
-        if token is not None:
-            reset_transport(token)
+class http_request_scope:  # a context manager, named for the `with` it reads in
+    """What FastMCP's http app and the SDK's auth context middleware set up for a request before its routes
+    run: Starlette's `scope["app"]`, `RequestContextMiddleware`'s transport type and current HTTP request
+    (`get_http_request()`), and the authenticated user (`get_access_token()`). One class rather than
+    nested generators: the fast path enters one per request."""
+
+    __slots__ = ("http_app", "scope", "tokens", "user")
+
+    def __init__(self, http_app: Any, scope: MutableMapping[str, Any], user: AuthenticatedUser) -> None:
+        self.http_app, self.scope, self.user = http_app, scope, user
+
+    def __enter__(self) -> None:
+        self.scope["app"] = self.http_app
+        transport = getattr(self.http_app.state, "transport_type", None)
+        self.tokens = (set_transport(transport) if transport else None,
+                       _current_http_request.set(Request(self.scope)),  # as set_http_request does
+                       auth_context_var.set(self.user))
+
+    def __exit__(self, *exc_info: object) -> None:
+        transport, request, user = self.tokens
+        auth_context_var.reset(user)
+        _current_http_request.reset(request)
+        if transport is not None:
+            reset_transport(transport)
 
 
 def auth_middleware_parts(http_app: Any) -> tuple[Any, Any | None]:

@@ -25,6 +25,7 @@ import anyio
 import pytest
 from fastmcp import Client, FastMCP
 from fastmcp.server import dependencies, extensions
+from fastmcp.server import http as fastmcp_http
 from fastmcp.server.auth.middleware import RequireAuthMiddleware
 from fastmcp.server.mixins import mcp_operations
 from fastmcp.server.providers.fastmcp_provider import FastMCPProvider
@@ -238,7 +239,7 @@ async def test_every_private_name_the_fence_uses_exists() -> None:
         owners = [FastMCP("fence"), RequireAuthMiddleware, client, client._session_state, proxy,
                   ProxyProvider(factory, cache_ttl=1.0), manager,
                   ProxyTool(client_factory=factory, name="t", description=None, parameters={"type": "object"}),
-                  transport, runner, runner_module, dependencies, extensions, mcp_operations, session,
+                  transport, runner, runner_module, dependencies, extensions, fastmcp_http, mcp_operations, session,
                   client_session, client_session_module, private.MountedServer(FastMCP("fence"))]
         missing = sorted(name for name in _fenced_names() if not any(hasattr(o, name) for o in owners))
     assert missing == []
@@ -300,7 +301,7 @@ async def test_the_idle_timer_of_a_session_keeps_no_request_alive_and_still_ends
         state = State()
         seen.append(weakref.ref(state))
         _REQUEST_STATE.set(state)  # what the auth and request middleware set for a request
-        async with private.session_in_use(transport):
+        with private.session_in_use(transport):
             assert transport.idle_scope is not None and transport.idle_scope.deadline == math.inf
 
     with anyio.fail_after(10):

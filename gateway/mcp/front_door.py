@@ -20,11 +20,8 @@ answers and rows.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -110,7 +107,7 @@ class FrontDoor:
         session_id = headers.session_id
         # As inside FastMCP's stack: the request context and the caller's identity are set while the fast
         # path decides (a tool lookup may read them) and answers.
-        with fastmcp_private.http_request_scope(self._http_app, scope), _caller(user):
+        with fastmcp_private.http_request_scope(self._http_app, scope, user):
             answer = await self.fast_path.prepare(scope, headers, body)
             if answer is not None and session_id is not None:
                 principal = principal_from_access_token(user.access_token)
@@ -137,16 +134,6 @@ class FrontDoor:
             raise
         finally:
             self.session_cap.end(key, session_id, state, gone=False)
-
-
-@contextmanager
-def _caller(user: AuthenticatedUser) -> Iterator[None]:
-    """As the SDK's AuthContextMiddleware: the authenticated user, for `get_access_token()`."""
-    reset = auth_context_var.set(user)
-    try:
-        yield
-    finally:
-        auth_context_var.reset(reset)
 
 
 def _declared_size(content_length: str | None) -> int | None:
