@@ -115,12 +115,25 @@ class BindingStore:
         if key in self._ended_here:
             return ENDED
         now = self._clock()
+        cached = self._fresh(key, now)
+        if cached is None:
+            return None
+        # the idle time has grown since it was read: a cached binding must not look fresher than it is
+        return replace(cached.binding, idle_seconds=cached.binding.idle_seconds + (now - cached.read_at))
+
+    def known_ended(self, tenant_id: str, session_id: str) -> bool | None:
+        """`cached(...).ended` (None: not known without asking the database), without building the aged
+        copy of the binding: a session of this process asks this on every request."""
+        key = (tenant_id, session_hash(session_id))
+        if key in self._ended_here:
+            return True
+        cached = self._fresh(key, self._clock())
+        return None if cached is None else cached.binding.ended
+
+    def _fresh(self, key: tuple[str, bytes], now: float) -> _Cached | None:
         self._expire(now)
         cached = self._cache.get(key)
-        if cached is not None and now - cached.read_at < BINDING_CACHE:
-            # the idle time has grown since it was read: a cached binding must not look fresher than it is
-            return replace(cached.binding, idle_seconds=cached.binding.idle_seconds + (now - cached.read_at))
-        return None
+        return cached if cached is not None and now - cached.read_at < BINDING_CACHE else None
 
     async def lookup(self, tenant_id: str, session_id: str) -> Binding | None:
         known = self.cached(tenant_id, session_id)
@@ -237,25 +250,26 @@ class SessionSharing:
             else:
                 await inner(scope, receive, send)
             return
-        local = fastmcp_private.holds(self.manager, session_id)
-        binding = self._local_binding(principal, session_id) if local else self.store.cached(principal.tenant_id,
-                                                                                             session_id)
-        if binding is None and not local:
-            try:
-                binding = await asyncio.wait_for(self.store.lookup(principal.tenant_id, session_id), DB_TIMEOUT)
-            except Exception as exc:  # the database away: local sessions carry on; others cannot be checked
-                self._failed(exc, "lookup")
-        if local:
-            if binding is not None and binding.ended:
+        if fastmcp_private.holds(self.manager, session_id):
+            ended = self._locally_ended(principal, session_id)
+            if ended:
                 await fastmcp_private.discard(self.manager, session_id)  # DELETEd on another process
-        elif binding is not None and self._may_adopt(binding, principal, scope):  # noqa: SIM102
-            if await fastmcp_private.adopt(self.manager, session_id, scope, binding.protocol_version,
-                                      binding.init_params, idle_timeout=min(self.idle_timeout, ADOPTED_IDLE)):
-                self.adopted += 1
-                log.info("adopted a session opened by another process",
-                         extra={"event": "session_adopted", "instance": self.store.instance_id,
-                                "tenant": principal.tenant_id, "user": principal.user_id})
-        self._touch_if_due(principal, session_id, binding)
+        else:
+            binding = self.store.cached(principal.tenant_id, session_id)
+            if binding is None:
+                try:
+                    binding = await asyncio.wait_for(self.store.lookup(principal.tenant_id, session_id), DB_TIMEOUT)
+                except Exception as exc:  # the database away: local sessions carry on; others cannot be checked
+                    self._failed(exc, "lookup")
+            ended = None if binding is None else binding.ended
+            if binding is not None and self._may_adopt(binding, principal, scope):  # noqa: SIM102
+                if await fastmcp_private.adopt(self.manager, session_id, scope, binding.protocol_version,
+                                          binding.init_params, idle_timeout=min(self.idle_timeout, ADOPTED_IDLE)):
+                    self.adopted += 1
+                    log.info("adopted a session opened by another process",
+                             extra={"event": "session_adopted", "instance": self.store.instance_id,
+                                    "tenant": principal.tenant_id, "user": principal.user_id})
+        self._touch_if_due(principal, session_id, ended)
         if scope["method"] == "DELETE":
             await inner(scope, receive, self._on_deleted(principal, session_id, send))
         else:
@@ -267,22 +281,23 @@ class SessionSharing:
         request must take the whole way through `_handle` (adoption, or discarding an ended session)."""
         if self.manager is None or not fastmcp_private.holds(self.manager, session_id):
             return False
-        binding = self._local_binding(principal, session_id)
-        if binding is not None and binding.ended:
+        ended = self._locally_ended(principal, session_id)
+        if ended:
             return False
-        self._touch_if_due(principal, session_id, binding)
+        self._touch_if_due(principal, session_id, ended)
         return True
 
-    def _local_binding(self, principal: Principal, session_id: str) -> Binding | None:
+    def _locally_ended(self, principal: Principal, session_id: str) -> bool | None:
         """A session of this process is served at once: whether another process has ended it (a DELETE
-        there) is read in the background, and the next request here acts on it."""
-        binding = self.store.cached(principal.tenant_id, session_id)
-        if binding is None and not self._database_failing():
+        there) is read in the background, and the next request here acts on it (None: not known yet)."""
+        ended = self.store.known_ended(principal.tenant_id, session_id)
+        if ended is None and not self._database_failing():
             self._refresh(principal.tenant_id, session_id)
-        return binding
+        return ended
 
-    def _touch_if_due(self, principal: Principal, session_id: str, binding: Binding | None) -> None:
-        if binding is not None and not binding.ended and self.store.due_for_touch(principal.tenant_id, session_id):
+    def _touch_if_due(self, principal: Principal, session_id: str, ended: bool | None) -> None:
+        """`ended` False: a binding is known and live (an unknown one is read, not touched)."""
+        if ended is False and self.store.due_for_touch(principal.tenant_id, session_id):
             self._spawn(self.store.touch(principal.tenant_id, session_id))
 
     def _database_failing(self) -> bool:

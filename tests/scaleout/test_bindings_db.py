@@ -106,3 +106,29 @@ async def test_what_has_expired_is_dropped_and_touches_keep_their_interval(db: D
     # a binding read again is cached again, and found fresh
     found = await store.lookup("acme", ids[1])
     assert found is not None and store.cached("acme", ids[1]) is not None
+
+
+async def test_known_ended_answers_as_the_cached_binding_would(db: Database) -> None:
+    # The fast path asks `known_ended` on every request of a session of this process, in place of building
+    # the aged binding `cached` returns: the two must agree in every state a binding can be in.
+    now = [1000.0]
+    store = BindingStore(db, "test-instance", idle_timeout=1800, clock=lambda: now[0])
+    alice = _principal("alice")
+    live, gone, here, unknown = (c * 32 for c in "lgxu")
+
+    def agree(session_id: str) -> bool | None:
+        binding = store.cached("acme", session_id)
+        ended = store.known_ended("acme", session_id)
+        assert ended == (None if binding is None else binding.ended), session_id
+        return ended
+
+    for session_id in (live, gone, here):
+        await store.record(alice, session_id, owner_hash(alice, "cred"), "2025-11-25", INIT)
+    await store.end("acme", gone, "client_disconnect")
+    for session_id in (live, gone, here):
+        assert await store.lookup("acme", session_id) is not None
+    store.ended_here("acme", here)
+    assert [agree(s) for s in (live, gone, here, unknown)] == [False, True, True, None]
+    assert store.known_ended("globex", live) is None  # another tenant's id is not this tenant's session
+    now[0] += 5.0  # past BINDING_CACHE: only what this process ended itself is still known
+    assert [agree(s) for s in (live, gone, here, unknown)] == [None, None, True, None]
