@@ -21,16 +21,15 @@ import json
 import logging
 import math
 import weakref
-from collections.abc import Collection, Iterator, Mapping, MutableMapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 from fastmcp.server import server as fastmcp_server
 from fastmcp.server.context import Context, reset_transport, set_transport
-from fastmcp.server.dependencies import _dispatching_tool_call, _serving_client_tool_call
-from fastmcp.server.extensions import _extension_tool_call_scope
+from fastmcp.server.dependencies import _claim_client_tool_call, _client_dispatch, _client_tool_call, _ClientToolCall
+from fastmcp.server.extensions import _delegated_extension_scope, _extension_dispatch_scope
 from fastmcp.server.http import HostOriginGuardMiddleware, _current_http_request
 from fastmcp.server.mixins.mcp_operations import _normalize_call_tool_result
 from fastmcp.server.providers.aggregate import AggregateProvider
@@ -524,19 +523,40 @@ def has_extensions(fastmcp: Any) -> bool:
     return bool(fastmcp._extensions)
 
 
-@contextmanager
-def tool_call_scope(fastmcp: Any) -> Iterator[None]:
+class tool_call_scope:  # a context manager, named for the `with` it reads in
     """What FastMCP sets around a client's tools/call: the lifespan's shared-context variables (the
     low-level adapter), "this is the client's own call" (`_on_call_tool`, `call_tool`) and the extension
-    dispatch scope."""
-    snapshot = fastmcp._shared_context_snapshot or {}
-    tokens = [(var, var.set(value)) for var, value in snapshot.items()]
-    try:
-        with _serving_client_tool_call(), _dispatching_tool_call(), _extension_tool_call_scope(fastmcp):
-            yield
-    finally:
-        for var, token in reversed(tokens):
+    dispatch scope. The steps of FastMCP's `_serving_client_tool_call`, `_dispatching_tool_call` and
+    `_extension_tool_call_scope`, in their order, in one class rather than three nested generators: the
+    fast path enters one per call. `MIRRORED` pins those functions' source (tests/test_fastmcp_private.py)."""
+
+    __slots__ = ("fastmcp", "tokens")
+
+    def __init__(self, fastmcp: Any) -> None:
+        self.fastmcp = fastmcp
+
+    def __enter__(self) -> None:
+        fastmcp = self.fastmcp
+        snapshot = fastmcp._shared_context_snapshot or {}
+        tokens: list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any]]] = [
+            (var, var.set(value)) for var, value in snapshot.items()]
+        tokens.append((_client_tool_call, _client_tool_call.set(_ClientToolCall())))
+        tokens.append((_client_dispatch, _client_dispatch.set(_claim_client_tool_call())))
+        delegated = _delegated_extension_scope.get()
+        identifiers = delegated[1] if delegated is not None and delegated[0] is fastmcp else frozenset()
+        tokens.append((_delegated_extension_scope, _delegated_extension_scope.set(None)))
+        tokens.append((_extension_dispatch_scope, _extension_dispatch_scope.set((fastmcp, identifiers))))
+        self.tokens = tokens
+
+    def __exit__(self, *exc_info: object) -> None:
+        for var, token in reversed(self.tokens):
             var.reset(token)
+
+
+# FastMCP functions whose steps the fence repeats rather than calls; their source is pinned by a test.
+MIRRORED = ("fastmcp.server.dependencies:_serving_client_tool_call",
+            "fastmcp.server.dependencies:_dispatching_tool_call",
+            "fastmcp.server.extensions:_extension_tool_call_scope")
 
 
 async def rebind_prefab_tool_names(fastmcp: Any, result: Any) -> Any:

@@ -9,13 +9,18 @@ fence names and adapt it (and only it).
 from __future__ import annotations
 
 import ast
+import contextlib
+import contextvars
 import gc
+import hashlib
+import importlib
 import inspect
 import math
 import re
 import subprocess
 import sys
 import weakref
+from collections.abc import Iterator
 from contextvars import ContextVar
 from importlib.metadata import version
 from pathlib import Path
@@ -529,3 +534,66 @@ async def test_a_mounted_server_takes_the_state_store_only_when_it_has_none_of_i
     await fresh._state_store.put(key="fresh:again", value=StateValue(value="again"))
     assert await given_store.get("fresh:again", collection="fastmcp_state") == {"value": "again"}
     assert await later.get("fresh:again", collection="fastmcp_state") is None
+
+
+# -- FastMCP steps the fence repeats rather than calls ------------------------------------------------------------
+
+# sha256 of each mirrored function's source (first 16 hex digits), as read from fastmcp 4.1.
+MIRRORED_SOURCE = {
+    "fastmcp.server.dependencies:_serving_client_tool_call": "64ecf51ae7f6287d",
+    "fastmcp.server.dependencies:_dispatching_tool_call": "17c1fa891c8b6330",
+    "fastmcp.server.extensions:_extension_tool_call_scope": "ca127282ebdf0eb6",
+}
+
+
+def test_the_functions_the_fence_mirrors_are_as_they_were_read() -> None:
+    """A change to any of them (an upgrade) must be read again and the fence's copy of its steps brought in
+    line: this fails loudly rather than let the fast path drift from what FastMCP sets."""
+    found = {}
+    for entry in private.MIRRORED:
+        module, name = entry.split(":")
+        source = inspect.getsource(getattr(importlib.import_module(module), name))
+        found[entry] = hashlib.sha256(source.encode()).hexdigest()[:16]
+    assert found == MIRRORED_SOURCE
+
+
+_SHARED: ContextVar[str] = ContextVar("fence_test_shared", default="unset")
+
+
+@pytest.mark.parametrize("delegated", ["none", "this server", "another server"])
+def test_the_tool_call_scope_sets_what_fastmcps_own_scopes_set(delegated: str) -> None:
+    _delegated_extension_scope, _extension_dispatch_scope = (extensions._delegated_extension_scope,
+                                                             extensions._extension_dispatch_scope)
+    server, other = FastMCP("fence"), FastMCP("other")
+    server._shared_context_snapshot = {_SHARED: "from the lifespan"}
+
+    def seen() -> tuple[Any, ...]:
+        call = dependencies._client_tool_call.get()
+        return (_SHARED.get(), call is not None and call.claimed, dependencies._is_client_tool_call(),
+                _delegated_extension_scope.get(), _extension_dispatch_scope.get())
+
+    def run(scope: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        def body() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+            if delegated != "none":
+                _delegated_extension_scope.set((server if delegated == "this server" else other,
+                                                frozenset({"ext"})))
+            before = seen()
+            with scope():
+                inside = seen()
+            assert seen() == before  # everything set is reset on the way out
+            return inside, before
+        return contextvars.copy_context().run(body)
+
+    @contextlib.contextmanager
+    def fastmcps() -> Iterator[None]:  # as FastMCP nests them around a client's tools/call
+        token = _SHARED.set("from the lifespan")
+        try:
+            with (dependencies._serving_client_tool_call(), dependencies._dispatching_tool_call(),
+                  extensions._extension_tool_call_scope(server)):
+                yield
+        finally:
+            _SHARED.reset(token)
+
+    ours = run(lambda: private.tool_call_scope(server))
+    assert ours == run(fastmcps)
+    assert ours[0][:3] == ("from the lifespan", True, True)
