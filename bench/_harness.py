@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,12 +148,14 @@ def start(name: str, cmd: Sequence[str], env: dict[str, str], port: int, log_dir
 def start_gateway(db: BenchDatabase, log_dir: Path, *, cpu: int | None = None, port: int | None = None,
                   tools: str = "bench.tools:mcp", ablate: str = "", name: str = "gateway",
                   checkout: Path = REPO, wrapper: Sequence[str] = (), timeout: float = 60.0,
-                  **env_extra: str) -> Proc:
-    """A gateway process; `checkout` runs another working tree's code (`python -m` imports from its cwd)."""
+                  extra_env: Mapping[str, str] | None = None, **env_extra: str) -> Proc:
+    """A gateway process; `checkout` runs another working tree's code (`python -m` imports from its cwd).
+    Its environment adds `extra_env` and then `env_extra` (MCP_GATEWAY_...=value) to the database's."""
     port = port or free_port()
     env = dict(db.env)
     env.update({"MCP_GATEWAY_PORT": str(port), "MCP_GATEWAY_HOST": "127.0.0.1",
                 "MCP_GATEWAY_INSTANCE_ID": f"bench-{port}", "PYTHONPATH": str(checkout)})
+    env.update(extra_env or {})
     env.update(env_extra)
     entry = ["-m", "bench.ablate_serve"] if ablate else ["-m", "gateway.cli"]
     if ablate:

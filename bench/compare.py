@@ -113,7 +113,7 @@ def main() -> None:
 
         def gateway(name: str, tools: str = "bench.tools:mcp", **env: str) -> Proc:
             return start_gateway(db, logs, cpu=SERVER_CPU, name=name, tools=tools,
-                                 MCP_GATEWAY_CONFIG=str(config), **env)
+                                 extra_env={"MCP_GATEWAY_CONFIG": str(config), **env})
 
         procs: list[Proc] = []
         try:

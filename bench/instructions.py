@@ -230,8 +230,7 @@ def main() -> None:
         def gateway(name: str, wrap: list[str], checkout: Path = REPO, ablated: str = "",
                     config: Path = config) -> Proc:
             return start_gateway(db, logs, tools=tools, name=name, wrapper=wrap, checkout=checkout, ablate=ablated,
-                                 timeout=START_TIMEOUT, MCP_GATEWAY_CONFIG=str(config),
-                                 **WRITER_ENV)
+                                 timeout=START_TIMEOUT, extra_env={"MCP_GATEWAY_CONFIG": str(config), **WRITER_ENV})
 
         # label -> (how to start it under the given valgrind command, its token, does every call become a row)
         wanted: dict[str, tuple[Callable[[list[str]], Proc], str, bool]] = {

@@ -38,6 +38,12 @@ from bench._harness import (
 )
 
 
+def _rows(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone()
+    assert row is not None  # count(*) always answers one row
+    return int(row[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default="1,2", help="comma list of worker counts")
@@ -61,16 +67,15 @@ def main() -> None:
                                              "--workers", str(n), "--no-migrate"], env, port, Path(tmp))
                 try:
                     with psycopg.connect(db.admin_url, autocommit=True) as conn:
-                        before = conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone()[0]
+                        before = _rows(conn)
                         sessions = initialize_sessions(proc.url, args.connections, token)
                         result = run_wrk(proc.url, era="handshake", connections=args.connections,
                                          seconds=args.seconds, token=token, sessions=sessions, script_dir=Path(tmp))
                         served = result.requests - result.failed
                         def stored(conn: psycopg.Connection = conn, floor: int = before + served) -> bool:
-                            return bool(conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone()[0]
-                                        >= floor)
+                            return _rows(conn) >= floor
                         wait_for(stored, 60, "rows for every answered call")
-                        rows = conn.execute("SELECT count(*) FROM gateway.mcp_requests").fetchone()[0] - before
+                        rows = _rows(conn) - before
                 finally:
                     code = proc.stop()
                 results[n].append(result.rps)
