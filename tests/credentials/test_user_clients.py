@@ -136,3 +136,65 @@ async def test_a_client_refused_while_connecting_is_refreshed_not_reported_as_an
     finally:
         await up.stop()
         stop(server)
+
+
+class StaleRead:
+    """Stands in for the CredentialResolver: the stored token is `new-token`; a read can be made to return the
+    token the store held before (a read that finished just before another call stored a refreshed token)."""
+
+    link_url = "http://gateway.test/dashboard#connections"
+
+    def __init__(self) -> None:
+        self.stale_reads = 0
+        self.reads = 0
+        self.refreshes: list[bytes | None] = []
+
+    async def token(self, config: object, principal: Principal, subject_token: str | None) -> str:
+        self.reads += 1
+        if self.stale_reads:
+            self.stale_reads -= 1
+            return "old-token"
+        return "new-token"
+
+    async def refresh(self, config: object, principal: Principal, secret: object = None,
+                      refused: bytes | None = None) -> None:
+        self.refreshes.append(refused)
+
+    async def rejected(self, config: object, principal: Principal) -> None:
+        raise AssertionError("the stored token is good: nothing may be reported as rejected")
+
+
+async def test_a_call_holding_an_older_token_does_not_replace_the_users_fresh_client(tmp_path: Path) -> None:
+    """Call B read the user's token just before call A stored a refreshed one and connected with it. B must
+    not replace A's good client with a connection made with the older token (which the upstream refuses:
+    a wasted handshake, a refresh asked for nothing, and a third connection)."""
+    port = free_port()
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"new-token": "alice"}))  # the older token is refused
+    server = _start(port, tokens, tmp_path / "upstream.log", "json")
+    up = Upstream(UpstreamConfig(name="cloud", url=f"http://127.0.0.1:{port}/mcp", credentials="per_user_oauth",
+                                 oauth={"client_id": "mcp-gateway"}, timeout=10))
+    resolver = StaleRead()
+    up.resolver = resolver  # type: ignore[assignment]
+    alice = Principal(user_id="alice", tenant_id="acme", token_kind="jwt_hs")
+    up.principal_of = lambda: alice
+    try:
+        async with Context(fastmcp=FastMCP("t")) as ctx:
+            tool = next(t for t in await up.provider.refresh_tools() if t.name == "whoami")
+
+            async def whoami(tag: str) -> Any:
+                return (await tool.run({"tag": tag}, ctx)).structured_content
+
+            assert await whoami("a") == {"user": "alice", "tag": "a"}
+            assert up._users is not None
+            fresh = up._users.current(("acme", "alice"))
+            assert fresh is not None and fresh.fingerprint == fingerprint("new-token")
+            reads = resolver.reads
+            resolver.stale_reads = 1
+            assert await whoami("b") == {"user": "alice", "tag": "b"}
+            assert up._users.current(("acme", "alice")) is fresh and fresh.client.is_connected()
+            assert resolver.refreshes == []  # nothing was refused
+            assert resolver.reads == reads + 2  # the stale read, and one more
+    finally:
+        await up.stop()
+        stop(server)
