@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,14 +101,37 @@ async def test_a_client_refused_while_connecting_is_refreshed_not_reported_as_an
     """Call A meets the expired token on the user's open session, drops that client and refreshes (held open).
     Call B, made meanwhile, still reads the old token, connects a new client with it and is refused during the
     handshake. B must take the refresh path too (and share A's refresh), not fail as `answered error -32603`."""
-    port = free_port()
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"old-token": "alice"}))
+    resolver = HeldRefresh(tokens)
+    async with _alice_on_cloud(tmp_path, tokens, answers, resolver) as (_, whoami):
+        assert await whoami("before") == {"user": "alice", "tag": "before"}
+        tokens.write_text("{}")  # the token expires: the upstream now answers 401 to it
+
+        a = asyncio.create_task(whoami("a"))
+        await asyncio.wait_for(resolver.first_asked.wait(), 10)
+        b = asyncio.create_task(whoami("b"))
+        second = asyncio.create_task(resolver.second_asked.wait())
+        await asyncio.wait({b, second}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if b.done():
+            b.result()  # the bug: B failed before asking for the refresh; this raises what it saw
+        assert second.done(), "the call refused while connecting never asked for a refresh"
+        resolver.finish.set()
+        assert await a == {"user": "alice", "tag": "a"}
+        assert await b == {"user": "alice", "tag": "b"}
+        assert resolver.refreshed == 1  # one refresh served both
+        assert resolver.asked == [fingerprint("old-token")] * 2  # each named the token it saw refused
+
+
+@asynccontextmanager
+async def _alice_on_cloud(tmp_path: Path, tokens: Path, answers: str, resolver: object,
+                          ) -> AsyncIterator[tuple[Upstream, Callable[[str], Coroutine[Any, Any, Any]]]]:
+    """A real bearer-checking upstream reading `tokens`, an in-process per_user_oauth Upstream whose
+    resolver is `resolver`, and `whoami(tag)` called through it as alice."""
+    port = free_port()
     server = _start(port, tokens, tmp_path / "upstream.log", answers)
     up = Upstream(UpstreamConfig(name="cloud", url=f"http://127.0.0.1:{port}/mcp", credentials="per_user_oauth",
-                                 oauth={"client_id": "mcp-gateway"},
-                                 timeout=10))
-    resolver = HeldRefresh(tokens)
+                                 oauth={"client_id": "mcp-gateway"}, timeout=10))
     up.resolver = resolver  # type: ignore[assignment]
     alice = Principal(user_id="alice", tenant_id="acme", token_kind="jwt_hs")
     up.principal_of = lambda: alice
@@ -117,22 +142,7 @@ async def test_a_client_refused_while_connecting_is_refreshed_not_reported_as_an
             async def whoami(tag: str) -> Any:
                 return (await tool.run({"tag": tag}, ctx)).structured_content
 
-            assert await whoami("before") == {"user": "alice", "tag": "before"}
-            tokens.write_text("{}")  # the token expires: the upstream now answers 401 to it
-
-            a = asyncio.create_task(whoami("a"))
-            await asyncio.wait_for(resolver.first_asked.wait(), 10)
-            b = asyncio.create_task(whoami("b"))
-            second = asyncio.create_task(resolver.second_asked.wait())
-            await asyncio.wait({b, second}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-            if b.done():
-                b.result()  # the bug: B failed before asking for the refresh; this raises what it saw
-            assert second.done(), "the call refused while connecting never asked for a refresh"
-            resolver.finish.set()
-            assert await a == {"user": "alice", "tag": "a"}
-            assert await b == {"user": "alice", "tag": "b"}
-            assert resolver.refreshed == 1  # one refresh served both
-            assert resolver.asked == [fingerprint("old-token")] * 2  # each named the token it saw refused
+            yield up, whoami
     finally:
         await up.stop()
         stop(server)
@@ -168,33 +178,17 @@ async def test_a_call_holding_an_older_token_does_not_replace_the_users_fresh_cl
     """Call B read the user's token just before call A stored a refreshed one and connected with it. B must
     not replace A's good client with a connection made with the older token (which the upstream refuses:
     a wasted handshake, a refresh asked for nothing, and a third connection)."""
-    port = free_port()
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"new-token": "alice"}))  # the older token is refused
-    server = _start(port, tokens, tmp_path / "upstream.log", "json")
-    up = Upstream(UpstreamConfig(name="cloud", url=f"http://127.0.0.1:{port}/mcp", credentials="per_user_oauth",
-                                 oauth={"client_id": "mcp-gateway"}, timeout=10))
     resolver = StaleRead()
-    up.resolver = resolver  # type: ignore[assignment]
-    alice = Principal(user_id="alice", tenant_id="acme", token_kind="jwt_hs")
-    up.principal_of = lambda: alice
-    try:
-        async with Context(fastmcp=FastMCP("t")) as ctx:
-            tool = next(t for t in await up.provider.refresh_tools() if t.name == "whoami")
-
-            async def whoami(tag: str) -> Any:
-                return (await tool.run({"tag": tag}, ctx)).structured_content
-
-            assert await whoami("a") == {"user": "alice", "tag": "a"}
-            assert up._users is not None
-            fresh = up._users.current(("acme", "alice"))
-            assert fresh is not None and fresh.fingerprint == fingerprint("new-token")
-            reads = resolver.reads
-            resolver.stale_reads = 1
-            assert await whoami("b") == {"user": "alice", "tag": "b"}
-            assert up._users.current(("acme", "alice")) is fresh and fresh.client.is_connected()
-            assert resolver.refreshes == []  # nothing was refused
-            assert resolver.reads == reads + 2  # the stale read, and one more
-    finally:
-        await up.stop()
-        stop(server)
+    async with _alice_on_cloud(tmp_path, tokens, "json", resolver) as (up, whoami):
+        assert await whoami("a") == {"user": "alice", "tag": "a"}
+        assert up._users is not None
+        fresh = up._users.current(("acme", "alice"))
+        assert fresh is not None and fresh.fingerprint == fingerprint("new-token")
+        reads = resolver.reads
+        resolver.stale_reads = 1
+        assert await whoami("b") == {"user": "alice", "tag": "b"}
+        assert up._users.current(("acme", "alice")) is fresh and fresh.client.is_connected()
+        assert resolver.refreshes == []  # nothing was refused
+        assert resolver.reads == reads + 2  # the stale read, and one more
