@@ -214,6 +214,14 @@ def client_info(fastmcp_context: Any) -> ClientInfo:
             else:
                 # Stateful mode: the SDK answered 404 unless this id exists and belongs to this principal.
                 session_header = request.headers.get("mcp-session-id")
+    try:
+        return _cleaned_client_info(name, version, protocol, transport, session_header)
+    except TypeError:  # a value that cannot be a cache key (never a string): cleaned without the cache
+        return _cleaned_client_info.__wrapped__(name, version, protocol, transport, session_header)
+
+
+@functools.lru_cache(maxsize=4096)  # the same few values on every call of a session: cleaned once
+def _cleaned_client_info(name: Any, version: Any, protocol: Any, transport: Any, session_header: Any) -> ClientInfo:
     # The client names itself as it likes: display text, cleaned and bounded.
     return ClientInfo(name=display_text(name, MAX_CLIENT_NAME), version=display_text(version, MAX_CLIENT_VERSION),
                       protocol_version=_short(protocol), transport=transport,

@@ -122,3 +122,27 @@ async def test_quota_refusal_is_an_error_result_recorded_as_denied() -> None:
     assert refused.is_error and refused.structured_content is not None
     assert refused.structured_content["error"] == "rate_limited"
     assert [c.status for c in writer.calls()] == ["success", "denied"]
+
+
+def _context(name: Any, version: Any = "1", session_id: str = "s" * 32) -> Any:
+    """The parts of a FastMCP Context that `client_info` reads: transport, session, request headers."""
+    from types import SimpleNamespace
+
+    params = SimpleNamespace(client_info=SimpleNamespace(name=name, version=version))
+    request = SimpleNamespace(headers={"mcp-session-id": session_id}, query_params={})
+    return SimpleNamespace(transport="streamable-http",
+                           session=SimpleNamespace(protocol_version="2025-11-25", client_params=params),
+                           request_context=SimpleNamespace(request=request))
+
+
+def test_client_info_is_cleaned_the_same_whether_or_not_it_was_seen_before() -> None:
+    # Cleaned once per distinct set of values (a cache): every field is part of what is looked up, and a
+    # value that cannot be looked up is cleaned without the cache.
+    from gateway.tracking.middleware import client_info
+
+    first = client_info(_context("claude\u202e\x00 code\n"))
+    assert first.name == "claude code" and first.version == "1" and first.protocol_session_id == "s" * 32
+    assert client_info(_context("claude\u202e\x00 code\n")) == first
+    assert client_info(_context("claude\u202e\x00 code\n", session_id="t" * 32)).protocol_session_id == "t" * 32
+    assert client_info(_context("cursor")).name == "cursor"
+    assert client_info(_context(["not", "a", "name"])).name is None  # unhashable: no cache, still cleaned
