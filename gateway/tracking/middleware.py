@@ -214,10 +214,15 @@ def client_info(fastmcp_context: Any) -> ClientInfo:
             else:
                 # Stateful mode: the SDK answered 404 unless this id exists and belongs to this principal.
                 session_header = request.headers.get("mcp-session-id")
-    try:
-        return _cleaned_client_info(name, version, protocol, transport, session_header)
-    except TypeError:  # a value that cannot be a cache key (never a string): cleaned without the cache
-        return _cleaned_client_info.__wrapped__(name, version, protocol, transport, session_header)
+    raw = (name, version, protocol, transport, session_header)
+    if all(value is None or (type(value) is str and len(value) <= _CACHED_TEXT) for value in raw):
+        return _cleaned_client_info(*raw)
+    # Anything else (a long name a client made up, a value of another type) is cleaned without the cache,
+    # so that what the cache holds stays small whatever clients send.
+    return _cleaned_client_info.__wrapped__(*raw)
+
+
+_CACHED_TEXT = 256  # longest raw value kept as a cache key: 4,096 keys of at most five such values
 
 
 @functools.lru_cache(maxsize=4096)  # the same few values on every call of a session: cleaned once

@@ -146,3 +146,8 @@ def test_client_info_is_cleaned_the_same_whether_or_not_it_was_seen_before() -> 
     assert client_info(_context("claude\u202e\x00 code\n", session_id="t" * 32)).protocol_session_id == "t" * 32
     assert client_info(_context("cursor")).name == "cursor"
     assert client_info(_context(["not", "a", "name"])).name is None  # unhashable: no cache, still cleaned
+    from gateway.tracking.middleware import _cleaned_client_info
+
+    before = _cleaned_client_info.cache_info().currsize
+    long = client_info(_context("x" * 100_000))  # a made-up name: cleaned and cut, never kept as a key
+    assert long.name == "x" * 200 and _cleaned_client_info.cache_info().currsize == before
