@@ -467,33 +467,29 @@ class session_in_use:  # a context manager, named for the `with` it reads in
     """As `StreamableHTTPServerTransport.handle_request` does: a request in flight pauses the idle countdown.
     A class rather than a generator: the fast path enters one per request."""
 
-    __slots__ = ("counted", "transport")
+    __slots__ = ("idle_scope", "idle_timeout", "transport")
 
     def __init__(self, transport: StreamableHTTPServerTransport) -> None:
         self.transport = transport
-        self.counted = False
+        self.idle_scope, self.idle_timeout = transport.idle_scope, transport._idle_timeout
 
     def __enter__(self) -> None:
-        transport = self.transport
-        if transport.idle_scope is None or transport._idle_timeout is None:
+        if self.idle_scope is None or self.idle_timeout is None:
             return
-        transport._requests_in_flight += 1
-        transport.idle_scope.deadline = math.inf
-        self.counted = True
+        self.transport._requests_in_flight += 1
+        self.idle_scope.deadline = math.inf
 
     def __exit__(self, *exc_info: object) -> None:
-        if not self.counted:
+        if self.idle_scope is None or self.idle_timeout is None:
             return
-        transport = self.transport
-        transport._requests_in_flight -= 1
-        if not transport._requests_in_flight and transport.idle_scope is not None:
-            assert transport._idle_timeout is not None
+        self.transport._requests_in_flight -= 1
+        if not self.transport._requests_in_flight:
             # Set from an empty context: the idle timer this schedules would otherwise keep this request's
             # contextvars (its Request, scope and principal) alive for as long as the session idles.
             # The running loop's clock is anyio's on asyncio (what `anyio.current_time()` returns, without
             # its backend lookup), which is the only loop the gateway runs on.
-            deadline = asyncio.get_running_loop().time() + transport._idle_timeout
-            contextvars.Context().run(setattr, transport.idle_scope, "deadline", deadline)
+            deadline = asyncio.get_running_loop().time() + self.idle_timeout
+            contextvars.Context().run(setattr, self.idle_scope, "deadline", deadline)
 
 
 def session_expiring(transport: StreamableHTTPServerTransport) -> bool:
