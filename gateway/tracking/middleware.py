@@ -44,11 +44,13 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from auth import Principal
 from auth.claimtext import MAX_CLIENT_NAME, MAX_CLIENT_VERSION, display_text, storable
 from gateway.errors import AccessDenied
+from gateway.logs import CallLine
 from gateway.tracking.records import CallStatus, ToolCalled
 from gateway.tracking.sessions import AnalyticsSessions
 from gateway.tracking.writer import TrackingWriter, utcnow
 
 log = logging.getLogger("mcp_gateway.calls")
+_call_line = CallLine(log)
 
 ERROR_MESSAGE_MAX = 500
 _SECRETISH = re.compile(
@@ -153,9 +155,9 @@ class Tracker:
             credential_mode=self.credential_modes.get(tool_name.split("_", 1)[0]) if tool_name else None)
         self.writer.submit(record)
         # One structured line per call; never tokens, never argument values.
-        log.info("tool call", extra={"event": "tool_call", "method": method, "tenant": principal.tenant_id,
-                                     "user": principal.user_id, "session": _session_text(session_id),
-                                     "tool": tool_name, "status": status, "duration_ms": round(duration_ms, 3)})
+        _call_line("tool call", {"event": "tool_call", "method": method, "tenant": principal.tenant_id,
+                                 "user": principal.user_id, "session": _session_text(session_id),
+                                 "tool": tool_name, "status": status, "duration_ms": round(duration_ms, 3)})
         for hook in self.on_recorded:
             hook(record)
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from unittest.mock import patch
 
 import pytest
 from fastmcp import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.logs import JsonFormatter
+from gateway import logs
+from gateway.logs import CallLine, JsonFormatter, configure_logging
 from tests.gateway_proc import GatewayProcess, make_jwt
 
 
@@ -111,3 +116,151 @@ def test_a_record_class_of_its_own_and_a_circular_extra() -> None:
     plain.loop = loop
     with pytest.raises(ValueError, match="Circular reference"):
         formatter.format(plain)
+
+
+# -- the per-call line: `CallLine` writes what `logger.info(message, extra=...)` would, in every set-up ----------
+
+@contextmanager
+def _logging_put_back() -> Iterator[None]:
+    """configure_logging changes the root logger and logging's module switches: put them back."""
+    root, switches = logging.getLogger(), ("logThreads", "logProcesses", "logMultiprocessing", "_srcfile")
+    saved = (root.handlers[:], root.level, {name: getattr(logging, name) for name in switches}, logs._json_handler)
+    calls = logging.getLogger("mcp_gateway.calls")
+    saved_calls = (calls.handlers[:], calls.filters[:], calls.level, calls.propagate, calls.disabled)
+    try:
+        yield
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        for name, value in saved[2].items():
+            setattr(logging, name, value)
+        logs._json_handler = saved[3]
+        calls.handlers[:], calls.filters[:] = saved_calls[0], saved_calls[1]
+        calls.setLevel(saved_calls[2])
+        calls.propagate, calls.disabled = saved_calls[3], saved_calls[4]
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    with _logging_put_back():
+        yield
+
+
+def _served_json(stream: io.StringIO) -> logging.StreamHandler:  # type: ignore[type-arg]
+    configure_logging("json")
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    return handler
+
+
+@contextmanager
+def _clock(created: float) -> Iterator[None]:
+    with patch("time.time", return_value=created), patch("time.time_ns", return_value=int(created * 1e9)):
+        yield
+
+
+_CALL_EXTRA = {"event": "tool_call", "method": "tools/call", "tenant": "acme", "user": "alice",
+               "session": "5f0c8a52-8f2e-4a43-9c57-2c5bd7f0a1d3", "tool": "echo", "status": "success",
+               "duration_ms": 1.25}
+
+
+@settings(max_examples=200, deadline=None)
+@given(extra=st.dictionaries(_extra_names, _json_values, max_size=8), message=st.text(max_size=40),
+       created=st.floats(0, 4_000_000_000))
+def test_the_call_line_is_the_line_logging_writes(extra: dict[str, object], message: str, created: float) -> None:
+    logger = logging.getLogger("mcp_gateway.calls")
+    stream = io.StringIO()
+    with _logging_put_back(), _clock(created):
+        _served_json(stream)
+        line = CallLine(logger)
+        assert line._sole_json_handler() is not None  # this set-up takes the direct path
+        line(message, extra)
+        direct = stream.getvalue()
+        stream.seek(0)
+        stream.truncate()
+        logger.info(message, extra=extra)
+    assert direct == stream.getvalue() and direct.endswith("\n") and direct.count("\n") == 1
+
+
+def _capture_handler(stream: io.StringIO) -> logging.Handler:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s %(tool)s"))
+    return handler
+
+
+def _own_handler_only(logger: logging.Logger, other: io.StringIO) -> None:
+    logger.addHandler(_capture_handler(other))
+    logger.propagate = False
+
+
+# Each set-up is applied to logging as `serve --log-format json` leaves it; `other` is a second handler's stream.
+_SETUPS: dict[str, Callable[[logging.Logger, logging.Handler, io.StringIO], None]] = {
+    "served as configured": lambda logger, handler, other: None,
+    "a second handler on the root (a test's capture)":
+        lambda logger, handler, other: logging.getLogger().addHandler(_capture_handler(other)),
+    "a handler of the logger's own": lambda logger, handler, other: logger.addHandler(_capture_handler(other)),
+    "a handler of its own, not propagating": lambda logger, handler, other: _own_handler_only(logger, other),
+    "a filter on the logger": lambda logger, handler, other: logger.addFilter(lambda record: False),
+    "a filter on the handler": lambda logger, handler, other: handler.addFilter(lambda record: False),
+    "the handler raised to WARNING": lambda logger, handler, other: handler.setLevel(logging.WARNING),
+    "the logger raised to WARNING": lambda logger, handler, other: logger.setLevel(logging.WARNING),
+    "the logger disabled": lambda logger, handler, other: setattr(logger, "disabled", True),
+    "logging.disable(INFO)": lambda logger, handler, other: logging.disable(logging.INFO),
+    "another formatter on the handler": lambda logger, handler, other: handler.setFormatter(
+        logging.Formatter("%(message)s/%(user)s")),
+    "a JsonFormatter of another class": lambda logger, handler, other: handler.setFormatter(
+        type("Shouting", (JsonFormatter,), {"format": lambda self, record: super(type(self), self).format(
+            record).upper()})()),
+    "the root's handler replaced": lambda logger, handler, other: setattr(
+        logging.getLogger(), "handlers", [_capture_handler(other)]),
+}
+
+
+@pytest.mark.parametrize("setup", list(_SETUPS))
+def test_the_call_line_writes_what_logging_would_in_every_set_up(restored_logging: None, setup: str) -> None:
+    """Whatever handlers, filters, levels and formatters are in place, the call line reaches exactly what
+    `logger.info` reaches, with the same text; it writes on its own only when nothing else could differ."""
+    logger = logging.getLogger("mcp_gateway.calls")
+    outputs = []
+    for write in (lambda: CallLine(logger)("tool call", _CALL_EXTRA),
+                  lambda: logger.info("tool call", extra=_CALL_EXTRA)):
+        stream, other = io.StringIO(), io.StringIO()
+        handler = _served_json(stream)
+        _SETUPS[setup](logger, handler, other)
+        try:
+            with _clock(1_764_000_000.125):
+                write()
+        finally:
+            logging.disable(logging.NOTSET)
+            logger.propagate, logger.disabled = True, False
+            logger.handlers[:], logger.filters[:] = [], []
+            logger.setLevel(logging.NOTSET)
+        outputs.append((stream.getvalue(), other.getvalue()))
+    assert outputs[0] == outputs[1]
+    if setup == "served as configured":
+        assert json.loads(outputs[0][0]) == {"ts": "2025-11-24T16:00:00.125+00:00", "level": "info",
+                                             "logger": "mcp_gateway.calls", "msg": "tool call", **_CALL_EXTRA}
+
+
+def test_the_call_line_in_dev_text_format(restored_logging: None) -> None:
+    configure_logging("text")
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    stream = io.StringIO()
+    handler.setStream(stream)
+    line = CallLine(logging.getLogger("mcp_gateway.calls"))
+    assert line._sole_json_handler() is None
+    line("tool call", _CALL_EXTRA)
+    assert " INFO    mcp_gateway.calls: tool call method=tools/call tenant=acme user=alice " in stream.getvalue()
+
+
+def test_a_call_line_that_cannot_be_written_is_reported_as_logging_reports_it(
+        restored_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("disk full")
+
+    _served_json(Broken())
+    CallLine(logging.getLogger("mcp_gateway.calls"))("tool call", _CALL_EXTRA)  # does not raise
+    report = capsys.readouterr().err
+    assert "--- Logging error ---" in report and "OSError: disk full" in report and "tool call" in report
