@@ -165,10 +165,12 @@ def start_gateway(db: BenchDatabase, log_dir: Path, *, cpu: int | None = None, p
 
 
 def start_bare(log_dir: Path, *, cpu: int | None = None, app: str = "bench.tools:bare_app",
-               name: str = "bare", wrapper: Sequence[str] = (), timeout: float = 60.0) -> Proc:
+               name: str = "bare", wrapper: Sequence[str] = (), timeout: float = 60.0,
+               extra_env: Mapping[str, str] | None = None) -> Proc:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GATEWAY_")}
     env["PYTHONPATH"] = str(REPO)
+    env.update(extra_env or {})
     # h11, as the gateway always parses (gateway/cli/commands.py): uvicorn takes httptools wherever it is
     # installed, and the comparison would then be between parsers.
     cmd = [PY, "-m", "uvicorn", "--factory", app, "--http", "h11", "--host", "127.0.0.1", "--port", str(port),

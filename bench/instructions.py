@@ -11,8 +11,10 @@ client sends exactly `--calls` calls over `--clients` connections (threads of th
 valgrind), and counting stops when the last answer has arrived and, for a gateway, when every call is a
 row in `gateway.mcp_requests` (polled from here, so the writer's work for those calls is counted and the
 polling is not). "Mi/call" is millions of instructions per call; "idle Mi/s" is what the server counts
-per wall second with no calls (its timers), measured alone and subtracted, since under valgrind a call
-takes ~40x as long and timers would otherwise weigh 40x.
+per wall second with no calls (its timers), measured alone and subtracted. Under valgrind a call takes
+~25x as long, so every server's clock is slowed 25x (bench/slow_clock): work it does on a timer (flushes,
+cache refreshes) then falls as often per call as at full speed; each cell prints the calls per second of
+the server's clock, to hold against a real run's.
 
 What this counts and what it does not: user-space instructions of the server process, all threads
 (the tool runs in a worker thread). Not the kernel's work for the server's system calls (socket reads and
@@ -30,6 +32,7 @@ server bare. Needs valgrind (`apt-get install -y valgrind`); ~5 min for the defa
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -64,15 +67,13 @@ SCENARIOS = {"direct": ("bench.tools:mcp", "bench.tools:bare_app"),
              "mounted": ("bench.tools:mcp_with_middleware", "bench.tools:bare_middleware_app")}
 START_TIMEOUT = 600.0  # a gateway's imports under valgrind take ~10x as long as without
 IDLE_SECONDS = 5.0
-# The writer flushes once a second (or once 2,000 records wait). A second under valgrind holds ~40x fewer calls
-# than a real one, so by the clock a flush would carry ~25 records instead of the ~1,000 a gateway under
-# compare.py's load writes at a time, and a flush's fixed cost would weigh 40x. Here it flushes every 10 s or
-# at 250 records: batches of a few hundred, as in the real runs' order of magnitude.
-WRITER_ENV = {"MCP_GATEWAY_FLUSH_INTERVAL": "10", "MCP_GATEWAY_FLUSH_ROWS": "250"}
-# Budgets re-read the day's spend every 10 s, sending the ids of the calls not yet written. With flushes once a
-# second a call waits ~0.5 s to be written, so ~1 call in 20 is sent; with the flushes above it waits ~5 s and
-# ~1 in 2 would be. A refresh every 100 s brings it back to ~1 in 20 (its fixed cost is in the idle count).
-QUOTA_REFRESH_SECONDS = 100
+# Under callgrind a server runs ~25x slower (~26 calls a second against ~500-900 under compare.py's load), so
+# work it does on a timer would weigh ~25x per call: the writer's flush every second (batches of ~25 records
+# instead of hundreds), a spend refresh every 10 s, a personal token's record read again every 2 s, each open
+# session's binding every 2 s. Every server's monotonic clock runs this much slower (bench/slow_clock), which
+# paces all of them as at full speed at once.
+CLOCK_SCALE = 25
+SLOW_CLOCK = Path(__file__).resolve().parent / "slow_clock"
 WARM_UP_CALLS = 20
 ABLATIONS = ("log", "access", "track", "metrics", "writer")  # bench/ablate_serve.py's parts ("mount" is a scenario)
 
@@ -109,6 +110,11 @@ class Server:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no callgrind dump at {path}")
             time.sleep(0.1)
+
+
+def slow_clock(checkout: Path) -> dict[str, str]:
+    """The environment that slows a server's clock by CLOCK_SCALE (its code still imported from `checkout`)."""
+    return {"PYTHONPATH": f"{SLOW_CLOCK}{os.pathsep}{checkout}", "BENCH_CLOCK_SCALE": str(CLOCK_SCALE)}
 
 
 def valgrind(out_prefix: Path) -> list[str]:
@@ -157,8 +163,9 @@ def wait_rows(admin_url: str, expected: int) -> None:
         raise RuntimeError(f"rows == calls does not hold: {found} rows, {expected} calls answered")
 
 
-def measure(server: Server, era: str, clients: int, calls: int, admin_url: str) -> float:
-    """Instructions per call over `calls` calls, idle timers subtracted."""
+def measure(server: Server, era: str, clients: int, calls: int, admin_url: str) -> tuple[float, float]:
+    """Instructions per call over `calls` calls, idle timers subtracted; and calls per second of the
+    server's own (slowed) clock while they were sent, to hold against a real run's rate."""
     # Sessions opened and warmed (the gateway opens an analytics session at a session's first call) before
     # counting, so the count is calls on open sessions, as in compare.py.
     sessions = open_sessions(server, era, clients)
@@ -168,11 +175,12 @@ def measure(server: Server, era: str, clients: int, calls: int, admin_url: str) 
     started = time.monotonic()
     server.counting(True)
     send_calls(server, era, sessions, calls)
+    rate = calls / (time.monotonic() - started) * CLOCK_SCALE
     if server.rows:
         wait_rows(admin_url, before + calls)
     server.counting(False)
     wall = time.monotonic() - started
-    return (server.dump() - server.idle_per_second * wall) / calls
+    return (server.dump() - server.idle_per_second * wall) / calls, rate
 
 
 def warm_up(server: Server, era: str, sessions: list[str | None], calls: int, admin_url: str) -> None:
@@ -216,10 +224,7 @@ def main() -> None:
     tools, bare_app = SCENARIOS[args.scenario]
     logs = Path(tempfile.mkdtemp(prefix="mcpgw-instr-"))
     config = logs / "gateway.toml"
-    if "[quotas]\n" not in CONFIG:
-        raise RuntimeError("bench/compare.py's CONFIG has no [quotas] table to re-pace")
-    quotas = CONFIG.replace("[quotas]\n", f"[quotas]\nrefresh_seconds = {QUOTA_REFRESH_SECONDS}\n", 1)
-    config.write_text(quotas if args.quotas == "compare" else "")
+    config.write_text(CONFIG if args.quotas == "compare" else "")
     print(f"Instructions per call under callgrind ({args.scenario}, quotas: {args.quotas}), {args.calls} calls per "
           f"cell; logs and dumps in {logs}\n", flush=True)
     no_quotas = logs / "none.toml"
@@ -230,12 +235,13 @@ def main() -> None:
         def gateway(name: str, wrap: list[str], checkout: Path = REPO, ablated: str = "",
                     config: Path = config) -> Proc:
             return start_gateway(db, logs, tools=tools, name=name, wrapper=wrap, checkout=checkout, ablate=ablated,
-                                 timeout=START_TIMEOUT, extra_env={"MCP_GATEWAY_CONFIG": str(config), **WRITER_ENV})
+                                 timeout=START_TIMEOUT,
+                                 extra_env={"MCP_GATEWAY_CONFIG": str(config), **slow_clock(checkout)})
 
         # label -> (how to start it under the given valgrind command, its token, does every call become a row)
         wanted: dict[str, tuple[Callable[[list[str]], Proc], str, bool]] = {
             "bare JSON": (lambda wrap: start_bare(logs, app=bare_app, name="bare", wrapper=wrap,
-                                                  timeout=START_TIMEOUT), "", False),
+                                                  timeout=START_TIMEOUT, extra_env=slow_clock(REPO)), "", False),
             "gateway": (lambda wrap: gateway("gateway", wrap), token, True)}
         if args.base:
             base_tree = stack.enter_context(worktree(args.base))
@@ -264,9 +270,9 @@ def main() -> None:
         for era in eras:
             for c in clients:
                 for server in servers:
-                    results[(era, c, server.label)] = measure(server, era, c, args.calls, db.admin_url)
-                    print(f"  {era} c={c} {server.label}: {results[(era, c, server.label)] / 1e6:.3f} Mi/call",
-                          flush=True)
+                    results[(era, c, server.label)], rate = measure(server, era, c, args.calls, db.admin_url)
+                    print(f"  {era} c={c} {server.label}: {results[(era, c, server.label)] / 1e6:.3f} Mi/call "
+                          f"({rate:.0f} calls per second of its clock)", flush=True)
     print("\n| era | clients | variant | Mi/call | ratio to bare |")
     print("|---|---|---|---|---|")
     for era in eras:
