@@ -148,15 +148,14 @@ def start(name: str, cmd: Sequence[str], env: dict[str, str], port: int, log_dir
 def start_gateway(db: BenchDatabase, log_dir: Path, *, cpu: int | None = None, port: int | None = None,
                   tools: str = "bench.tools:mcp", ablate: str = "", name: str = "gateway",
                   checkout: Path = REPO, wrapper: Sequence[str] = (), timeout: float = 60.0,
-                  extra_env: Mapping[str, str] | None = None, **env_extra: str) -> Proc:
+                  extra_env: Mapping[str, str] | None = None) -> Proc:
     """A gateway process; `checkout` runs another working tree's code (`python -m` imports from its cwd).
-    Its environment adds `extra_env` and then `env_extra` (MCP_GATEWAY_...=value) to the database's."""
+    Its environment is the database's plus `extra_env` (MCP_GATEWAY_... settings, PYTHONPATH)."""
     port = port or free_port()
     env = dict(db.env)
     env.update({"MCP_GATEWAY_PORT": str(port), "MCP_GATEWAY_HOST": "127.0.0.1",
                 "MCP_GATEWAY_INSTANCE_ID": f"bench-{port}", "PYTHONPATH": str(checkout)})
     env.update(extra_env or {})
-    env.update(env_extra)
     entry = ["-m", "bench.ablate_serve"] if ablate else ["-m", "gateway.cli"]
     if ablate:
         env["BENCH_ABLATE"] = ablate

@@ -90,9 +90,9 @@ def main() -> None:
             try:
                 procs.append(start_bare(logs, cpu=SERVER_CPU, name="bare"))
                 procs.append(start_gateway(db, logs, cpu=SERVER_CPU, name="gateway-base", tools=args.tools,
-                                           checkout=base, MCP_GATEWAY_CONFIG=str(base_config)))
+                                           checkout=base, extra_env={"MCP_GATEWAY_CONFIG": str(base_config)}))
                 procs.append(start_gateway(db, logs, cpu=SERVER_CPU, name="gateway-head", tools=args.tools,
-                                           MCP_GATEWAY_CONFIG=str(head_config)))
+                                           extra_env={"MCP_GATEWAY_CONFIG": str(head_config)}))
                 variants = [Variant(label, p, gateway=i > 0, sessions=initialize_sessions(p.url, max(clients), token))
                             for i, (label, p) in enumerate(zip(labels, procs, strict=True))]
                 for v in variants:  # warm-up: imports, tokenizer, pools, caches

@@ -155,7 +155,8 @@ def scenario(name: str, db: BenchDatabase, logs: Path, config: Path, token: str,
     if name == "mounted":
         bare = _track(procs, start_bare(logs, cpu=SERVER_CPU, app="bench.tools:bare_middleware_app", name="bare-mw"))
         gw = _track(procs, start_gateway(db, logs, cpu=SERVER_CPU, name="gateway-mounted",
-                                         tools="bench.tools:mcp_with_middleware", MCP_GATEWAY_CONFIG=str(config)))
+                                         tools="bench.tools:mcp_with_middleware",
+                                         extra_env={"MCP_GATEWAY_CONFIG": str(config)}))
         return [Variant("bare, user's server with middleware", bare, False),
                 Variant("gateway, that server mounted", gw, True)]
     if name == "upstream":
@@ -164,7 +165,7 @@ def scenario(name: str, db: BenchDatabase, logs: Path, config: Path, token: str,
         up_config.write_text(config.read_text() + f'\n[[upstreams]]\nname = "up"\nurl = "{bare.url}/mcp"\n')
         # The upstream shares core 1 with the gateway: both processes' CPU is the cost of a call.
         gw = _track(procs, start_gateway(db, logs, cpu=SERVER_CPU, name="gateway-upstream", tools="bench.tools:mcp",
-                                         MCP_GATEWAY_CONFIG=str(up_config)))
+                                         extra_env={"MCP_GATEWAY_CONFIG": str(up_config)}))
         gw.extra["also"] = str(bare.popen.pid)
         return [Variant("bare, called directly", bare, False),
                 Variant("gateway, fronting it as an upstream", gw, True, tool="up_echo")]
@@ -252,7 +253,7 @@ def memory(db: BenchDatabase, logs: Path, token: str, count: int) -> None:
         ("bare JSON", lambda: start_bare(logs, name="bare-mem")),
         # one principal holds every session here: lift the per-principal cap (default 100) above the count
         ("gateway", lambda: start_gateway(db, logs, name="gateway-mem",
-                                          MCP_GATEWAY_MAX_SESSIONS_PER_PRINCIPAL=str(count + 10))),
+                                          extra_env={"MCP_GATEWAY_MAX_SESSIONS_PER_PRINCIPAL": str(count + 10)})),
     ]
     for label, starter in starters:
         proc = starter()

@@ -45,7 +45,8 @@ def main() -> None:
     with bench_database() as db:
         token = create_token(db)
         # one principal holds every session here: lift the per-principal cap (default 100) above the count
-        gateway = start_gateway(db, logs, MCP_GATEWAY_MAX_SESSIONS_PER_PRINCIPAL=str(args.sessions + 10))
+        gateway = start_gateway(db, logs,
+                                extra_env={"MCP_GATEWAY_MAX_SESSIONS_PER_PRINCIPAL": str(args.sessions + 10)})
         try:
             pid = gateway.popen.pid
             headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",

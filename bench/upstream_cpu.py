@@ -65,8 +65,8 @@ def main() -> None:
             gateways = {}
             for direct in [v for v in args.direct.split(",") if v]:
                 gw = start_gateway(db, logs, cpu=SERVER_CPU, name=f"gateway-direct-{direct}",
-                                   MCP_GATEWAY_CONFIG=str(config),
-                                   MCP_GATEWAY_UPSTREAM_DIRECT_CALLS="true" if direct == "on" else "false")
+                                   extra_env={"MCP_GATEWAY_CONFIG": str(config), "MCP_GATEWAY_UPSTREAM_DIRECT_CALLS":
+                                              "true" if direct == "on" else "false"})
                 procs.append(gw)
                 gateways[direct] = gw
             cells: list[tuple[str, Proc, str, bool]] = [("bare, called directly", bare, "echo", False)]
