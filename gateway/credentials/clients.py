@@ -82,10 +82,10 @@ class UserClients:
     def current(self, key: UserKey | None) -> UserClient | None:
         return self._items.get(key) if key is not None else None
 
-    def fingerprint_of(self, key: UserKey) -> bytes | None:
+    def holds_another_token(self, key: UserKey, token: str) -> bool:
+        """The user's client carries a token other than `token`, and nothing has refused it."""
         entry = self._items.get(key)
-        return entry.fingerprint if entry else None
-
+        return entry is not None and not entry.auth.refused_at and entry.fingerprint != fingerprint(token)
 
     async def get(self, key: UserKey, token: str, alive: Callable[[Client], bool]) -> UserClient:
         fp = fingerprint(token)

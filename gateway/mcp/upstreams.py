@@ -278,9 +278,7 @@ class Upstream:
             subject = access.token if access is not None else None
         token = await self.resolver.token(self.config, principal, subject)
         key = (principal.tenant_id, principal.user_id)
-        pooled = self._users.current(key)
-        if (self.config.credentials != "token_exchange" and pooled is not None and not pooled.auth.refused_at
-                and pooled.fingerprint != fingerprint(token)):
+        if self.config.credentials != "token_exchange" and self._users.holds_another_token(key, token):
             # The user's client carries another token that nothing refused: another call may have stored a
             # fresher one and connected with it since this call read the store. Read once more rather than
             # replace that client with an older token (a refused handshake and a second connection).
