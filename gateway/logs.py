@@ -137,7 +137,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        extra = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+        extra: dict[str, Any] = {}
+        _add_extra(extra, vars(record).items())
         extra.pop("event", None)
         if extra:
             text += " " + " ".join(f"{k}={v}" for k, v in extra.items())
