@@ -53,6 +53,7 @@ class BenchDatabase:
     admin_url: str
     data_dir: Path
     embedded: bool
+    pgdata: Path | None = None  # the embedded cluster's, for its CPU time (None: a database elsewhere)
 
 
 @contextmanager
@@ -76,7 +77,8 @@ def bench_database() -> Iterator[BenchDatabase]:
             admin = cluster.ensure_running()
         subprocess.run([PY, "-m", "gateway.cli", "migrate"], env=env, check=True, cwd=REPO,
                        stdout=subprocess.DEVNULL)
-        yield BenchDatabase(env=env, admin_url=admin, data_dir=data_dir, embedded=cluster is not None)
+        yield BenchDatabase(env=env, admin_url=admin, data_dir=data_dir, embedded=cluster is not None,
+                            pgdata=cluster.pgdata if cluster is not None else None)
     finally:
         if cluster is not None:
             try:
@@ -188,6 +190,29 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads) so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cluster_cpu_seconds(db: BenchDatabase) -> float | None:
+    """User + system CPU time the embedded PostgreSQL cluster has used so far: the postmaster, its live
+    processes (backends, WAL writer, checkpointer...) and the ones that have exited (counted in the
+    postmaster's children's times). None when the database runs elsewhere and cannot be measured here."""
+    if db.pgdata is None:
+        return None
+    postmaster = int((db.pgdata / "postmaster.pid").read_text().split()[0])
+    hz = os.sysconf("SC_CLK_TCK")
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(entry.name) == postmaster:
+            ticks += sum(int(f) for f in fields[11:15])  # its own time and its exited children's
+        elif int(fields[1]) == postmaster:  # ppid
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / hz
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]

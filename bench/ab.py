@@ -105,7 +105,7 @@ def main() -> None:
                         for i in order:
                             if i:
                                 settle(procs[i])
-                            sample = measure(variants[i], args.era, c, args.seconds, token, logs)
+                            sample = measure(variants[i], args.era, c, args.seconds, token, logs, db)
                             figures[i] = (sample.result.rps, sample.cpu_us)
                         print(f"    set {n + 1} round {rnd + 1} c={c}: " + ", ".join(
                             f"{label} {figures[i][0]:.0f}/s {figures[i][1]:.0f} us" for i, label in enumerate(labels)),

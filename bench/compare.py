@@ -13,7 +13,11 @@ for both protocol eras (handshake sessions; 2026-07-28 sessionless) and each cli
 load from core 0, every server runs alone on core 1 (taskset); the variants alternate within every cell
 and the order turns every round; figures are medians over rounds, and "rounds' ratios" the lowest and highest
 of the per-round ratios (how far a cell swings on a shared machine). CPU per call is the server process's
-user+system time over the calls wrk counted; RSS is the server's VmRSS after the run.
+user+system time over the calls wrk counted; RSS is the server's VmRSS after the run. DB CPU per call (the
+gateways only) is what the embedded PostgreSQL cluster used from the start of a run until the gateway's
+writer had stored its last call, over the same calls: bare FastMCP stores nothing, and the cluster shares
+the machine's two cores with the servers and wrk (idle gateways' heartbeats included; "n/a" for a database
+elsewhere).
 
 --scenarios adds: `mounted` — a user's server with its own middleware (`bench.tools:mcp_with_middleware`),
 bare vs mounted in the gateway; `upstream` — the gateway fronting that bare server over HTTP (the tool is
@@ -48,6 +52,7 @@ from bench._harness import (
     WrkResult,
     bench_database,
     call_echo,
+    cluster_cpu_seconds,
     cores,
     cpu_seconds,
     create_token,
@@ -85,6 +90,7 @@ class Variant:
 class Sample:
     result: WrkResult
     cpu_us: float
+    db_cpu_us: float | None = None  # the embedded cluster's CPU per call, for a gateway
 
 
 def main() -> None:
@@ -125,11 +131,11 @@ def main() -> None:
                 Variant("gateway, fast path off", _track(procs, gateway("gateway-nofast",
                                                                          MCP_GATEWAY_FAST_PATH="false")), True),
             ]
-            samples = run_table(variants, eras, clients, args, token, logs)
+            samples = run_table(variants, eras, clients, args, token, logs, db)
             print_table("Throughput", variants, samples, eras, clients, baseline="bare JSON")
             for name in scenarios:
                 extra = scenario(name, db, logs, config, token, procs)
-                result = run_table(extra, eras, scenario_clients, args, token, logs)
+                result = run_table(extra, eras, scenario_clients, args, token, logs, db)
                 print_table(f"Scenario: {name}", extra, result, eras, scenario_clients, baseline=extra[0].label)
             for proc in procs:
                 if proc.name.startswith("gateway"):
@@ -188,7 +194,7 @@ SERVED = Served()
 
 
 def run_table(variants: list[Variant], eras: list[str], clients: list[int], args: argparse.Namespace, token: str,
-              logs: Path) -> dict[tuple[str, int, str], list[Sample]]:
+              logs: Path, db: BenchDatabase) -> dict[tuple[str, int, str], list[Sample]]:
     for v in variants:
         v.sessions = initialize_sessions(v.proc.url, max(clients), token)
         for era in eras:  # warm-up: imports, tokenizer, pools, caches
@@ -205,7 +211,7 @@ def run_table(variants: list[Variant], eras: list[str], clients: list[int], args
                 for v in order:
                     if v.gateway:
                         settle(v.proc)
-                    sample = measure(v, era, c, args.seconds, token, logs)
+                    sample = measure(v, era, c, args.seconds, token, logs, db)
                     samples.setdefault((era, c, v.label), []).append(sample)
                     if v.gateway:
                         SERVED.add(sample.result, c)
@@ -213,23 +219,32 @@ def run_table(variants: list[Variant], eras: list[str], clients: list[int], args
     return samples
 
 
-def measure(v: Variant, era: str, connections: int, seconds: float, token: str, logs: Path) -> Sample:
+def measure(v: Variant, era: str, connections: int, seconds: float, token: str, logs: Path,
+            db: BenchDatabase) -> Sample:
     pids = [v.proc.popen.pid] + ([int(v.proc.extra["also"])] if "also" in v.proc.extra else [])
     before = sum(cpu_seconds(p) for p in pids)
+    db_before = cluster_cpu_seconds(db) if v.gateway else None
     result = run_wrk(v.proc.url, era=era, connections=connections, seconds=seconds, token=token,
                      sessions=(v.sessions or [])[:connections], cpu=CLIENT_CPU, script_dir=logs, tool=v.tool)
     used = sum(cpu_seconds(p) for p in pids) - before
     if result.failed:
         print(f"warning: {v.label} {era} c={connections}: {result.failed} failed calls", file=sys.stderr)
-    return Sample(result, 1e6 * used / max(result.requests, 1))
+    calls = max(result.requests, 1)
+    db_used = None
+    if db_before is not None:
+        settle(v.proc)  # the run's last calls stored: their inserts are the run's too
+        db_after = cluster_cpu_seconds(db)
+        assert db_after is not None
+        db_used = 1e6 * (db_after - db_before) / calls
+    return Sample(result, 1e6 * used / calls, db_used)
 
 
 def print_table(title: str, variants: list[Variant], samples: dict[tuple[str, int, str], list[Sample]],
                 eras: list[str], clients: list[int], *, baseline: str) -> None:
     print(f"{title} (ratio: calls/s over {baseline}'s, round by round)\n")
     print("| era | clients | variant | calls/s | ratio | rounds' ratios | p50 ms | p99 ms | CPU us/call | CPU ratio "
-          "| RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| DB CPU us/call | RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for era in eras:
         for c in clients:
             base = samples[(era, c, baseline)]
@@ -237,10 +252,12 @@ def print_table(title: str, variants: list[Variant], samples: dict[tuple[str, in
                 s = samples[(era, c, v.label)]
                 ratios = [x.result.rps / b.result.rps for x, b in zip(s, base, strict=True) if b.result.rps]
                 cpu = median([x.cpu_us for x in s])
+                db_cpu = [x.db_cpu_us for x in s if x.db_cpu_us is not None]
+                db_column = f"{median(db_cpu):.0f}" if db_cpu else ("n/a" if v.gateway else "—")
                 print(f"| {ERAS[era]} | {c} | {v.label} | {median([x.result.rps for x in s]):.0f} "
                       f"| {median(ratios):.2f} | {min(ratios, default=nan):.2f}–{max(ratios, default=nan):.2f} "
                       f"| {median([x.result.p50_ms for x in s]):.2f} | {median([x.result.p99_ms for x in s]):.2f} "
-                      f"| {cpu:.0f} | {cpu / median([b.cpu_us for b in base]):.2f} "
+                      f"| {cpu:.0f} | {cpu / median([b.cpu_us for b in base]):.2f} | {db_column} "
                       f"| {rss_kb(v.proc.popen.pid) / 1024:.0f} |")
     failed = sum(x.result.failed for v in samples.values() for x in v)
     print(f"\nfailed calls (non-200, isError, socket errors): {failed}\n", flush=True)
