@@ -29,6 +29,9 @@ What we add on top of FastMCP's proxy:
 - Tool calls to a streamable-HTTP upstream are posted directly on its open session
   (gateway.mcp.upstream_call: the same request, the same reading of the answer, a fraction
   of the SDK client's CPU); anything that path does not take on goes through the Client.
+- A call finds its tool in the last listing (kept `health_interval` seconds); once that is stale, one
+  listing renews it for all the calls that find it so (per user for per-user credentials), and only a
+  call whose tool the last listing lacks waits for it.
 - Listing while an upstream is down: its tools, resources and prompts are left out of
   the lists (the lists show what can be called now), and for `retry_seconds` after a
   failure listings skip it without waiting on it. A call to one of its tools still
@@ -39,6 +42,7 @@ What we add on top of FastMCP's proxy:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -259,6 +263,10 @@ class Upstream:
     def _user_client_for(self, auth: UserBearer) -> Client:
         return Client(self._make_transport(auth), timeout=self.config.timeout, init_timeout=self.config.timeout,
                       mode=self.config.protocol, name=f"mcp-gateway-upstream-{self.config.name}")
+
+    def listing_key(self) -> tuple[str, str] | None:
+        """Whose listing a caller's would be: everyone's with a shared credential, else the caller's own."""
+        return self._user_key() if self._users is not None else None
 
     def _user_key(self) -> tuple[str, str] | None:
         principal = self.principal_of()
@@ -498,6 +506,7 @@ class Upstream:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        await self.provider.stop_refreshing()
         shared, self._shared = self._shared, None
         try:
             with anyio.move_on_after(5):
@@ -581,6 +590,9 @@ class UpstreamProvider(ProxyProvider):
     def __init__(self, upstream: Upstream) -> None:
         super().__init__(upstream.client_factory, cache_ttl=upstream.config.health_interval)
         self.upstream = upstream
+        # The listings in flight that calls share: one for a shared credential, one per user for per-user ones
+        # (a listing made with one user's credential, failing, must not fail another user's call).
+        self._refreshing: dict[tuple[str, str] | None, asyncio.Task[Sequence[Tool]]] = {}
 
     async def refresh_tools(self) -> Sequence[Tool]:
         """List the upstream's tools now (raises UpstreamError); updates the cache and health."""
@@ -620,15 +632,16 @@ class UpstreamProvider(ProxyProvider):
 
     async def _get_tool(self, name: str, version: VersionSpec | None = None) -> Tool | None:
         cache = self._tools_cache
+        matching = _matching(cache, name, version)
         if (cache is None or not cache.is_fresh(self._cache_ttl)) and not self.upstream.recently_failed():
-            try:
-                await self.refresh_tools()
-            except (UpstreamError, CredentialError):
-                pass
-            cache = self._tools_cache
-        matching = [t for t in (cache.items if cache else []) if t.name == name]
-        if version:
-            matching = [t for t in matching if version.matches(t.version)]
+            # Stale: one listing goes out for every call that finds it so, not one per call (a burst of calls
+            # as the cache expires would each list the upstream, and each wait for it). A tool in the last
+            # listing is called now; one missing from it (added since?) waits for the new listing.
+            refreshing = self._refresh_shared()
+            if not matching:
+                with contextlib.suppress(UpstreamError, CredentialError):
+                    await asyncio.shield(refreshing)  # a caller that gives up does not stop it for the others
+                matching = _matching(self._tools_cache, name, version)
         if matching:
             return max(matching, key=version_sort_key)
         if self.upstream.health.state != "up":
@@ -637,6 +650,27 @@ class UpstreamProvider(ProxyProvider):
             return UnlistedUpstreamTool(client_factory=self.client_factory, name=name, description=None,
                                         parameters={"type": "object"})
         return None
+
+    def _refresh_shared(self) -> asyncio.Task[Sequence[Tool]]:
+        """The caller's listing in flight, or a new one, made as the caller (its context: its credential for
+        a per-user upstream), as an inline listing was. Its failure is recorded in health, not raised here."""
+        key = self.upstream.listing_key()
+        task = self._refreshing.get(key)
+        if task is None:
+            task = self._refreshing[key] = asyncio.create_task(
+                self.refresh_tools(), name=f"mcp-gateway-upstream-{self.upstream.name}-listing")
+            task.add_done_callback(lambda done: self._listed(key, done))
+        return task
+
+    def _listed(self, key: tuple[str, str] | None, task: asyncio.Task[Sequence[Tool]]) -> None:
+        if self._refreshing.get(key) is task:
+            del self._refreshing[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed listing has told health so (Upstream.guarded)
+
+    async def stop_refreshing(self) -> None:
+        for task in list(self._refreshing.values()):
+            await cancel_and_wait(task)
 
     async def _guarded_list(self, fetch: Callable[[], Awaitable[Sequence[Any]]]) -> Sequence[Any]:
         if self.upstream.recently_failed():
@@ -657,6 +691,14 @@ class UpstreamProvider(ProxyProvider):
 
     def __repr__(self) -> str:
         return f"UpstreamProvider({self.upstream.name!r})"
+
+
+def _matching(cache: Any, name: str, version: VersionSpec | None) -> list[Tool]:
+    """The versions of tool `name` in a listing cache (FastMCP's `_CacheEntry`, or None) that `version` admits."""
+    matching = [t for t in (cache.items if cache else []) if t.name == name]
+    if version:
+        matching = [t for t in matching if version.matches(t.version)]
+    return matching
 
 
 # -- wiring ------------------------------------------------------------------------------------
