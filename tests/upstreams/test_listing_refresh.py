@@ -10,7 +10,7 @@ import collections
 import contextvars
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,63 +59,60 @@ def listings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Listings]:
     yield seen
 
 
+@pytest.fixture
+async def weather(tmp_path: Path) -> AsyncIterator[Upstream]:
+    """An in-process Upstream (shared credential) fronting a real JSON-answering upstream server."""
+    port = free_port()
+    with upstream("json", port, tmp_path / "up.log"):
+        up = Upstream(UpstreamConfig(name="w", url=f"http://127.0.0.1:{port}/mcp", timeout=10))
+        try:
+            yield up
+        finally:
+            await up.stop()
+
+
 def _expire(provider: UpstreamProvider, tools: Any) -> None:
     """The provider's last listing is `tools`, made an hour ago (its TTL is seconds)."""
     provider._tools_cache = proxy_cache_entry(tools, time.monotonic() - 3600)
 
 
 async def test_a_burst_of_calls_on_a_stale_listing_lists_once_and_none_waits_for_it(
-        tmp_path: Path, listings: Listings) -> None:
-    port = free_port()
-    with upstream("json", port, tmp_path / "up.log"):
-        up = Upstream(UpstreamConfig(name="w", url=f"http://127.0.0.1:{port}/mcp", timeout=10))
-        try:
-            _expire(up.provider, await up.provider.refresh_tools())
-            listings.by.clear()
-            release = listings.hold("")
-            # 20 calls at once while the only listing is held: each is answered from the last listing.
-            found = await asyncio.wait_for(asyncio.gather(*(up.provider.get_tool("forecast") for _ in range(20))), 10)
-            assert [t.name if t else None for t in found] == ["forecast"] * 20
-            assert listings.by == [""]  # one listing for the burst, not one per call
-            release.set()
-            # A tool the last listing lacks waits for the listing in flight (still one), then is looked up in it.
-            assert await asyncio.wait_for(up.provider.get_tool("no-such-tool"), 10) is None
-            assert listings.by == [""]
-            assert up.health.state == "up"
-            # The new listing is fresh: the calls after it list nothing.
-            await asyncio.gather(*(up.provider.get_tool("forecast") for _ in range(5)))
-            assert listings.by == [""]
-        finally:
-            await up.stop()
+        weather: Upstream, listings: Listings) -> None:
+    _expire(weather.provider, await weather.provider.refresh_tools())
+    listings.by.clear()
+    release = listings.hold("")
+    # 20 calls at once while the only listing is held: each is answered from the last listing.
+    found = await asyncio.wait_for(asyncio.gather(*(weather.provider.get_tool("forecast") for _ in range(20))), 10)
+    assert [t.name if t else None for t in found] == ["forecast"] * 20
+    assert listings.by == [""]  # one listing for the burst, not one per call
+    release.set()
+    # A tool the last listing lacks waits for the listing in flight (still one), then is looked up in it.
+    assert await asyncio.wait_for(weather.provider.get_tool("no-such-tool"), 10) is None
+    assert listings.by == [""]
+    assert weather.health.state == "up"
+    # The new listing is fresh: the calls after it list nothing.
+    await asyncio.gather(*(weather.provider.get_tool("forecast") for _ in range(5)))
+    assert listings.by == [""]
 
 
 async def test_a_tool_missing_from_the_stale_listing_is_found_in_the_new_one(
-        tmp_path: Path, listings: Listings) -> None:
-    port = free_port()
-    with upstream("json", port, tmp_path / "up.log"):
-        up = Upstream(UpstreamConfig(name="w", url=f"http://127.0.0.1:{port}/mcp", timeout=10))
-        try:
-            listed = await up.provider.refresh_tools()
-            _expire(up.provider, [t for t in listed if t.name != "forecast"])  # added upstream since
-            listings.by.clear()
-            tool = await asyncio.wait_for(up.provider.get_tool("forecast"), 10)
-            assert tool is not None and tool.name == "forecast"
-            assert listings.by == [""]
-        finally:
-            await up.stop()
+        weather: Upstream, listings: Listings) -> None:
+    listed = await weather.provider.refresh_tools()
+    _expire(weather.provider, [t for t in listed if t.name != "forecast"])  # added upstream since
+    listings.by.clear()
+    tool = await asyncio.wait_for(weather.provider.get_tool("forecast"), 10)
+    assert tool is not None and tool.name == "forecast"
+    assert listings.by == [""]
 
 
-async def test_stopping_cancels_a_listing_in_flight(tmp_path: Path, listings: Listings) -> None:
-    port = free_port()
-    with upstream("json", port, tmp_path / "up.log"):
-        up = Upstream(UpstreamConfig(name="w", url=f"http://127.0.0.1:{port}/mcp", timeout=10))
-        _expire(up.provider, await up.provider.refresh_tools())
-        listings.hold("")
-        assert await up.provider.get_tool("forecast") is not None  # starts the listing, which stays held
-        await asyncio.wait_for(listings.sent[""].wait(), 10)
-        [listing] = [t for t in asyncio.all_tasks() if t.get_name() == "mcp-gateway-upstream-w-listing"]
-        await asyncio.wait_for(up.stop(), 10)
-        assert listing.cancelled()
+async def test_stopping_cancels_a_listing_in_flight(weather: Upstream, listings: Listings) -> None:
+    _expire(weather.provider, await weather.provider.refresh_tools())
+    listings.hold("")
+    assert await weather.provider.get_tool("forecast") is not None  # starts the listing, which stays held
+    await asyncio.wait_for(listings.sent[""].wait(), 10)
+    [listing] = [t for t in asyncio.all_tasks() if t.get_name() == "mcp-gateway-upstream-w-listing"]
+    await asyncio.wait_for(weather.stop(), 10)
+    assert listing.cancelled()
 
 
 class Tokens:
