@@ -656,7 +656,7 @@ class UpstreamProvider(ProxyProvider):
         a per-user upstream), as an inline listing was. Its failure is recorded in health, not raised here."""
         key = self.upstream.listing_key()
         task = self._refreshing.get(key)
-        if task is None:
+        if task is None or task.done():  # (done: its callback, which forgets it, has not run yet)
             task = self._refreshing[key] = asyncio.create_task(
                 self.refresh_tools(), name=f"mcp-gateway-upstream-{self.upstream.name}-listing")
             task.add_done_callback(lambda done: self._listed(key, done))
