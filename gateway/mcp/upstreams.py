@@ -30,8 +30,9 @@ What we add on top of FastMCP's proxy:
   (gateway.mcp.upstream_call: the same request, the same reading of the answer, a fraction
   of the SDK client's CPU); anything that path does not take on goes through the Client.
 - A call finds its tool in the last listing (kept `health_interval` seconds); once that is stale, one
-  listing renews it for all the calls that find it so (per user for per-user credentials), and only a
-  call whose tool the last listing lacks waits for it.
+  listing renews it for all the calls that find it so, and only a call whose tool the last listing lacks
+  waits for it. Requests that list at the same time share one listing too (per user for per-user
+  credentials, in both cases).
 - Listing while an upstream is down: its tools, resources and prompts are left out of
   the lists (the lists show what can be called now), and for `retry_seconds` after a
   failure listings skip it without waiting on it. A call to one of its tools still
@@ -622,7 +623,9 @@ class UpstreamProvider(ProxyProvider):
         if self.upstream.recently_failed():
             return []
         try:
-            return await self.refresh_tools()
+            # Listed now, for this request; requests listing at the same time (as their credential would)
+            # share one listing, not one each.
+            return await asyncio.shield(self._refresh_shared())
         except CredentialError:
             # This caller has no usable credential: show the last-known tools, so a call can answer
             # with the link URL (tool definitions only; nothing another user called is shown).

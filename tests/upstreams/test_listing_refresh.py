@@ -1,7 +1,8 @@
 """A proxied call's tool lookup when the upstream's last listing has gone stale: one listing goes out for the
 calls that find it so (not one per call), a tool in the last listing is called without waiting for it, a tool
-missing from it waits for the new one, and with per-user credentials one user's failing listing is never
-another user's answer. Real upstream servers; the listings are real requests, counted and held at the client."""
+missing from it waits for the new one; clients listing at the same time share one listing; and with per-user
+credentials one user's failing listing is never another user's answer. Real upstream servers; the listings
+are real requests, counted and held at the client."""
 
 from __future__ import annotations
 
@@ -103,6 +104,21 @@ async def test_a_tool_missing_from_the_stale_listing_is_found_in_the_new_one(
     tool = await asyncio.wait_for(weather.provider.get_tool("forecast"), 10)
     assert tool is not None and tool.name == "forecast"
     assert listings.by == [""]
+
+
+async def test_clients_listing_at_the_same_time_share_one_listing(weather: Upstream, listings: Listings) -> None:
+    expected = sorted(t.name for t in await weather.provider.refresh_tools())
+    listings.by.clear()
+    release = listings.hold("")
+    lists = [asyncio.create_task(weather.provider.list_tools()) for _ in range(10)]
+    await asyncio.wait_for(listings.sent[""].wait(), 10)  # the one listing is out, held: the ten wait on it
+    release.set()
+    answers = await asyncio.wait_for(asyncio.gather(*lists), 10)
+    assert [sorted(t.name for t in answer) for answer in answers] == [expected] * 10
+    assert listings.by == [""]
+    # Listed afresh for each request that comes after it.
+    assert sorted(t.name for t in await weather.provider.list_tools()) == expected
+    assert listings.by == ["", ""]
 
 
 async def test_stopping_cancels_a_listing_in_flight(weather: Upstream, listings: Listings) -> None:
