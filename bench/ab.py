@@ -38,7 +38,6 @@ from bench._harness import (
     median,
     require_wrk,
     run_wrk,
-    settle,
     start_bare,
     start_gateway,
 )
@@ -103,8 +102,6 @@ def main() -> None:
                     for c in clients:
                         figures: dict[int, tuple[float, float]] = {}
                         for i in order:
-                            if i:
-                                settle(procs[i])
                             sample = measure(variants[i], args.era, c, args.seconds, token, logs, db)
                             figures[i] = (sample.result.rps, sample.cpu_us)
                         print(f"    set {n + 1} round {rnd + 1} c={c}: " + ", ".join(

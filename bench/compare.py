@@ -215,8 +215,6 @@ def run_table(variants: list[Variant], eras: list[str], clients: list[int], args
         for era in eras:
             for c in clients:
                 for v in order:
-                    if v.gateway:
-                        settle(v.proc)
                     sample = measure(v, era, c, args.seconds, token, logs, db, idle or 0.0)
                     samples.setdefault((era, c, v.label), []).append(sample)
                     if v.gateway:
@@ -239,6 +237,8 @@ def cluster_idle_rate(db: BenchDatabase, seconds: float = 5.0) -> float | None:
 
 def measure(v: Variant, era: str, connections: int, seconds: float, token: str, logs: Path,
             db: BenchDatabase, db_idle: float = 0.0) -> Sample:
+    if v.gateway:
+        settle(v.proc)  # what earlier runs queued is stored: it does not bill this one
     pids = [v.proc.popen.pid] + ([int(v.proc.extra["also"])] if "also" in v.proc.extra else [])
     before = sum(cpu_seconds(p) for p in pids)
     db_before, db_started = (cluster_cpu_seconds(db) if v.gateway else None), time.monotonic()
