@@ -31,8 +31,8 @@ What we add on top of FastMCP's proxy:
   of the SDK client's CPU); anything that path does not take on goes through the Client.
 - A call finds its tool in the last listing (kept `health_interval` seconds); once that is stale, one
   listing renews it for all the calls that find it so, and only a call whose tool the last listing lacks
-  waits for it. Requests that list at the same time share one listing too (per user for per-user
-  credentials, in both cases).
+  waits for it. Requests that list at the same time, and the background check, share one listing too (per
+  user for per-user credentials).
 - Listing while an upstream is down: its tools, resources and prompts are left out of
   the lists (the lists show what can be called now), and for `retry_seconds` after a
   failure listings skip it without waiting on it. A call to one of its tools still
@@ -486,7 +486,7 @@ class Upstream:
 
     async def check(self) -> bool:
         try:
-            await self.provider.refresh_tools()
+            await asyncio.shield(self.provider.shared_refresh())  # shared with calls listing meanwhile
             return True
         except UpstreamError:
             return False
@@ -625,7 +625,7 @@ class UpstreamProvider(ProxyProvider):
         try:
             # Listed now, for this request; requests listing at the same time (as their credential would)
             # share one listing, not one each.
-            return await asyncio.shield(self._refresh_shared())
+            return await asyncio.shield(self.shared_refresh())
         except CredentialError:
             # This caller has no usable credential: show the last-known tools, so a call can answer
             # with the link URL (tool definitions only; nothing another user called is shown).
@@ -640,7 +640,7 @@ class UpstreamProvider(ProxyProvider):
             # Stale: one listing goes out for every call that finds it so, not one per call (a burst of calls
             # as the cache expires would each list the upstream, and each wait for it). A tool in the last
             # listing is called now; one missing from it (added since?) waits for the new listing.
-            refreshing = self._refresh_shared()
+            refreshing = self.shared_refresh()
             if not matching:
                 with contextlib.suppress(UpstreamError, CredentialError):
                     await asyncio.shield(refreshing)  # a caller that gives up does not stop it for the others
@@ -654,7 +654,7 @@ class UpstreamProvider(ProxyProvider):
                                         parameters={"type": "object"})
         return None
 
-    def _refresh_shared(self) -> asyncio.Task[Sequence[Tool]]:
+    def shared_refresh(self) -> asyncio.Task[Sequence[Tool]]:
         """The caller's listing in flight, or a new one, made as the caller (its context: its credential for
         a per-user upstream), as an inline listing was. Its failure is recorded in health, not raised here."""
         key = self.upstream.listing_key()
