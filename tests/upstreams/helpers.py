@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -30,10 +31,12 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: f
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-def start_upstream(kind: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    """`kind` = http | json | garbage, on 127.0.0.1:port; returns once the port accepts connections."""
+def start_upstream(kind: str, port: int, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`kind` = http | json | garbage, on 127.0.0.1:port, `env` added to its environment; returns once the port
+    accepts connections."""
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, str(SERVER), kind, str(port)], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, str(SERVER), kind, str(port)], stdout=log, stderr=subprocess.STDOUT,
+                                env=os.environ | env)
     try:
         wait_port(port, proc)
     except BaseException:
@@ -49,8 +52,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def upstream(kind: str, port: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_upstream(kind, port, log_path)
+def upstream(kind: str, port: int, log_path: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = start_upstream(kind, port, log_path, **env)
     try:
         yield proc
     finally:

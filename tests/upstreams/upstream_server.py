@@ -7,6 +7,8 @@
     python tests/upstreams/upstream_server.py garbage PORT  answers every request with 200 and non-JSON bytes
 
 UPSTREAM_LABEL (env) shows up in `whereami`, so tests can tell upstreams apart and see env passed through.
+UPSTREAM_LISTINGS (env): a file that gets a line for each `tools/list` the server is asked, before it answers;
+UPSTREAM_LIST_DELAY (env): seconds each `tools/list` then waits before answering (a slow or hung upstream).
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ class Misbehave(Middleware):
             from fastmcp.exceptions import NotFoundError
 
             raise NotFoundError("Unknown tool: 'ghost'")
+        return await call_next(context)
+
+    async def on_list_tools(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        if listings := os.environ.get("UPSTREAM_LISTINGS"):
+            with open(listings, "a") as log:
+                log.write("tools/list\n")
+        await asyncio.sleep(float(os.environ.get("UPSTREAM_LIST_DELAY", "0")))
         return await call_next(context)
 
 
