@@ -10,7 +10,8 @@ gateway/. The versions these were read from are pinned in pyproject.toml.
 
 Read from: fastmcp 4.1 (fastmcp/server/server.py, http.py, low_level.py, dependencies.py, extensions.py,
 mixins/mcp_operations.py, auth/middleware.py, providers/proxy.py, client/client.py) and mcp 2.3
-(mcp/server/streamable_http_manager.py, streamable_http.py, runner.py, connection.py).
+(mcp/server/streamable_http_manager.py, streamable_http.py, _streamable_http_modern.py, runner.py,
+connection.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from fastmcp.server.providers.aggregate import AggregateProvider
 from fastmcp.server.providers.fastmcp_provider import FastMCPProvider, FastMCPProviderTool
 from fastmcp.server.providers.local_provider import LocalProvider
 from fastmcp.utilities.async_utils import gather
+from mcp.server._streamable_http_modern import _tool_input_schema
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.connection import Connection
@@ -44,6 +46,7 @@ from mcp.server.runner import ServerRunner, _dump_result, _extract_meta, serve_c
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.inbound import InboundModernRoute
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.transport_context import TransportContext
 from mcp_types import InitializeRequestParams
@@ -81,6 +84,7 @@ __all__ = [
     "is_stateless",
     "lifespan_of",
     "lifespan_state",
+    "listed_input_schema",
     "mcp_http_client",
     "mount",
     "negotiated_version",
@@ -96,6 +100,8 @@ __all__ = [
     "session_expiring",
     "session_in_use",
     "session_transport",
+    # what a 2026-07-28 tools/call's Mcp-Param headers are checked against (gateway/mcp/param_headers.py)
+    "set_tool_input_schema",
     "stamp_request",
     "terminate_session",
     "tool_call_scope",
@@ -457,6 +463,23 @@ def lifespan_state(manager: StreamableHTTPSessionManager) -> Any:
     return manager._lifespan_state
 
 
+def set_tool_input_schema(manager: StreamableHTTPSessionManager, lookup: Any) -> None:
+    """The manager's server answers the schema a 2026-07-28 `tools/call`'s `Mcp-Param-*` headers are checked
+    against with `lookup(name)` (synchronous; None: nothing to check) instead of a `tools/list` of its own per
+    call. A public constructor argument of the low-level Server (`get_tool_input_schema`), set here because
+    FastMCP builds that server without it. Read from mcp 2.3 server/_streamable_http_modern.py
+    (`_mcp_param_rejection`)."""
+    manager.app.get_tool_input_schema = lookup
+
+
+async def listed_input_schema(manager: StreamableHTTPSessionManager, request: Request, request_id: Any,
+                              verdict: InboundModernRoute, name: str) -> Any:
+    """`name`'s input schema as the SDK finds it without a lookup: in the server's own `tools/list` walked as
+    this caller (None when not listed, or the listing fails). Read from mcp 2.3
+    server/_streamable_http_modern.py (`_tool_input_schema`)."""
+    return await _tool_input_schema(manager.app, request, request_id, verdict, manager._lifespan_state, name)
+
+
 def connection_of(session: Any) -> Connection | None:
     """The per-client `Connection` behind a request's `ServerSession` (FastMCP reads it the same way)."""
     connection = getattr(session, "_connection", None)
@@ -549,10 +572,12 @@ class tool_call_scope:  # a context manager, named for the `with` it reads in
             var.reset(token)
 
 
-# FastMCP functions whose steps the fence repeats rather than calls; their source is pinned by a test.
+# FastMCP and SDK functions whose steps are repeated rather than called; their source is pinned by a test.
+# The last: which requests the SDK looks a schema up for (gateway/mcp/param_headers.py prepares exactly those).
 MIRRORED = ("fastmcp.server.dependencies:_serving_client_tool_call",
             "fastmcp.server.dependencies:_dispatching_tool_call",
-            "fastmcp.server.extensions:_extension_tool_call_scope")
+            "fastmcp.server.extensions:_extension_tool_call_scope",
+            "mcp.server._streamable_http_modern:_mcp_param_rejection")
 
 
 async def rebind_prefab_tool_names(fastmcp: Any, result: Any) -> Any:

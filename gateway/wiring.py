@@ -38,6 +38,7 @@ from gateway.http.metrics import GatewayMetrics
 from gateway.mcp.access import AccessMiddleware, AccessPolicy
 from gateway.mcp.fastpath import FastPath
 from gateway.mcp.front_door import FrontDoor
+from gateway.mcp.param_headers import ParamHeaderSchemas
 from gateway.mcp.quotas import QuotaMiddleware, Quotas, quotas_configured
 from gateway.mcp.server import GatewayFastMCP, add_builtin_tools, add_demo_tools, mount_servers
 from gateway.mcp.session_cap import SessionCap, session_cap_from
@@ -236,10 +237,12 @@ def create_app(settings: Settings, urls: DatabaseUrls, *, config: GatewayConfig 
     # Metrics label only names the server really offers (a caller cannot mint label values).
     services.metrics.tool_labels.source = registry_names(mcp)
     # tools/call and tools/list answered without the SDK's per-request transport (gateway/mcp/fastpath.py).
-    fast_path = FastPath(mcp, enabled=settings.fast_path)
+    # The schema a 2026-07-28 call's Mcp-Param headers are checked against, found without a tools/list per call.
+    param_headers = ParamHeaderSchemas(mcp)
+    fast_path = FastPath(mcp, param_headers, enabled=settings.fast_path)
     # ... and, for a caller already verified, without FastMCP's HTTP stack in front (gateway/mcp/front_door.py).
     front_door = FrontDoor(fast_path, services.gateway_auth.verifier, services.session_cap, services.session_sharing,
                            required_scopes=services.gateway_auth.provider.required_scopes)
     # A protocol session ended (DELETE, SSE stream closed, transport error): its analytics session ends.
-    return GatewayApp(services, mcp, fast_path=fast_path, front_door=front_door,
+    return GatewayApp(services, mcp, param_headers=param_headers, fast_path=fast_path, front_door=front_door,
                       on_session_end=services.sessions.end)

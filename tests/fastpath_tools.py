@@ -1,10 +1,11 @@
 """Tools for the fast-path differential test (`--tools tests.fastpath_tools:mcp`): every shape of answer a
 tool can give, and a mounted child server with a middleware of its own."""
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastmcp import Context, FastMCP
 from fastmcp.server.middleware import Middleware, MiddlewareContext
+from pydantic import Field
 
 from tests.sample_tools import mcp as sample
 
@@ -37,6 +38,22 @@ async def context_info(ctx: Context) -> dict[str, Any]:
 @mcp.tool
 def nothing() -> None:
     """Returns None."""
+
+
+# A 2026-07-28 client mirrors `region` into an `Mcp-Param-Region` header, which the server checks against it.
+Region = Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]
+
+
+@mcp.tool
+def routed(region: Region, text: str = "") -> str:
+    """Declares a routing header for its `region` argument."""
+    return f"{region}: {text}"
+
+
+@mcp.tool
+def routed_secret(region: Region) -> str:
+    """The same, denied to members (tests/gateway/test_fastpath.py's access rules)."""
+    return region
 
 
 class Stamp(Middleware):

@@ -41,8 +41,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mcp.client import session as client_session_module
 from mcp.client.session import ClientSession
+from mcp.server import _streamable_http_modern as modern_module
 from mcp.server import runner as runner_module
 from mcp.server.connection import Connection
+from mcp.server.lowlevel.server import Server as LowLevelServer
 from mcp.server.runner import ServerRunner, serve_connection
 from mcp.server.session import ServerSession
 from mcp.server.streamable_http import StreamableHTTPServerTransport
@@ -103,6 +105,17 @@ def test_proxy_privates() -> None:
 
 
 # -- The SDK's Streamable HTTP session manager --------------------------------------------------------------------
+
+def test_the_sdks_schema_lookup_hook_and_listing_walk() -> None:
+    """The low-level server's `get_tool_input_schema` (what the SDK asks before checking a 2026-07-28 call's
+    Mcp-Param headers; FastMCP leaves it unset) and the listing walk it takes without one, as
+    `listed_input_schema` calls it."""
+    server = FastMCP("fence")._mcp_server
+    assert isinstance(server, LowLevelServer) and "get_tool_input_schema" in _params(LowLevelServer.__init__)
+    assert server.get_tool_input_schema is None
+    assert list(inspect.signature(modern_module._tool_input_schema).parameters) == [
+        "app", "request", "request_id", "verdict", "lifespan_state", "name"]
+
 
 def test_session_manager_private_names_and_signatures() -> None:
     assert {"mcp_session_id", "is_json_response_enabled", "event_store", "security_settings", "retry_interval",
@@ -245,7 +258,7 @@ async def test_every_private_name_the_fence_uses_exists() -> None:
                   ProxyProvider(factory, cache_ttl=1.0), manager,
                   ProxyTool(client_factory=factory, name="t", description=None, parameters={"type": "object"}),
                   transport, runner, runner_module, dependencies, extensions, fastmcp_http, mcp_operations, session,
-                  client_session, client_session_module, private.MountedServer(FastMCP("fence"))]
+                  client_session, client_session_module, private.MountedServer(FastMCP("fence")), modern_module]
         missing = sorted(name for name in _fenced_names() if not any(hasattr(o, name) for o in owners))
     assert missing == []
 
@@ -543,6 +556,7 @@ MIRRORED_SOURCE = {
     "fastmcp.server.dependencies:_serving_client_tool_call": "64ecf51ae7f6287d",
     "fastmcp.server.dependencies:_dispatching_tool_call": "17c1fa891c8b6330",
     "fastmcp.server.extensions:_extension_tool_call_scope": "ca127282ebdf0eb6",
+    "mcp.server._streamable_http_modern:_mcp_param_rejection": "933612dde6d7622f",
 }
 
 

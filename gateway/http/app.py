@@ -33,6 +33,7 @@ from gateway.http.metrics_auth import protect_metrics
 from gateway.http.origins import guard_http
 from gateway.mcp.fastpath import FastPath
 from gateway.mcp.front_door import FrontDoor
+from gateway.mcp.param_headers import ParamHeaderSchemas
 from gateway.otel import skip_unrecorded_spans
 from gateway.tracking.session_end import SessionEndWatcher
 
@@ -43,10 +44,11 @@ if TYPE_CHECKING:
 class GatewayApp:
     """Routes by path. Built by gateway.wiring.create_app."""
 
-    def __init__(self, services: Services, mcp: FastMCP, *, fast_path: FastPath, front_door: FrontDoor,
-                 on_session_end: Callable[[str, str], object]) -> None:
+    def __init__(self, services: Services, mcp: FastMCP, *, param_headers: ParamHeaderSchemas, fast_path: FastPath,
+                 front_door: FrontDoor, on_session_end: Callable[[str, str], object]) -> None:
         self.services = services
         self.mcp = mcp
+        self.param_headers = param_headers
         self.fast_path = fast_path
         self.front_door = front_door
         settings = services.settings
@@ -89,7 +91,9 @@ class GatewayApp:
         try:
             async with self.mcp_http.lifespan(self.mcp_http), self.mcp_sse.lifespan(self.mcp_sse):
                 skip_unrecorded_spans()  # once every part that could configure tracing has had its turn
-                # Inside out: the fast path first, then session sharing around it (adoption before serving).
+                # Inside out: the SDK's Mcp-Param schema lookup, the fast path around it, then session
+                # sharing around that (adoption before serving).
+                self.param_headers.attach(self.mcp_http)
                 self.fast_path.attach(self.mcp_http)
                 self.services.session_sharing.attach(self.mcp_http)  # any process serves any session
                 self.front_door.attach(self.mcp_http, full=self.mcp_watched)  # the short way in, when it can

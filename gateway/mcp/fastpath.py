@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -75,6 +74,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import fastmcp_private
 from gateway.asgi import read_body, replaying
 from gateway.mcp.access import AccessMiddleware
+from gateway.mcp.param_headers import ParamHeaderSchemas
 from gateway.mcp.quotas import QuotaMiddleware
 from gateway.otel import tracing_configured
 from gateway.tracking.middleware import TrackingMiddleware
@@ -86,7 +86,6 @@ Answer = Callable[[Receive, Send], Awaitable[None]]
 
 FAST_METHODS = frozenset({"tools/call", "tools/list"})
 _PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower().encode("latin-1")
-_SCHEMA_TTL = 5.0  # seconds a tool's "declares Mcp-Param headers" answer is reused
 # Middleware whose whole part in a tools/call is its `on_call_tool` hook (their on_message and on_request
 # hooks pass tools/call through untouched): with only these, a tools/call can run them directly.
 DIRECT_MIDDLEWARE = (TrackingMiddleware, QuotaMiddleware, AccessMiddleware, DereferenceRefsMiddleware)
@@ -130,8 +129,9 @@ class FastPath:
 
     name = "fast_path"
 
-    def __init__(self, fastmcp: Any, *, enabled: bool) -> None:
+    def __init__(self, fastmcp: Any, param_headers: ParamHeaderSchemas, *, enabled: bool) -> None:
         self.fastmcp = fastmcp
+        self.param_headers = param_headers  # which tools' Mcp-Param headers the SDK must check
         self.enabled = enabled
         self.manager: Any = None
         self.served = 0
@@ -139,7 +139,6 @@ class FastPath:
         # A session's live connection, learnt from the first request the SDK serves on it (its
         # `initialize`); weak, so a session that ends takes its entry with it.
         self._connections: weakref.WeakValueDictionary[str, Connection] = weakref.WeakValueDictionary()
-        self._param_headers: dict[str, tuple[float, bool]] = {}
         self._direct: Callable[[MiddlewareContext[Any]], Awaitable[Any]] | None = None
         self.direct = 0  # of `served`: tools/call run without FastMCP's dispatch machinery
 
@@ -283,7 +282,7 @@ class FastPath:
         verdict = classify_inbound_request(message, headers=headers.as_dict())
         if not isinstance(verdict, InboundModernRoute):
             return None  # the SDK writes the rejection
-        if message["method"] == "tools/call" and await self._declares_param_headers(message.get("params")):
+        if message["method"] == "tools/call" and await self.param_headers.declares(message.get("params")):
             return None
         return partial(self._serve_modern, scope, verdict, message)
 
@@ -371,29 +370,6 @@ class FastPath:
                 else:
                     wire = fastmcp_private.call_tool_wire_result(result)
         return fastmcp_private.wire_result(runner, "tools/call", wire)
-
-    async def _declares_param_headers(self, params: Any) -> bool:
-        """Whether the called tool's input schema asks for `Mcp-Param-*` headers (then the SDK checks them).
-
-        The SDK learns the schema from a full `tools/list` on every call with arguments; a tool that
-        declares no such header validates nothing, which is the answer for every other tool.
-        """
-        name = params.get("name") if isinstance(params, Mapping) else None
-        if not isinstance(name, str):
-            return False
-        now = time.monotonic()
-        cached = self._param_headers.get(name)
-        if cached is not None and now - cached[0] < _SCHEMA_TTL:
-            return cached[1]
-        try:
-            tool = await self.fastmcp.get_tool(name)
-        except Exception:
-            return True  # could not tell: let the SDK decide
-        declares = tool is not None and "x-mcp-header" in json.dumps(tool.parameters)
-        if len(self._param_headers) > 10_000:
-            self._param_headers.clear()  # made-up names cannot grow this without bound
-        self._param_headers[name] = (now, declares)
-        return declares
 
 
 # header name -> the RequestHeaders attribute that keeps its first value

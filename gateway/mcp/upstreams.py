@@ -94,6 +94,7 @@ from gateway.credentials.errors import (
     CredentialRejected,
 )
 from gateway.formatting import one_line
+from gateway.mcp.param_headers import schema_lookup_only
 from gateway.mcp.upstream_call import NotDirect, SessionHttp, StreamedSession, call_tool
 from gateway.tasks import cancel_and_wait
 
@@ -622,6 +623,12 @@ class UpstreamProvider(ProxyProvider):
     async def _list_tools(self) -> Sequence[Tool]:
         if self.upstream.recently_failed():
             return []
+        if schema_lookup_only():
+            # Listed only to find the schema a call's Mcp-Param headers are checked against: the last listing
+            # answers, as it answers the call's own lookup, and a stale one is listed again behind it.
+            if not self._fresh():
+                self.shared_refresh()
+            return list(self.last_listing())
         try:
             # Listed now, for this request; requests listing at the same time (as their credential would)
             # share one listing, not one each.
@@ -636,7 +643,7 @@ class UpstreamProvider(ProxyProvider):
     async def _get_tool(self, name: str, version: VersionSpec | None = None) -> Tool | None:
         cache = self._tools_cache
         matching = _matching(cache, name, version)
-        if (cache is None or not cache.is_fresh(self._cache_ttl)) and not self.upstream.recently_failed():
+        if not self._fresh() and not self.upstream.recently_failed():
             # Stale: one listing goes out for every call that finds it so, not one per call (a burst of calls
             # as the cache expires would each list the upstream, and each wait for it). A tool in the last
             # listing is called now; one missing from it (added since?) waits for the new listing.
@@ -653,6 +660,10 @@ class UpstreamProvider(ProxyProvider):
             return UnlistedUpstreamTool(client_factory=self.client_factory, name=name, description=None,
                                         parameters={"type": "object"})
         return None
+
+    def _fresh(self) -> bool:
+        cache = self._tools_cache
+        return cache is not None and cache.is_fresh(self._cache_ttl)
 
     def shared_refresh(self) -> asyncio.Task[Sequence[Tool]]:
         """The caller's listing in flight, or a new one, made as the caller (its context: its credential for

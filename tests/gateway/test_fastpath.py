@@ -40,7 +40,7 @@ input_price_per_mtok = 0
 output_price_per_mtok = 0
 
 [access.roles.member]
-deny = ["slow"]
+deny = ["slow", "routed_secret"]
 
 [quotas]
 refresh_seconds = 0.2
@@ -133,6 +133,12 @@ CORPUS = [
 MODERN_ONLY = [
     Req("header names another tool", call("echo", {"text": "h"}), headers=(("Mcp-Name", "add"),)),
     Req("mcp-param header", call("echo", {"text": "v"}), headers=(("Mcp-Param-Text", "v"),)),
+    # a tool that declares a routing header (x-mcp-header): the SDK checks it, on either path
+    Req("declared header matches", call("routed", {"region": "eu", "text": "t"}),
+        headers=(("Mcp-Param-Region", "eu"),)),
+    Req("declared header mismatched", call("routed", {"region": "eu"}), headers=(("Mcp-Param-Region", "us"),)),
+    Req("declared header missing", call("routed", {"region": "eu"})),
+    Req("declared header, tool denied", call("routed_secret", {"region": "eu"}), headers=(("Mcp-Param-Region", "us"),)),
 ]
 LEGACY_ONLY = [
     Req("modern envelope on a session", call("echo", {"text": "m"}, _meta={
@@ -295,6 +301,36 @@ def _drained(gateway: GatewayProcess) -> bool:
 def _ready(gateway: GatewayProcess) -> dict[str, Any]:
     body: dict[str, Any] = httpx.get(gateway.base_url + "/ready", timeout=10).json()
     return body
+
+
+def test_declared_routing_headers_are_checked_on_both_paths_against_what_the_caller_sees(
+        gateways: dict[str, GatewayProcess]) -> None:
+    """The checks behind the differential corpus's routing-header requests, so that both paths skipping
+    them alike cannot pass: a header that disagrees with its argument, or is missing, is refused 400; one
+    on a tool this caller is not shown is not checked (the tool is looked up as the caller sees it), and
+    the call is refused as for any tool they cannot see."""
+    for name, gateway in gateways.items():
+        caller = Caller(gateway, f"routing-{name}", "modern")
+        try:
+            matched = caller.send(Req("matches", call("routed", {"region": "eu", "text": "t"}),
+                                      headers=(("Mcp-Param-Region", "eu"),)))
+            mismatched = caller.send(Req("mismatched", call("routed", {"region": "eu"}),
+                                         headers=(("Mcp-Param-Region", "us"),)))
+            missing = caller.send(Req("missing", call("routed", {"region": "eu"})))
+            denied = caller.send(Req("denied", call("routed_secret", {"region": "eu"}),
+                                     headers=(("Mcp-Param-Region", "us"),)))
+            unknown = caller.send(Req("unknown", call("no_such_tool", {"region": "eu"}),
+                                      headers=(("Mcp-Param-Region", "us"),)))
+        finally:
+            caller.close()
+        assert matched.status_code == 200 and matched.json()["result"]["content"][0]["text"] == "eu: t", name
+        assert mismatched.status_code == 400, name
+        assert "Mcp-Param-Region header does not match" in mismatched.json()["error"]["message"], name
+        assert missing.status_code == 400, name
+        assert "Mcp-Param-Region header is missing" in missing.json()["error"]["message"], name
+        assert denied.status_code == 200 and denied.json()["result"]["isError"], name
+        assert (denied.json()["result"]["content"][0]["text"].replace("routed_secret", "T")
+                == unknown.json()["result"]["content"][0]["text"].replace("no_such_tool", "T")), name
 
 
 def test_a_session_is_served_only_to_its_owner_and_only_while_it_lives(gateways: dict[str, GatewayProcess]) -> None:

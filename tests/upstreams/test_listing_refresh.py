@@ -22,6 +22,7 @@ from auth.principal import Principal
 from fastmcp_private import proxy_cache_entry
 from gateway.config import UpstreamConfig
 from gateway.credentials.errors import CredentialRejected
+from gateway.mcp.param_headers import schema_walk
 from gateway.mcp.upstreams import UnlistedUpstreamTool, Upstream, UpstreamProvider
 from tests.credentials.test_per_user_calls import _start
 from tests.gateway_proc import free_port
@@ -104,6 +105,28 @@ async def test_a_tool_missing_from_the_stale_listing_is_found_in_the_new_one(
     tool = await asyncio.wait_for(weather.provider.get_tool("forecast"), 10)
     assert tool is not None and tool.name == "forecast"
     assert listings.by == [""]
+
+
+async def test_a_listing_made_only_to_find_a_schema_answers_from_the_last_listing(
+        weather: Upstream, listings: Listings) -> None:
+    """The SDK's walk for the schema a call's Mcp-Param headers are checked against (gateway/mcp/param_headers.py)
+    never waits on the upstream: the last listing answers it, and a stale one is listed again behind it."""
+    listed = await weather.provider.refresh_tools()
+    expected = sorted(t.name for t in listed)
+    listings.by.clear()
+    with schema_walk():  # fresh: answered from it, nothing listed
+        assert sorted(t.name for t in await weather.provider.list_tools()) == expected
+    assert listings.by == []
+    _expire(weather.provider, listed)
+    release = listings.hold("")
+    with schema_walk():  # stale, the new listing held: still answered at once, and one listing went out
+        answers = await asyncio.wait_for(asyncio.gather(*(weather.provider.list_tools() for _ in range(5))), 10)
+    assert [sorted(t.name for t in answer) for answer in answers] == [expected] * 5
+    await asyncio.wait_for(listings.sent[""].wait(), 10)
+    assert listings.by == [""]
+    release.set()
+    await asyncio.wait_for(weather.provider.shared_refresh(), 10)
+    assert weather.provider._tools_cache is not None and weather.provider._tools_cache.is_fresh(60)
 
 
 async def test_clients_listing_at_the_same_time_share_one_listing(weather: Upstream, listings: Listings) -> None:
