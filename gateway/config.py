@@ -103,6 +103,9 @@ class UpstreamConfig(_Strict):
     retry_seconds: float = Field(
         5.0, ge=0, le=3600, description="After a failure, tools/list skips this upstream this long (calls always try)")
     health_interval: float = Field(30.0, ge=1, le=86400, description="Seconds between background health checks")
+    list_wait: float = Field(
+        5.0, gt=0, le=3600, description="Seconds a client's tools/prompts/resources list waits for this upstream's "
+                                        "listing; past that its last listing answers (the listing goes on)")
 
     @field_validator("name")
     @classmethod

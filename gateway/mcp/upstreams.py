@@ -50,7 +50,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -592,9 +592,10 @@ class UpstreamProvider(ProxyProvider):
     def __init__(self, upstream: Upstream) -> None:
         super().__init__(upstream.client_factory, cache_ttl=upstream.config.health_interval)
         self.upstream = upstream
-        # The listings in flight that calls share: one for a shared credential, one per user for per-user ones
-        # (a listing made with one user's credential, failing, must not fail another user's call).
-        self._refreshing: dict[tuple[str, str] | None, asyncio.Task[Sequence[Tool]]] = {}
+        # The listings in flight that calls and clients share, by kind (tools, prompts, ...): one for a shared
+        # credential, one per user for per-user ones (a listing made with one user's credential, failing, must
+        # not fail another user's call).
+        self._refreshing: dict[tuple[str, tuple[str, str] | None], asyncio.Task[Sequence[Any]]] = {}
 
     async def refresh_tools(self) -> Sequence[Tool]:
         """List the upstream's tools now (raises UpstreamError); updates the cache and health."""
@@ -631,8 +632,8 @@ class UpstreamProvider(ProxyProvider):
             return list(self.last_listing())
         try:
             # Listed now, for this request; requests listing at the same time (as their credential would)
-            # share one listing, not one each.
-            return await asyncio.shield(self.shared_refresh())
+            # share one listing, not one each. A slow one answers from the last listing (`_within_list_wait`).
+            return await self._within_list_wait(self.shared_refresh(), self.last_listing)
         except CredentialError:
             # This caller has no usable credential: show the last-known tools, so a call can answer
             # with the link URL (tool definitions only; nothing another user called is shown).
@@ -666,17 +667,21 @@ class UpstreamProvider(ProxyProvider):
         return cache is not None and cache.is_fresh(self._cache_ttl)
 
     def shared_refresh(self) -> asyncio.Task[Sequence[Tool]]:
-        """The caller's listing in flight, or a new one, made as the caller (its context: its credential for
-        a per-user upstream), as an inline listing was. Its failure is recorded in health, not raised here."""
-        key = self.upstream.listing_key()
+        """The caller's tool listing in flight, or a new one, made as the caller (its context: its credential
+        for a per-user upstream), as an inline listing was. Its failure is recorded in health, not raised here."""
+        return self._shared("tools", self.refresh_tools)
+
+    def _shared(self, kind: str, fetch: Callable[[], Coroutine[Any, Any, Sequence[Any]]],
+                ) -> asyncio.Task[Sequence[Any]]:
+        key = (kind, self.upstream.listing_key())
         task = self._refreshing.get(key)
         if task is None or task.done():  # (done: its callback, which forgets it, has not run yet)
             task = self._refreshing[key] = asyncio.create_task(
-                self.refresh_tools(), name=f"mcp-gateway-upstream-{self.upstream.name}-listing")
+                fetch(), name=f"mcp-gateway-upstream-{self.upstream.name}-{kind}-listing")
             task.add_done_callback(lambda done: self._listed(key, done))
         return task
 
-    def _listed(self, key: tuple[str, str] | None, task: asyncio.Task[Sequence[Tool]]) -> None:
+    def _listed(self, key: tuple[str, tuple[str, str] | None], task: asyncio.Task[Sequence[Any]]) -> None:
         if self._refreshing.get(key) is task:
             del self._refreshing[key]
         if not task.cancelled():
@@ -686,22 +691,35 @@ class UpstreamProvider(ProxyProvider):
         for task in list(self._refreshing.values()):
             await cancel_and_wait(task)
 
-    async def _guarded_list(self, fetch: Callable[[], Awaitable[Sequence[Any]]]) -> Sequence[Any]:
+    async def _within_list_wait(self, listing: asyncio.Task[Sequence[Any]],
+                                last: Callable[[], Sequence[Any]]) -> Sequence[Any]:
+        """A client's list waits for this upstream's listing `list_wait` seconds at most. Past that the listing
+        goes on behind the answer (shared, within `timeout`), and the answer has what the last listing had
+        while the upstream was last seen up, or nothing of it: a hung upstream delays no one's list by more."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(listing), self.upstream.config.list_wait)
+        except TimeoutError:
+            return list(last()) if self.upstream.health.state == "up" else []
+
+    async def _guarded_list(self, kind: str, fetch: Callable[[], Awaitable[Sequence[Any]]]) -> Sequence[Any]:
         if self.upstream.recently_failed():
             return []
         try:
-            return await self.upstream.guarded(fetch, listing=True)  # FastMCP maps "method not found" to []
+            # FastMCP maps "method not found" to []; it keeps no usable last listing of these: a slow one is
+            # left out of the answer until it comes back.
+            return await self._within_list_wait(
+                self._shared(kind, lambda: self.upstream.guarded(fetch, listing=True)), list)
         except (UpstreamError, CredentialError):
             return []
 
     async def _list_resources(self) -> Sequence[Any]:
-        return await self._guarded_list(super()._list_resources)
+        return await self._guarded_list("resources", super()._list_resources)
 
     async def _list_resource_templates(self) -> Sequence[Any]:
-        return await self._guarded_list(super()._list_resource_templates)
+        return await self._guarded_list("resource-templates", super()._list_resource_templates)
 
     async def _list_prompts(self) -> Sequence[Any]:
-        return await self._guarded_list(super()._list_prompts)
+        return await self._guarded_list("prompts", super()._list_prompts)
 
     def __repr__(self) -> str:
         return f"UpstreamProvider({self.upstream.name!r})"

@@ -129,6 +129,38 @@ async def test_a_listing_made_only_to_find_a_schema_answers_from_the_last_listin
     assert weather.provider._tools_cache is not None and weather.provider._tools_cache.is_fresh(60)
 
 
+@pytest.fixture
+async def slow_to_list(tmp_path: Path) -> AsyncIterator[Upstream]:
+    """As `weather`, with a client's list waiting for it a fifth of a second at most."""
+    port = free_port()
+    with upstream("json", port, tmp_path / "up.log"):
+        up = Upstream(UpstreamConfig(name="w", url=f"http://127.0.0.1:{port}/mcp", timeout=10, list_wait=0.2))
+        try:
+            yield up
+        finally:
+            await up.stop()
+
+
+async def test_a_client_list_waits_list_wait_then_has_the_last_listing_while_the_listing_goes_on(
+        slow_to_list: Upstream, listings: Listings) -> None:
+    provider = slow_to_list.provider
+    expected = sorted(t.name for t in await provider.refresh_tools())
+    listings.by.clear()
+    release = listings.hold("")
+    # Up, listing held: each list has the last listing after list_wait, and they share the one held listing.
+    for _ in range(3):
+        assert sorted(t.name for t in await asyncio.wait_for(provider.list_tools(), 5)) == expected
+    assert listings.by == [""]
+    # Once seen down (and past retry_seconds), a held listing leaves its tools out instead.
+    slow_to_list.health.state, slow_to_list.health.last_failure_mono = "down", time.monotonic() - 3600
+    assert await asyncio.wait_for(provider.list_tools(), 5) == []
+    assert listings.by == [""]
+    release.set()  # the listing comes back: the upstream is up again, and listed in full
+    assert sorted(t.name for t in await asyncio.wait_for(provider.shared_refresh(), 5)) == expected
+    assert slow_to_list.health.state == "up"
+    assert sorted(t.name for t in await asyncio.wait_for(provider.list_tools(), 5)) == expected
+
+
 async def test_clients_listing_at_the_same_time_share_one_listing(weather: Upstream, listings: Listings) -> None:
     expected = sorted(t.name for t in await weather.provider.refresh_tools())
     listings.by.clear()
@@ -149,7 +181,7 @@ async def test_stopping_cancels_a_listing_in_flight(weather: Upstream, listings:
     listings.hold("")
     assert await weather.provider.get_tool("forecast") is not None  # starts the listing, which stays held
     await asyncio.wait_for(listings.sent[""].wait(), 10)
-    [listing] = [t for t in asyncio.all_tasks() if t.get_name() == "mcp-gateway-upstream-w-listing"]
+    [listing] = [t for t in asyncio.all_tasks() if t.get_name() == "mcp-gateway-upstream-w-tools-listing"]
     await asyncio.wait_for(weather.stop(), 10)
     assert listing.cancelled()
 

@@ -7,8 +7,9 @@
     python tests/upstreams/upstream_server.py garbage PORT  answers every request with 200 and non-JSON bytes
 
 UPSTREAM_LABEL (env) shows up in `whereami`, so tests can tell upstreams apart and see env passed through.
-UPSTREAM_LISTINGS (env): a file that gets a line for each `tools/list` the server is asked, before it answers;
-UPSTREAM_LIST_DELAY (env): seconds each `tools/list` then waits before answering (a slow or hung upstream).
+UPSTREAM_LISTINGS (env): a file that gets a line (the method) for each tools, prompts or resources list the
+server is asked, before it answers; UPSTREAM_LIST_DELAY (env): seconds each then waits before answering (a slow
+or hung upstream).
 """
 
 from __future__ import annotations
@@ -36,11 +37,21 @@ class Misbehave(Middleware):
         return await call_next(context)
 
     async def on_list_tools(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
-        if listings := os.environ.get("UPSTREAM_LISTINGS"):
-            with open(listings, "a") as log:
-                log.write("tools/list\n")
-        await asyncio.sleep(float(os.environ.get("UPSTREAM_LIST_DELAY", "0")))
-        return await call_next(context)
+        return await _listed("tools/list", context, call_next)
+
+    async def on_list_prompts(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        return await _listed("prompts/list", context, call_next)
+
+    async def on_list_resources(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        return await _listed("resources/list", context, call_next)
+
+
+async def _listed(method: str, context: MiddlewareContext[Any], call_next: Any) -> Any:
+    if listings := os.environ.get("UPSTREAM_LISTINGS"):
+        with open(listings, "a") as log:
+            log.write(f"{method}\n")
+    await asyncio.sleep(float(os.environ.get("UPSTREAM_LIST_DELAY", "0")))
+    return await call_next(context)
 
 
 def refusing(app: Any) -> Any:
