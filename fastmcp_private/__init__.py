@@ -116,7 +116,7 @@ __all__ = [
 # Protected hooks of fastmcp.server.providers.proxy.ProxyProvider that gateway.mcp.upstreams overrides or reads
 # (guarded listings, a last-known tool cache); `_tools_cache` / `_cache_ttl` are instance attributes.
 PROXY_PROVIDER_HOOKS = ("_list_tools", "_get_tool", "_list_resources", "_list_resource_templates",
-                        "_list_prompts", "_get_client")
+                        "_list_prompts", "_get_prompt", "_get_resource", "_get_resource_template", "_get_client")
 PROXY_PROVIDER_STATE = ("_tools_cache", "_cache_ttl")
 
 

@@ -50,7 +50,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -704,11 +704,13 @@ class UpstreamProvider(ProxyProvider):
     async def _guarded_list(self, kind: str, fetch: Callable[[], Awaitable[Sequence[Any]]]) -> Sequence[Any]:
         if self.upstream.recently_failed():
             return []
+        listing = self._shared(kind, lambda: self.upstream.guarded(fetch, listing=True))
         try:
-            # FastMCP maps "method not found" to []; it keeps no usable last listing of these: a slow one is
-            # left out of the answer until it comes back.
-            return await self._within_list_wait(
-                self._shared(kind, lambda: self.upstream.guarded(fetch, listing=True)), list)
+            if _looking_up.get():  # a prompts/get or resources/read: the listing is what finds it, so wait
+                return await asyncio.shield(listing)
+            # A client's list. FastMCP maps "method not found" to []; it keeps no usable last listing of these:
+            # a slow one is left out of the answer until it comes back.
+            return await self._within_list_wait(listing, list)
         except (UpstreamError, CredentialError):
             return []
 
@@ -721,8 +723,34 @@ class UpstreamProvider(ProxyProvider):
     async def _list_prompts(self) -> Sequence[Any]:
         return await self._guarded_list("prompts", super()._list_prompts)
 
+    # FastMCP's lookups of one prompt or resource list them all when its last listing is old.
+    async def _get_prompt(self, name: str, version: VersionSpec | None = None) -> Any:
+        with _lookup():
+            return await super()._get_prompt(name, version)
+
+    async def _get_resource(self, uri: str, version: VersionSpec | None = None) -> Any:
+        with _lookup():
+            return await super()._get_resource(uri, version)
+
+    async def _get_resource_template(self, uri: str, version: VersionSpec | None = None) -> Any:
+        with _lookup():
+            return await super()._get_resource_template(uri, version)
+
     def __repr__(self) -> str:
         return f"UpstreamProvider({self.upstream.name!r})"
+
+
+_looking_up: contextvars.ContextVar[bool] = contextvars.ContextVar("mcp_gateway_upstream_lookup", default=False)
+
+
+@contextlib.contextmanager
+def _lookup() -> Iterator[None]:
+    """Listings made inside find one prompt or resource: they wait for the upstream (within `timeout`)."""
+    token = _looking_up.set(True)
+    try:
+        yield
+    finally:
+        _looking_up.reset(token)
 
 
 def _matching(cache: Any, name: str, version: VersionSpec | None) -> list[Tool]:

@@ -161,6 +161,33 @@ async def test_a_client_list_waits_list_wait_then_has_the_last_listing_while_the
     assert sorted(t.name for t in await asyncio.wait_for(provider.list_tools(), 5)) == expected
 
 
+async def test_a_prompt_or_resource_lookup_waits_for_the_listing_a_clients_list_does_not(
+        slow_to_list: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client's prompts or resources list answers after list_wait without the upstream's (it keeps no last
+    listing of those); a `prompts/get` or `resources/read` of one of them still waits for the listing, as it did."""
+    gate = asyncio.Event()
+    for method in ("list_prompts", "list_resources"):
+        real = getattr(Client, method)
+
+        async def held(self: Client, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            await gate.wait()
+            return await _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Client, method, held)
+    provider = slow_to_list.provider
+    await provider.refresh_tools()  # seen up
+    assert await asyncio.wait_for(provider.list_prompts(), 5) == []
+    assert await asyncio.wait_for(provider.list_resources(), 5) == []
+    lookups = [asyncio.create_task(provider.get_prompt("ask_weather")),
+               asyncio.create_task(provider.get_resource("data://cities"))]
+    _, pending = await asyncio.wait(lookups, timeout=1.0)  # five times list_wait
+    assert len(pending) == 2
+    gate.set()
+    prompt, resource = await asyncio.wait_for(asyncio.gather(*lookups), 10)
+    assert prompt is not None and prompt.name == "ask_weather"
+    assert resource is not None and str(resource.uri) == "data://cities"
+
+
 async def test_clients_listing_at_the_same_time_share_one_listing(weather: Upstream, listings: Listings) -> None:
     expected = sorted(t.name for t in await weather.provider.refresh_tools())
     listings.by.clear()
