@@ -119,10 +119,9 @@ class ParamHeaderSchemas:
         except (ValueError, RecursionError):
             return None
         params = message.get("params") if isinstance(message, dict) and message.get("method") == "tools/call" else None
-        name = params.get("name") if isinstance(params, dict) else None
-        if not isinstance(name, str):
+        if not isinstance(params, dict) or not isinstance(params.get("name"), str):
             return None
-        arguments = params.get("arguments")  # type: ignore[union-attr]
+        name, arguments = params["name"], params.get("arguments")
         if arguments is not None and not isinstance(arguments, Mapping):
             return None
         if not arguments and not any(key.startswith(_PARAM_PREFIX) for key, _ in scope["headers"]):
